@@ -1,0 +1,172 @@
+"""Dataset manifest: the one file format shared by the agent (writer) and the trainer (reader).
+
+A manifest is JSON Lines, one object per image (DESIGN.md §4):
+
+    {"path": "images/red-fox/3f2a....png", "label": 7, "class_name": "red fox",
+     "source": "generated", "sha256": "3f2a...", "description": "A photo of the class red fox, ...",
+     "score": 0.31, "round": 1, "run_id": "r1"}
+
+- ``path`` is relative to the manifest's folder, or absolute.
+- ``source`` is ``original`` or ``generated``; generated rows also carry ``description``, ``score``,
+  ``round`` and ``run_id``.
+- Rows are written atomically (temp file + rename) in a stable order (label, source, path), so the same
+  rows always give the same bytes.
+- The reader rejects a malformed row with ``file:line: reason`` (:class:`ManifestError`).
+
+This module imports only the standard library: the trainer depends on it and on nothing else of ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SOURCES = ("original", "generated")
+_GENERATED_FIELDS = ("description", "score", "round", "run_id")
+_ALL_FIELDS = ("path", "label", "class_name", "source", "sha256", *_GENERATED_FIELDS)
+
+
+class ManifestError(ValueError):
+    """A manifest row or file that cannot be used; the message reads ``file:line: reason``."""
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One image of a dataset manifest.
+
+    >>> ManifestRow("a.png", 3, "cat", "original", "ab" * 32).source
+    'original'
+    """
+
+    path: str
+    label: int
+    class_name: str
+    source: str
+    sha256: str
+    description: str | None = None
+    score: float | None = None
+    round: int | None = None
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        problem = _row_problem(self)
+        if problem:
+            raise ManifestError(problem)
+
+    def to_json(self) -> str:
+        """Canonical one-line JSON (fixed key order; ``None`` fields of original rows left out)."""
+        data = {k: v for k, v in asdict(self).items() if v is not None or k in ("path",)}
+        return json.dumps({k: data[k] for k in _ALL_FIELDS if k in data}, ensure_ascii=False)
+
+    def resolve(self, manifest_dir: Path) -> Path:
+        """The image's absolute path: ``path`` taken relative to the manifest's folder."""
+        p = Path(self.path)
+        return p if p.is_absolute() else manifest_dir / p
+
+    def sort_key(self) -> tuple[int, int, str]:
+        return (self.label, SOURCES.index(self.source), self.path)
+
+
+def write_manifest(path: Path | str, rows: Iterable[ManifestRow]) -> int:
+    """Write ``rows`` to ``path`` atomically, sorted by (label, source, path); returns the row count.
+
+    Duplicate paths are an error: a manifest never lists one image twice.
+    """
+    path = Path(path)
+    ordered = sorted(rows, key=ManifestRow.sort_key)
+    seen: set[str] = set()
+    for row in ordered:
+        if row.path in seen:
+            raise ManifestError(f"{path}: duplicate row for image {row.path!r}")
+        seen.add(row.path)
+    text = "".join(row.to_json() + "\n" for row in ordered)
+    atomic_write_text(path, text)
+    return len(ordered)
+
+
+def read_manifest(path: Path | str) -> list[ManifestRow]:
+    """Read and validate every row; the first bad row raises ``ManifestError('file:line: reason')``."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read manifest: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    rows: list[ManifestRow] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        rows.append(parse_row(line, where=f"{path}:{lineno}"))
+    return rows
+
+
+def parse_row(line: str, where: str = "<row>") -> ManifestRow:
+    """Parse one JSON line into a row, or raise ``ManifestError`` prefixed with ``where``."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{where}: not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: a row must be a JSON object")
+    unknown = sorted(set(obj) - set(_ALL_FIELDS))
+    if unknown:
+        raise ManifestError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    missing = [k for k in ("path", "label", "class_name", "source", "sha256") if k not in obj]
+    if missing:
+        raise ManifestError(f"{where}: missing field(s) {', '.join(missing)}")
+    try:
+        return ManifestRow(**obj)
+    except ManifestError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _row_problem(row: ManifestRow) -> str | None:
+    checks: list[tuple[bool, str]] = [
+        (isinstance(row.path, str) and bool(row.path), "path must be a non-empty string"),
+        (isinstance(row.label, int) and not isinstance(row.label, bool) and row.label >= 0,
+         f"label must be an integer >= 0, got {row.label!r}"),
+        (isinstance(row.class_name, str) and bool(row.class_name), "class_name must be a non-empty string"),
+        (row.source in SOURCES, f"source must be one of {', '.join(SOURCES)}, got {row.source!r}"),
+        (isinstance(row.sha256, str) and len(row.sha256) == 64
+         and all(c in "0123456789abcdef" for c in row.sha256), "sha256 must be 64 lowercase hex digits"),
+    ]
+    for ok, reason in checks:
+        if not ok:
+            return reason
+    if row.source == "generated":
+        missing = [k for k in _GENERATED_FIELDS if getattr(row, k) is None]
+        if missing:
+            return f"generated row lacks {', '.join(missing)}"
+        if not isinstance(row.description, str):
+            return "description must be a string"
+        if not isinstance(row.score, (int, float)) or isinstance(row.score, bool):
+            return f"score must be a number, got {row.score!r}"
+        if not isinstance(row.round, int) or isinstance(row.round, bool) or row.round < 0:
+            return f"round must be an integer >= 0, got {row.round!r}"
+        if not isinstance(row.run_id, str):
+            return "run_id must be a string"
+    return None
+
