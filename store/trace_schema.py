@@ -1,0 +1,224 @@
+"""The trace row: ``TraceRecord``, its SQLite columns, validation and SQL builders (pure, no I/O).
+
+Split from ``store/traces.py`` so the I/O side stays small; import the public names from there.
+
+Columns follow the OpenTelemetry GenAI semantic conventions where one exists (``gen_ai.*``,
+``error.type``); ``gen_ai.response.finish_reasons`` holds this call's single finish reason as text.
+
+>>> COLUMNS["input_tokens"]
+'gen_ai.usage.input_tokens'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+OPERATIONS = ("chat", "image_generation")
+STATUSES = ("ok", "error")
+MAX_REQUEST_BYTES = 64 * 1024
+
+# A data URI anywhere in the request text: ``data:image/png;base64,...`` or ``data:;base64,...``.
+# The look-behind keeps words like "metadata:" from tripping it.
+_DATA_URI_RE = re.compile(r"(?<![A-Za-z0-9_])data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*,", re.IGNORECASE)
+
+
+class TraceStoreError(ValueError):
+    """A trace store misuse or an unreadable trace file (one line: what, where, how to fix)."""
+
+
+@dataclass(kw_only=True)
+class TraceRecord:
+    """One provider call. Only who/what is required; the rest default to an empty successful call."""
+
+    run_id: str
+    class_name: str
+    node: str
+    role: str
+    operation: str  # "chat" | "image_generation"
+    model: str
+    round: int = 0
+    request: dict[str, Any] = field(default_factory=dict)  # images as {"sha256": ...}, never bytes
+    response_text: str | None = None
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    images: int = 0
+    latency_s: float = 0.0
+    cache_hit: bool = False
+    attempts: int = 0
+    status: str = "ok"  # "ok" | "error"
+    error: str | None = None
+    error_kind: str | None = None
+    parse_dropped: int | None = None
+    cost_usd: float | None = None
+    started_at: float = field(default_factory=time.time)
+    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+# Field name -> SQLite column, in table order (the OpenTelemetry names where one exists).
+_OTEL = {
+    "operation": "gen_ai.operation.name",
+    "model": "gen_ai.request.model",
+    "finish_reason": "gen_ai.response.finish_reasons",
+    "input_tokens": "gen_ai.usage.input_tokens",
+    "output_tokens": "gen_ai.usage.output_tokens",
+    "error_kind": "error.type",
+}
+_ORDER = (
+    "call_id", "run_id", "class_name", "node", "round", "role", "operation", "model", "request",
+    "response_text", "finish_reason", "input_tokens", "output_tokens", "images", "latency_s",
+    "cache_hit", "attempts", "status", "error", "error_kind", "parse_dropped", "cost_usd", "started_at",
+)
+COLUMNS: dict[str, str] = {name: _OTEL.get(name, name) for name in _ORDER}
+assert set(_ORDER) == {f.name for f in fields(TraceRecord)}, "every TraceRecord field needs a column"
+
+_FILTERS = ("call_id", "run_id", "class_name", "node", "status", "cache_hit", "round", "role",
+            "operation", "model")
+_SQL_TYPES = {"round": "INTEGER", "input_tokens": "INTEGER", "output_tokens": "INTEGER",
+              "images": "INTEGER", "cache_hit": "INTEGER", "attempts": "INTEGER",
+              "parse_dropped": "INTEGER", "latency_s": "REAL", "cost_usd": "REAL", "started_at": "REAL"}
+
+
+def _q(column: str) -> str:
+    return f'"{column}"'
+
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS traces (\n"
+    + ",\n".join(
+        f"    {_q(col)} {_SQL_TYPES.get(name, 'TEXT')}{' PRIMARY KEY' if name == 'call_id' else ''}"
+        for name, col in COLUMNS.items()
+    )
+    + "\n);\n"
+    + "".join(
+        f"CREATE INDEX IF NOT EXISTS traces_{name} ON traces ({_q(name)}, {_q('started_at')});\n"
+        for name in ("run_id", "class_name", "node")
+    )
+)
+INSERT_SQL = (
+    f"INSERT INTO traces ({', '.join(_q(c) for c in COLUMNS.values())}) "
+    f"VALUES ({', '.join('?' for _ in COLUMNS)})"
+)
+_SELECT = f"SELECT {', '.join(_q(c) for c in COLUMNS.values())} FROM traces"
+
+
+def row_from_record(record: TraceRecord) -> dict[str, Any]:
+    """Validate ``record`` and return its column -> value row (``request`` as JSON text).
+
+    Raises ``ValueError`` for a request with a ``data:`` URI or over 64 KB, or an invalid field.
+    """
+    problem = _record_problem(record)
+    if problem:
+        raise ValueError(f"trace {record.call_id} ({record.run_id}/{record.class_name}/{record.node}): {problem}")
+    request_text = _request_json(record)
+    row: dict[str, Any] = {}
+    for name, column in COLUMNS.items():
+        value = getattr(record, name)
+        if name == "request":
+            value = request_text
+        elif name == "cache_hit":
+            value = int(bool(value))
+        row[column] = value
+    return row
+
+
+def record_from_row(row: tuple[Any, ...]) -> TraceRecord:
+    """The inverse of ``row_from_record`` for a row selected in ``COLUMNS`` order."""
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["request"] = json.loads(values["request"]) if values["request"] else {}
+    values["cache_hit"] = bool(values["cache_hit"])
+    return TraceRecord(**values)
+
+
+def replace_fields(record: TraceRecord, changes: Mapping[str, Any]) -> TraceRecord:
+    """``record`` with ``changes`` applied; ``ValueError`` for unknown fields or ``call_id``."""
+    unknown = sorted(set(changes) - set(COLUMNS))
+    if unknown:
+        raise ValueError(f"traces: unknown field(s) {', '.join(unknown)}; known: {', '.join(COLUMNS)}")
+    if "call_id" in changes:
+        raise ValueError("traces: call_id cannot be changed")
+    return dataclasses.replace(record, **dict(changes))
+
+
+def update_sql(call_id: str, current: TraceRecord, changes: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """``UPDATE`` setting ``changes`` on ``current`` (validated as a whole record first)."""
+    row = row_from_record(replace_fields(current, changes))
+    columns = [COLUMNS[name] for name in changes]
+    sql = f"UPDATE traces SET {', '.join(f'{_q(c)} = ?' for c in columns)} WHERE {_q('call_id')} = ?"
+    return sql, [row[c] for c in columns] + [call_id]
+
+
+def select_sql(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """``SELECT`` of every column where each non-``None`` filter matches, ordered by start then id.
+
+    >>> select_sql({"run_id": "r1", "node": None})[1]
+    ['r1']
+    """
+    unknown = sorted(set(filters) - set(_FILTERS))
+    if unknown:
+        raise TraceStoreError(
+            f"traces: cannot filter on {', '.join(unknown)}; filters are {', '.join(_FILTERS)}"
+        )
+    clauses: list[str] = []
+    params: list[Any] = []
+    for name, value in filters.items():
+        if value is None:
+            continue
+        clauses.append(f"{_q(COLUMNS[name])} = ?")
+        params.append(int(value) if name == "cache_hit" else value)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    return f"{_SELECT}{where} ORDER BY {_q('started_at')}, {_q('call_id')}", params
+
+
+def _request_json(record: TraceRecord) -> str:
+    try:
+        text = json.dumps(record.request, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"trace {record.call_id}: request is not plain JSON ({exc})") from None
+    size = len(text.encode("utf-8"))
+    if size > MAX_REQUEST_BYTES:
+        raise ValueError(
+            f"trace {record.call_id}: request is {size} bytes of JSON (limit {MAX_REQUEST_BYTES}); "
+            "store images as {'sha256': ...} and keep prompts out of bulk data"
+        )
+    if _DATA_URI_RE.search(text):
+        raise ValueError(
+            f"trace {record.call_id}: request contains a data: URI; traces hold image hashes "
+            "({'sha256': ...}), never image bytes"
+        )
+    return text
+
+
+def _is_count(value: object, *, optional: bool) -> bool:
+    if value is None:
+        return optional
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _record_problem(r: TraceRecord) -> str | None:
+    checks: list[tuple[bool, str]] = [
+        (r.operation in OPERATIONS, f"operation must be one of {', '.join(OPERATIONS)}, got {r.operation!r}"),
+        (r.status in STATUSES, f"status must be one of {', '.join(STATUSES)}, got {r.status!r}"),
+        (isinstance(r.request, Mapping), f"request must be a dict, got {type(r.request).__name__}"),
+        (all(isinstance(getattr(r, k), str) and getattr(r, k) for k in ("run_id", "node", "role", "model",
+                                                                        "call_id")),
+         "run_id, node, role, model and call_id must be non-empty strings"),
+        (isinstance(r.class_name, str), "class_name must be a string"),
+        (_is_count(r.round, optional=False), f"round must be an integer >= 0, got {r.round!r}"),
+        (all(_is_count(getattr(r, k), optional=True) for k in ("input_tokens", "output_tokens",
+                                                               "parse_dropped")),
+         "input_tokens, output_tokens and parse_dropped must be integers >= 0 or None"),
+        (_is_count(r.images, optional=False) and _is_count(r.attempts, optional=False),
+         "images and attempts must be integers >= 0"),
+    ]
+    for ok, reason in checks:
+        if not ok:
+            return reason
+    return None

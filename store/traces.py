@@ -1,0 +1,238 @@
+"""Traces: one row per provider call, written in batches so tracing never dominates a call's cost.
+
+Contract (docs/INTERFACES.md, ``store/traces.py``):
+
+- ``TraceRecord`` holds one call: who asked (run, class, node, round, role), what (operation, model,
+  request with images as ``{"sha256": ...}``), the answer (text, finish reason, usage, image count), and
+  how it went (latency, cache hit, attempts, status, error, parser drops, cost, start time).
+- SQLite columns use the OpenTelemetry GenAI semantic-convention names where one exists
+  (``gen_ai.operation.name``, ``gen_ai.request.model``, ``gen_ai.usage.input_tokens``,
+  ``gen_ai.usage.output_tokens``, ``gen_ai.response.finish_reasons``, ``error.type``); the rest keep the
+  record's field names. ``request`` is JSON text.
+- ``TraceStore.add`` is synchronous and only appends to an in-memory buffer. A background task writes the
+  buffer every ``flush_interval_s`` or as soon as ``batch_size`` records are waiting, with one
+  ``executemany`` in one transaction. ``close`` writes everything still buffered.
+- Guard: ``add`` raises ``ValueError`` for a request holding a ``data:`` URI or over 64 KB of JSON —
+  traces hold image hashes, never image bytes (and an API key belongs in no request body).
+- Queries (``query``, ``get``, and the sync ``read_traces`` for CLIs) return records ordered by
+  ``started_at`` then ``call_id``; async queries first flush, so they see every record added so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiosqlite
+
+from store.trace_schema import (
+    INSERT_SQL,
+    SCHEMA,
+    TraceRecord,
+    TraceStoreError,
+    record_from_row,
+    replace_fields,
+    row_from_record,
+    select_sql,
+    update_sql,
+)
+
+__all__ = ["TraceRecord", "TraceStore", "TraceStoreError", "read_traces"]
+
+LOG = logging.getLogger(__name__)
+
+
+class TraceStore:
+    """Buffered, batched trace writer plus query helpers on one SQLite file (one connection)."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path, batch_size: int, flush_interval_s: float):
+        # Built by ``open``: the connection and the flusher task need the running event loop.
+        self._conn = conn
+        self.path = path
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self._buffer: dict[str, dict[str, Any]] = {}  # call_id -> column row; dicts keep add order
+        self._write_lock = asyncio.Lock()  # one transaction at a time on the shared connection
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._flusher: asyncio.Task[None] | None = None
+        self._last_error: BaseException | None = None
+
+    @classmethod
+    async def open(
+        cls, path: Path | str, batch_size: int = 64, flush_interval_s: float = 0.5
+    ) -> TraceStore:
+        """Open (creating if needed) the trace file at ``path`` and start the background flusher."""
+        if batch_size < 1 or flush_interval_s <= 0:
+            raise TraceStoreError(
+                f"traces: batch_size must be >= 1 and flush_interval_s > 0, "
+                f"got {batch_size} and {flush_interval_s}"
+            )
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit: transactions are opened explicitly (BEGIN ... COMMIT) under the write lock.
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+            await conn.execute("PRAGMA busy_timeout=10000")
+            await conn.executescript(SCHEMA)
+        except BaseException:
+            await conn.close()
+            raise
+        store = cls(conn, path, batch_size, flush_interval_s)
+        store._flusher = asyncio.get_running_loop().create_task(store._flush_loop())
+        return store
+
+    def add(self, record: TraceRecord) -> None:
+        """Buffer ``record`` (validated and serialised now, so later edits to it do not leak in)."""
+        if self._closed:
+            raise TraceStoreError(f"traces {self.path}: add() after close()")
+        row = row_from_record(record)  # raises ValueError on a data: URI / oversized request
+        if record.call_id in self._buffer:
+            raise ValueError(f"traces: call_id {record.call_id} added twice")
+        self._buffer[record.call_id] = row
+        if len(self._buffer) >= self.batch_size:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Write every buffered record now (one transaction)."""
+        async with self._write_lock:
+            if not self._buffer:
+                return
+            batch = self._buffer
+            self._buffer = {}
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                await self._conn.executemany(INSERT_SQL, [tuple(r.values()) for r in batch.values()])
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._conn.execute("ROLLBACK")
+                # Put the batch back in front so nothing is lost and add order is kept.
+                self._buffer = {**batch, **self._buffer}
+                raise
+
+    async def query(
+        self,
+        run_id: str | None = None,
+        class_name: str | None = None,
+        node: str | None = None,
+        status: str | None = None,
+        cache_hit: bool | None = None,
+        round: int | None = None,
+        role: str | None = None,
+    ) -> list[TraceRecord]:
+        """Records matching every given filter, ordered by ``started_at`` then ``call_id``."""
+        await self.flush()
+        filters = {
+            "run_id": run_id, "class_name": class_name, "node": node, "status": status,
+            "cache_hit": cache_hit, "round": round, "role": role,
+        }
+        sql, params = select_sql(filters)
+        async with self._conn.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        return [record_from_row(tuple(r)) for r in rows]
+
+    async def get(self, call_id: str) -> TraceRecord | None:
+        """The record with this ``call_id``, or ``None``."""
+        await self.flush()
+        sql, params = select_sql({"call_id": call_id})
+        async with self._conn.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return None if row is None else record_from_row(tuple(row))
+
+    async def annotate(self, call_id: str, **fields: Any) -> None:
+        """Set fields of a record already added (e.g. ``parse_dropped=3``, ``cost_usd=0.002``).
+
+        Raises ``KeyError`` for an unknown ``call_id`` and ``ValueError`` for an unknown field.
+        """
+        if self._patch_buffered(call_id, fields):
+            return
+        async with self._write_lock:
+            # Re-check: a failed flush may have put the record back in the buffer meanwhile.
+            if self._patch_buffered(call_id, fields):
+                return
+            current = await self._get_stored(call_id)
+            if current is None:
+                raise KeyError(f"traces: no record with call_id {call_id}")
+            sql, params = update_sql(call_id, current, fields)
+            await self._conn.execute(sql, params)
+
+    async def close(self) -> None:
+        """Stop the flusher, write everything buffered and close the file (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        try:
+            await self.flush()
+        finally:
+            await self._conn.close()
+
+    async def __aenter__(self) -> TraceStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _patch_buffered(self, call_id: str, fields: Mapping[str, Any]) -> bool:
+        row = self._buffer.get(call_id)
+        if row is None:
+            return False
+        record = record_from_row(tuple(row.values()))
+        self._buffer[call_id] = row_from_record(replace_fields(record, fields))
+        return True
+
+    async def _get_stored(self, call_id: str) -> TraceRecord | None:
+        sql, params = select_sql({"call_id": call_id})
+        async with self._conn.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return None if row is None else record_from_row(tuple(row))
+
+    async def _flush_loop(self) -> None:
+        """Write the buffer every ``flush_interval_s``, or early when a full batch is waiting."""
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval_s)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception as exc:  # keep the flusher alive; records stay buffered for a retry
+                if repr(exc) != repr(self._last_error):
+                    LOG.warning("traces %s: flush failed, will retry: %s", self.path, exc)
+                self._last_error = exc
+
+
+def read_traces(path: Path | str, **filters: Any) -> list[TraceRecord]:
+    """Sync, read-only query of a trace file (for CLIs); same filters and order as ``query``."""
+    path = Path(path)
+    if not path.is_file():
+        raise TraceStoreError(f"{path}: no trace file there (expected a run dir's traces.sqlite)")
+    sql, params = select_sql(filters)
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise TraceStoreError(f"{path}: cannot open trace file ({exc})") from None
+    try:
+        rows = conn.execute(sql, params).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise TraceStoreError(f"{path}: not a readable trace file ({exc})") from None
+    finally:
+        conn.close()
+    return [record_from_row(tuple(r)) for r in rows]
+
