@@ -55,7 +55,7 @@ def summarize(counts: Sequence[int], names: Sequence[str], many: int = 100, few:
         {"label": i, "name": names[i], "count": n, "group": group_of[i]} for i, n in enumerate(counts)
     ]
     groups = {
-        g: {"classes": group_of.count(g), "images": sum(n for n, gg in zip(counts, group_of) if gg == g)}
+        g: {"classes": group_of.count(g), "images": sum(n for n, gg in zip(counts, group_of, strict=True) if gg == g)}
         for g in GROUPS
     }
     nonzero = [n for n in counts if n > 0]
