@@ -1,0 +1,372 @@
+"""HTTP layer of the OpenAI-compatible simulator: routes, OpenAI-shaped bodies, fault delivery.
+
+THIS IS A SIMULATOR: the content it serves is synthetic (``scripts/sim_content.py``).
+
+Routes: ``POST /v1/chat/completions``, ``POST /v1/images/generations``, ``GET /v1/models``,
+``GET /sim/files/<id>.png`` (images asked for with ``response_format="url"``), ``GET /sim/stats``,
+``POST /sim/reset`` (zero the stats), ``POST /sim/config`` (JSON object of knobs, as ``set_config``).
+HTTP/1.1 with keep-alive, as the openai SDK keeps its connections open. Shapes follow the OpenAI API
+reference: ``chat.completion`` objects with ``usage``; images ``{created, data[].b64_json|url, usage}``;
+errors ``{"error": {message, type, param, code}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import socket
+import struct
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from scripts import sim_content
+from scripts.sim_state import SimState
+
+IMAGE_PART_TOKENS = 85  # a fixed estimate per image part (OpenAI's low-detail figure)
+_ROUTES = {
+    ("POST", "/v1/chat/completions"): "chat",
+    ("POST", "/v1/images/generations"): "images",
+    ("GET", "/v1/models"): "models",
+}
+_STATUS_TEXT = {
+    "429": (429, "rate_limit_exceeded", "requests", "Rate limit reached (simulated)."),
+    "rpm_429": (429, "rate_limit_exceeded", "requests", "Requests-per-minute limit reached (simulated)."),
+    "500": (500, "server_error", "server_error", "The server had an error (simulated)."),
+    "503": (503, "service_unavailable", "server_error", "The engine is overloaded (simulated)."),
+    "refusal": (400, "content_policy_violation", "image_generation_user_error",
+                "Your request was rejected by the safety system (simulated)."),
+}
+
+
+class SimServer(ThreadingHTTPServer):
+    """Threaded server; a deep backlog and daemon threads so 256+ loopback clients connect (ENV-NOTES)."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], state: SimState) -> None:
+        self.state = state
+        self.connections: set[socket.socket] = set()
+        super().__init__(address, SimHandler)
+
+    def drop_connections(self) -> None:
+        """Shut every open keep-alive connection, so its thread ends with the server."""
+        for conn in list(self.connections):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Abort(Exception):
+    """Raised to end a request that answers nothing (hang, reset)."""
+
+
+class SimHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: SimServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:  # the reset fault already closed the socket
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Silent: the JSONL request log is the record (and it never holds headers)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        self._dispatch("POST")
+
+    # --- routing -------------------------------------------------------------------------------------
+
+    def _dispatch(self, method: str) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        state = self.server.state
+        raw = self._read_body()
+        if path.startswith("/sim/"):
+            self._sim_route(method, path, raw)
+            return
+        endpoint = _ROUTES.get((method, path))
+        if endpoint is None:
+            self._error(404, f"Unknown route {method} {path} (simulator).", "not_found", "invalid_request_error")
+            return
+        state.begin(endpoint)
+        started = time.monotonic()
+        entry: dict[str, Any] = {"endpoint": endpoint, "kind": None, "status": None, "fault": None,
+                                 "model": None}
+        try:
+            entry["status"] = self._serve_v1(endpoint, raw, entry)
+        except _Abort:
+            entry["status"] = 0  # no response was sent
+        except Exception as exc:  # a simulator bug must show as one 500, not a silently dropped request
+            entry["status"] = self._error(500, f"simulator internal error: {exc!r}", "simulator_bug", "server_error")
+        finally:
+            state.end(endpoint)
+            state.log(**entry, latency_ms=round((time.monotonic() - started) * 1000, 3))
+
+    def _sim_route(self, method: str, path: str, raw: bytes) -> None:
+        state = self.server.state
+        if method == "GET" and path == "/sim/stats":
+            self._json(200, state.stats())
+        elif method == "POST" and path == "/sim/reset":
+            state.reset_stats()
+            self._json(200, state.stats())
+        elif method == "POST" and path == "/sim/config":
+            try:
+                knobs = json.loads(raw or b"{}")
+                if not isinstance(knobs, dict):
+                    raise ValueError("POST /sim/config wants a JSON object of knobs")
+                if "models" in knobs:
+                    knobs["models"] = tuple(knobs["models"])
+                self._json(200, {"config": _public(state.set_config(**knobs))})
+            except (ValueError, TypeError) as exc:
+                self._error(400, str(exc), None, "invalid_request_error")
+        elif method == "GET" and (m := re.fullmatch(r"/sim/files/([0-9a-f]+)\.png", path)):
+            state.begin("files")
+            data = state.get_file(m.group(1))
+            if data is None:
+                self._error(404, f"No simulator file {m.group(1)}.png (expired or never made).", "not_found",
+                            "invalid_request_error")
+            else:
+                self._send(200, data, "image/png")
+        else:
+            self._error(404, f"Unknown route {method} {path} (simulator).", "not_found", "invalid_request_error")
+
+    def _serve_v1(self, endpoint: str, raw: bytes, entry: dict[str, Any]) -> int:
+        """Serve one /v1 request; returns the HTTP status sent (raises ``_Abort`` when none is)."""
+        state = self.server.state
+        if state.config.require_key and not self.headers.get("Authorization", "").startswith("Bearer "):
+            return self._error(401, "Missing API key (simulator started with require_key).",
+                               "invalid_api_key", "invalid_request_error")
+        body: dict[str, Any] = {}
+        if endpoint != "models":
+            try:
+                body = _parse_body(raw, endpoint)
+            except ValueError as exc:
+                return self._error(400, str(exc), None, "invalid_request_error")
+            entry["model"] = body.get("model")
+        kind = "image" if endpoint == "images" else None
+        if endpoint == "chat":
+            kind = sim_content.classify(_last_user_text(body["messages"]))
+        if kind is not None:
+            entry["kind"] = kind
+            state.count(kind=kind)
+        if (delay := state.latency_s()) > 0:
+            state.stop.wait(delay)
+        fault, retry_after = state.decide_fault(endpoint, time.time())
+        entry["fault"] = fault
+        if fault is not None:
+            state.count(fault=fault)
+            sent = self._deliver_fault(fault, retry_after)
+            if sent is not None:
+                return sent
+        if endpoint == "chat":
+            return self._json(200, chat_completion(body, state, nontemplate=fault == "nontemplate"))
+        if endpoint == "images":
+            return self._json(200, self._images(body, bad=fault == "bad_image"))
+        cfg = state.config
+        return self._json(200, {"object": "list", "data": [
+            {"id": m, "object": "model", "created": 1700000000, "owned_by": "ltgc-simulator"} for m in cfg.models
+        ]})
+
+    def _deliver_fault(self, fault: str, retry_after: float) -> int | None:
+        """Send the fault's answer (status) or abort; ``None`` for faults that alter a normal answer."""
+        if fault in _STATUS_TEXT:
+            status, code, err_type, message = _STATUS_TEXT[fault]
+            headers = {}
+            if status == 429:
+                # Both forms: the SDK prefers retry-after-ms; Retry-After carries (possibly fractional) seconds.
+                headers = {"Retry-After": f"{retry_after:g}", "retry-after-ms": str(math.ceil(retry_after * 1000))}
+            return self._error(status, message, code, err_type, headers)
+        if fault == "hang":
+            # Hold the request past the client's timeout, then drop it unanswered.
+            self.server.state.stop.wait(self.server.state.config.hang_s)
+            self.close_connection = True
+            raise _Abort
+        if fault == "reset":
+            # SO_LINGER 0 turns close() into a TCP RST: the client sees a reset, not a clean EOF.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            raise _Abort
+        if fault == "malformed_json":
+            self._send(200, b'{"id": "sim-broken", "object": "chat.completion", "choices": [{"index": 0, ',
+                       "application/json")
+            return 200
+        return None  # nontemplate, bad_image: a 200 with altered content
+
+    def _images(self, body: dict[str, Any], *, bad: bool) -> dict[str, Any]:
+        state = self.server.state
+        cfg = state.config
+        prompt, n = body["prompt"], body["n"]
+        data = []
+        for i in range(n):
+            if bad:  # valid base64 of bytes no image decoder accepts
+                png = b"this is not an image " + hashlib.sha256(f"{i}{prompt}".encode()).digest()
+            else:
+                png = sim_content.png_image(prompt, side=cfg.image_side, index=i, seed=cfg.seed)
+            if body.get("response_format") == "url":
+                name = uuid.uuid4().hex
+                state.put_file(name, png)
+                data.append({"url": f"http://{cfg.host}:{self.server.server_address[1]}/sim/files/{name}.png"})
+            else:
+                data.append({"b64_json": base64.b64encode(png).decode("ascii")})
+        state.count(images=n)
+        text_tokens = estimate_tokens(prompt)
+        return {
+            "created": int(time.time()), "data": data, "output_format": "png",
+            "usage": {"input_tokens": text_tokens, "output_tokens": 272 * n, "total_tokens": text_tokens + 272 * n,
+                      "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 0}},
+        }
+
+    # --- low-level I/O -------------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _json(self, status: int, obj: Any) -> int:
+        self._send(status, json.dumps(obj).encode("utf-8"), "application/json")
+        return status
+
+    def _error(self, status: int, message: str, code: str | None, err_type: str,
+               headers: dict[str, str] | None = None) -> int:
+        body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+        self._send(status, json.dumps(body).encode("utf-8"), "application/json", headers)
+        return status
+
+    def _send(self, status: int, data: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def chat_completion(body: dict[str, Any], state: SimState, *, nontemplate: bool) -> dict[str, Any]:
+    """A ``chat.completion`` object; content from ``sim_content``; ``max_tokens`` truncates (``length``)."""
+    cfg = state.config
+    messages = body["messages"]
+    text, images = _last_user_text(messages), _images_in(messages)
+    salt = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    choices, completion_tokens = [], 0
+    for i in range(int(body.get("n") or 1)):
+        if nontemplate:
+            content = sim_content.nontemplate_answer(text)
+        else:
+            kind, content = sim_content.chat_answer(text, images, seed=cfg.seed, salt=f"{salt}|{i}")
+            if kind == "dedupe" and cfg.dedupe_invent:
+                kept = sim_content.listed_items(content, "\0")
+                y = sim_content.class_name_of(text, kind)
+                content = sim_content.numbered([*kept, sim_content.invented_item(y, kept, cfg.seed)])
+        content, finish = truncate(content, int(limit) if limit else None)
+        completion_tokens += estimate_tokens(content)
+        choices.append({"index": i, "message": {"role": "assistant", "content": content, "refusal": None},
+                        "finish_reason": finish, "logprobs": None})
+    prompt_tokens = sum(estimate_tokens(t) for t in _all_texts(messages)) + IMAGE_PART_TOKENS * len(images)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+        "model": body.get("model") or "sim-chat", "choices": choices, "system_fingerprint": "ltgc-simulator",
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def estimate_tokens(text: str) -> int:
+    """Deterministic token estimate: ``ceil(words * 1.3)``; ``"a b c" -> 4``."""
+    return math.ceil(len(text.split()) * 1.3)
+
+
+def truncate(text: str, max_tokens: int | None) -> tuple[str, str]:
+    """``(text, "stop")``, or the longest word prefix within ``max_tokens`` and ``"length"``."""
+    if max_tokens is None or estimate_tokens(text) <= max_tokens:
+        return text, "stop"
+    words = list(re.finditer(r"\S+", text))
+    keep = max(0, math.floor(max_tokens / 1.3))
+    while keep > 0 and math.ceil(keep * 1.3) > max_tokens:
+        keep -= 1
+    return (text[: words[keep - 1].end()] if keep else ""), "length"
+
+
+def _parse_body(raw: bytes, endpoint: str) -> dict[str, Any]:
+    """The request JSON, checked just enough to answer; ``ValueError`` is one line for a 400."""
+    try:
+        body = json.loads(raw or b"")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"Request body is not valid JSON ({exc}).") from None
+    if not isinstance(body, dict):
+        raise ValueError("Request body must be a JSON object.")
+    if body.get("stream"):
+        raise ValueError("stream=true is not supported by the simulator; send stream=false.")
+    if endpoint == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise ValueError("'messages' must be a non-empty list of message objects.")
+        n = body.get("n") or 1
+        if not isinstance(n, int) or not 1 <= n <= 16:
+            raise ValueError("'n' must be an integer between 1 and 16.")
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError("'max_tokens' / 'max_completion_tokens' must be a positive integer.")
+    else:
+        if not isinstance(body.get("prompt"), str) or not body["prompt"]:
+            raise ValueError("'prompt' must be a non-empty string.")
+        n = body.get("n") or 1
+        if not isinstance(n, int) or not 1 <= n <= 10:
+            raise ValueError("'n' must be an integer between 1 and 10.")
+        body["n"] = n
+    return body
+
+
+def _parts(message: dict[str, Any]) -> list[dict[str, Any]]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [p for p in content if isinstance(p, dict)] if isinstance(content, list) else []
+
+
+def _all_texts(messages: list[dict[str, Any]]) -> list[str]:
+    return [p.get("text") or "" for m in messages for p in _parts(m) if p.get("type") == "text"]
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    """Text of the last user turn (the prompt being answered); the whole conversation if none."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return "\n".join(p.get("text") or "" for p in _parts(message) if p.get("type") == "text")
+    return "\n".join(_all_texts(messages))
+
+
+def _images_in(messages: list[dict[str, Any]]) -> list[bytes]:
+    """Decoded ``image_url`` data URIs of the conversation (remote URLs are not fetched: no network)."""
+    found = []
+    for message in messages:
+        for part in _parts(message):
+            ref = part.get("image_url") if part.get("type") == "image_url" else None
+            url = ref.get("url", "") if isinstance(ref, dict) else (ref if isinstance(ref, str) else "")
+            if (data := sim_content.decode_data_uri(url)) is not None:
+                found.append(data)
+    return found
+
+
+def _public(config: Any) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
