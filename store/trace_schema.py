@@ -102,8 +102,10 @@ SCHEMA = (
         for name in ("run_id", "class_name", "node")
     )
 )
+# OR REPLACE makes a flush idempotent: a batch retried after an unclear failure cannot wedge the
+# flusher on a primary-key conflict (call_ids are uuid4, so it never hides a real collision).
 INSERT_SQL = (
-    f"INSERT INTO traces ({', '.join(_q(c) for c in COLUMNS.values())}) "
+    f"INSERT OR REPLACE INTO traces ({', '.join(_q(c) for c in COLUMNS.values())}) "
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
 _SELECT = f"SELECT {', '.join(_q(c) for c in COLUMNS.values())} FROM traces"

@@ -148,12 +148,13 @@ store.put(b"never completed" * 100_000, "png")
 
 def test_killed_writer_leaves_no_partial_blob(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], cwd=root, stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"mid-write"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    cmd = [sys.executable, "-c", _WRITER, str(tmp_path)]
+    with subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == b"mid-write"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
     files = _all_files(tmp_path)
     temps = [p for p in files if p.name.startswith(".")]
     finals = [p for p in files if not p.name.startswith(".")]

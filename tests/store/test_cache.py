@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,12 @@ BODY: dict[str, Any] = {
     "temperature": 0.7,
     "max_tokens": 256,
 }
+
+
+def _sql(path: Path, query: str) -> Any:
+    """First row of ``query`` on a plain, closed-after-use sqlite3 connection."""
+    with closing(sqlite3.connect(path)) as db, db:
+        return db.execute(query).fetchone()
 
 
 def _key(**changes: Any) -> str:
@@ -115,15 +122,14 @@ async def test_get_put_round_trip_and_stats(tmp_path: Path) -> None:
         stats = await cache.stats()
     assert stats["entries"] == 2 and stats["by_role"] == {"llm": 1, "t2i": 1}
     assert (stats["hits"], stats["misses"], stats["puts"]) == (2, 1, 3)
-    row = sqlite3.connect(tmp_path / "cache.sqlite").execute(
-        "SELECT role, model, created_at FROM calls WHERE key = 'k2'").fetchone()
+    row = _sql(tmp_path / "cache.sqlite", "SELECT role, model, created_at FROM calls WHERE key = 'k2'")
     assert row[:2] == ("t2i", "img") and abs(row[2] - time.time()) < 60
 
 
 async def test_file_uses_wal(tmp_path: Path) -> None:
     async with await CallCache.open(tmp_path / "c.sqlite"):
         pass
-    mode = sqlite3.connect(tmp_path / "c.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
+    mode = _sql(tmp_path / "c.sqlite", "PRAGMA journal_mode")[0]
     assert mode == "wal"
 
 
@@ -138,8 +144,7 @@ async def test_corrupt_value_is_a_miss_not_a_hit(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     async with await CallCache.open(path) as cache:
         await cache.put("k", {"ok": 1}, role="llm", model="m")
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE calls SET value = '{\"ok\": ' WHERE key = 'k'")
+    _sql(path, "UPDATE calls SET value = '{\"ok\": ' WHERE key = 'k'")
     async with await CallCache.open(path) as cache:
         assert await cache.get("k") is None
         assert (await cache.stats())["corrupt"] == 1
@@ -189,14 +194,14 @@ asyncio.run(main())
 async def test_killed_writer_never_leaves_a_corrupt_hit(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], cwd=root, stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        await asyncio.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], cwd=root, stdout=subprocess.PIPE) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+            await asyncio.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    assert _sql(path, "PRAGMA integrity_check")[0] == "ok"
     async with await CallCache.open(path) as cache:
         found = 0
         for i in range(100_000):
