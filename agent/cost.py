@@ -165,8 +165,9 @@ def parse_prices(doc: Mapping[str, Any], where: str) -> PriceTable:
     if not isinstance(models, Mapping) or not models:
         raise PricesError(f"{where}: needs a [models.\"NAME\"] table per model (see agent/prices.toml)")
     parsed = {name: _parse_model(entry, f"{where}: models.{name}") for name, entry in models.items()}
-    meta = doc.get("meta") if isinstance(doc.get("meta"), Mapping) else {}
-    return PriceTable(models=parsed, source=where, as_of=str(meta.get("as_of", "")))
+    meta = doc.get("meta")
+    as_of = meta.get("as_of", "") if isinstance(meta, Mapping) else ""
+    return PriceTable(models=parsed, source=where, as_of=str(as_of))
 
 
 def _parse_model(entry: Any, where: str) -> ModelPrice:

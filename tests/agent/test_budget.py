@@ -1,0 +1,110 @@
+"""Budget cap and call metering (unit level; the end-to-end stop/resume test is in test_budget_run.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.budget import EXIT_BUDGET, Budget, BudgetError, CallMeter, parse_limits
+from agent.cost import load_prices
+from agent.retry import ProviderError
+from store.traces import TraceRecord
+
+
+def _row(**kw: object) -> TraceRecord:
+    base: dict[str, object] = {"run_id": "r", "class_name": "fox", "node": "extend", "role": "llm",
+                               "operation": "chat", "model": "gpt-4o-mini", "input_tokens": 1000,
+                               "output_tokens": 1000}
+    base.update(kw)
+    return TraceRecord(**base)  # type: ignore[arg-type]
+
+
+def test_max_calls_is_exact_and_latches_stopped() -> None:
+    budget = Budget(max_calls=3)
+    for _ in range(3):
+        budget.admit()
+    assert budget.calls == 3 and budget.in_flight == 3 and not budget.stopped
+    with pytest.raises(ProviderError) as info:
+        budget.admit()
+    assert info.value.kind == "budget" and "--max-calls 3" in info.value.message
+    assert budget.stopped and budget.calls == 3 and budget.refused == 1
+    # In-flight calls still settle after the stop; they are paid for.
+    for _ in range(3):
+        budget.settle(0.01)
+    assert budget.in_flight == 0 and budget.spent_usd == pytest.approx(0.03)
+
+
+def test_max_cost_refuses_once_spend_reaches_cap() -> None:
+    budget = Budget(max_cost_usd=0.05)
+    budget.admit()
+    budget.admit()  # two in flight while nothing is spent yet: both allowed
+    budget.settle(0.04)
+    budget.admit()
+    budget.settle(0.02)  # the in-flight overshoot the docstring allows
+    budget.settle(0.0)
+    assert budget.spent_usd == pytest.approx(0.06)
+    with pytest.raises(ProviderError, match="max-cost"):
+        budget.admit()
+    line = budget.stop_line("runs/x")
+    assert "\n" not in line and "--resume" in line and "runs/x" in line and "--max-cost 0.05" in line
+
+
+def test_no_caps_never_refuse() -> None:
+    budget = Budget()
+    for _ in range(1000):
+        budget.admit()
+    assert budget.reached is None and not budget.stopped
+
+
+def test_seeded_counts_only_billable_rows_of_earlier_invocations() -> None:
+    prices = load_prices()
+    rows = [
+        _row(),  # billable, priced from the table (cost_usd None)
+        _row(cost_usd=0.5),  # already priced
+        _row(cache_hit=True),  # a hit: nothing sent
+        _row(status="error", error="refused", error_kind="budget", attempts=0),  # never sent
+        _row(status="error", error="HTTP 500", error_kind="exhausted", attempts=3),  # sent, not billed
+    ]
+    budget = Budget.seeded(rows, max_cost_usd=1.0, max_calls=3, prices=prices)
+    assert budget.calls == 3
+    assert budget.spent_usd == pytest.approx(0.5 + (1000 * 0.15 + 1000 * 0.60) / 1e6)
+    with pytest.raises(ProviderError):  # same cap on resume: stops at once
+        budget.admit()
+    assert Budget.seeded(rows, max_cost_usd=None, max_calls=10, prices=prices).reached is None
+
+
+def test_meter_prices_rows_settles_admitted_ones_and_calls_listeners() -> None:
+    seen: list[TraceRecord] = []
+
+    def broken(_row: TraceRecord) -> None:
+        raise RuntimeError("display gone")
+
+    meter = CallMeter(Budget(max_calls=1), load_prices(), listeners=[broken, seen.append])
+    sent = _row()
+    meter.admit(sent)
+    assert meter.budget.in_flight == 1
+    meter.record(sent)  # the broken listener is logged, never raised
+    assert sent.cost_usd == pytest.approx((1000 * 0.15 + 1000 * 0.60) / 1e6)
+    assert meter.budget.in_flight == 0 and meter.budget.spent_usd == sent.cost_usd
+    hit = _row(cache_hit=True)
+    meter.record(hit)  # never admitted: does not touch the budget
+    assert hit.cost_usd == 0.0 and meter.budget.calls == 1
+    with pytest.raises(ProviderError):
+        meter.admit(_row())
+    assert seen == [sent, hit]
+
+
+def test_unpriced_calls_are_counted_not_charged() -> None:
+    meter = CallMeter(Budget(max_cost_usd=1.0), load_prices())
+    row = _row(model="my-local-model")
+    meter.admit(row)
+    meter.record(row)
+    assert row.cost_usd is None and meter.budget.unpriced_calls == 1 and meter.budget.spent_usd == 0.0
+
+
+@pytest.mark.parametrize(("cost", "calls", "needle"),
+                         [(0.0, None, "--max-cost"), (float("nan"), None, "--max-cost"), (None, 0, "--max-calls")])
+def test_parse_limits_rejects_bad_caps(cost: float | None, calls: int | None, needle: str) -> None:
+    with pytest.raises(BudgetError, match=needle):
+        parse_limits(cost, calls)
+    assert parse_limits(2.5, 10) == (2.5, 10)
+    assert EXIT_BUDGET == 3
