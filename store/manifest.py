@@ -19,6 +19,7 @@ This module imports only the standard library: the trainer depends on it and on 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -89,7 +90,10 @@ def write_manifest(path: Path | str, rows: Iterable[ManifestRow]) -> int:
 
 
 def read_manifest(path: Path | str) -> list[ManifestRow]:
-    """Read and validate every row; the first bad row raises ``ManifestError('file:line: reason')``."""
+    """Read and validate every row; the first bad row raises ``ManifestError('file:line: reason')``.
+
+    A second row for an image already listed is a bad row too (``write_manifest`` never writes one).
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -98,12 +102,20 @@ def read_manifest(path: Path | str) -> list[ManifestRow]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        lineno = raw[: exc.start].count(b"\n") + 1
+        raise ManifestError(f"{path}:{lineno}: not UTF-8 text (byte {exc.start})") from None
     rows: list[ManifestRow] = []
+    first_line: dict[str, int] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        rows.append(parse_row(line, where=f"{path}:{lineno}"))
+        row = parse_row(line, where=f"{path}:{lineno}")
+        if row.path in first_line:
+            raise ManifestError(
+                f"{path}:{lineno}: duplicate row for image {row.path!r} (first at line {first_line[row.path]})"
+            )
+        first_line[row.path] = lineno
+        rows.append(row)
     return rows
 
 
@@ -162,8 +174,8 @@ def _row_problem(row: ManifestRow) -> str | None:
             return f"generated row lacks {', '.join(missing)}"
         if not isinstance(row.description, str):
             return "description must be a string"
-        if not isinstance(row.score, (int, float)) or isinstance(row.score, bool):
-            return f"score must be a number, got {row.score!r}"
+        if not isinstance(row.score, (int, float)) or isinstance(row.score, bool) or not math.isfinite(row.score):
+            return f"score must be a finite number, got {row.score!r}"
         if not isinstance(row.round, int) or isinstance(row.round, bool) or row.round < 0:
             return f"round must be an integer >= 0, got {row.round!r}"
         if not isinstance(row.run_id, str):
