@@ -1,0 +1,341 @@
+"""Typed settings for the three model roles, resolved from CLI > env > TOML > defaults.
+
+Contract (docs/INTERFACES.md § agent/config):
+
+- :class:`RoleConfig` — one model endpoint: ``base_url``, ``model``, ``api_key_env`` (the *name* of the
+  environment variable holding the key — never the key), ``timeout_s``, ``max_in_flight``, ``per_minute``
+  (requests/min for chat roles, images/min for ``t2i``), ``max_attempts``, back-off bounds and role extras.
+- :class:`ProvidersConfig` — ``lmm`` (vision chat), ``llm`` (text chat), ``t2i`` (images), ``cache_namespace``.
+- :func:`load_providers_config` — precedence CLI overrides > ``LTGC_<ROLE>_<FIELD>`` env vars > TOML
+  ``[lmm]`` / ``[llm]`` / ``[t2i]`` tables (and a top-level ``cache_namespace``) > defaults. Every other
+  top-level key of the TOML file (e.g. a ``[run]`` table) is left for the caller: see
+  :func:`read_toml` and :func:`passthrough_sections`.
+- Any invalid value raises :class:`ConfigError` with one line naming the setting *and where it came from*::
+
+      LTGC_LLM_TIMEOUT_S: must be a number > 0, got 'abc'
+
+- API keys are read from the environment only when a client is built (:func:`resolve_api_key`); they are
+  never stored on a config object, so :func:`redacted_dump` (which also strips credentials embedded in a
+  base URL) is safe to write to disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+ROLES = ("lmm", "llm", "t2i")
+Role = Literal["lmm", "llm", "t2i"]
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+# Sent to loopback servers that need no key: the SDK refuses to build a client without one.
+LOCAL_PLACEHOLDER_KEY = "sk-local-no-key-needed"
+PROVIDER_TOP_KEYS = frozenset({*ROLES, "cache_namespace"})
+_NONE_WORDS = frozenset({"", "none", "null"})
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message is one line: where, what, how to fix."""
+
+
+class RoleConfig(BaseModel):
+    """One model endpoint (OpenAI-compatible). Field descriptions double as error-message wording."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    base_url: str = Field(DEFAULT_BASE_URL, description="an http(s):// URL")
+    model: str = Field(..., min_length=1, description="a non-empty model name")
+    api_key_env: str = Field(
+        DEFAULT_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="an environment variable NAME"
+    )
+    timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False, description="a number > 0")
+    max_in_flight: int = Field(8, ge=1, description="an integer >= 1")
+    per_minute: float = Field(60.0, gt=0, allow_inf_nan=False, description="a number > 0")
+    max_attempts: int = Field(6, ge=1, le=50, description="an integer from 1 to 50")
+    backoff_initial_s: float = Field(1.0, ge=0, description="a number >= 0")
+    backoff_max_s: float = Field(60.0, ge=0, description="a number >= 0")
+    # Role extras; None = not sent, the server's default applies.
+    max_image_side: int = Field(768, ge=16, description="an integer >= 16 (pixels)")
+    temperature: float | None = Field(None, ge=0, le=2, description="a number from 0 to 2, or none")
+    max_tokens: int | None = Field(None, ge=1, description="an integer >= 1, or none")
+    image_size: str | None = Field(None, description="a size such as '1024x1024', or none")
+    image_quality: str | None = Field(None, description="a quality word such as 'low', or none")
+    response_format: Literal["b64_json", "url"] | None = Field(None, description="'b64_json', 'url' or none")
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http(s) URL")
+        return value.strip().rstrip("/")
+
+
+_ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Conservative starting points for a low-tier OpenAI account; raise them in the TOML file.
+    "lmm": {"model": "gpt-4o", "max_in_flight": 8, "per_minute": 60, "timeout_s": 90.0},
+    "llm": {"model": "gpt-4o-mini", "max_in_flight": 16, "per_minute": 300, "timeout_s": 60.0},
+    "t2i": {"model": "gpt-image-1", "max_in_flight": 4, "per_minute": 5, "timeout_s": 180.0},
+}
+
+
+class ProvidersConfig(BaseModel):
+    """The three roles plus a cache namespace (part of every cache key: change it to force fresh calls)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lmm: RoleConfig = Field(default_factory=lambda: RoleConfig(**_ROLE_DEFAULTS["lmm"]))
+    llm: RoleConfig = Field(default_factory=lambda: RoleConfig(**_ROLE_DEFAULTS["llm"]))
+    t2i: RoleConfig = Field(default_factory=lambda: RoleConfig(**_ROLE_DEFAULTS["t2i"]))
+    cache_namespace: str = ""
+
+    def role(self, name: str) -> RoleConfig:
+        if name not in ROLES:
+            raise ValueError(f"unknown role {name!r} (expected one of {', '.join(ROLES)})")
+        cfg: RoleConfig = getattr(self, name)
+        return cfg
+
+
+ROLE_FIELDS: tuple[str, ...] = tuple(RoleConfig.model_fields)
+
+
+# --------------------------------------------------------------------------------------------- loading
+def load_providers_config(
+    toml_path: str | Path | None = None,
+    env: Mapping[str, str] = os.environ,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    toml_doc: Mapping[str, Any] | None = None,
+) -> ProvidersConfig:
+    """Resolve the providers config; raise :class:`ConfigError` (one line) on any bad value.
+
+    ``overrides`` has the shape ``{"llm": {"model": "x"}, "cache_namespace": "n"}`` (see
+    :func:`role_overrides_from_args`). ``toml_doc`` is an already parsed file (from :func:`read_toml`), for
+    callers that also read their own tables from it; it wins over ``toml_path``.
+    """
+    doc: Mapping[str, Any] = {}
+    toml_label = "config.toml"
+    if toml_doc is not None:
+        doc = toml_doc
+        toml_label = str(toml_path) if toml_path else toml_label
+    elif toml_path is not None:
+        doc, toml_label = read_toml(toml_path), str(toml_path)
+    layers = [
+        _toml_layer(doc, toml_label),
+        _env_layer(env),
+        _overrides_layer(overrides or {}),
+    ]
+    roles: dict[str, RoleConfig] = {}
+    for role in ROLES:
+        values: dict[str, Any] = dict(_ROLE_DEFAULTS[role])
+        sources: dict[str, str] = {k: f"default {role}.{k}" for k in values}
+        for layer in layers:
+            for field, (value, source) in layer.get(role, {}).items():
+                values[field], sources[field] = value, source
+        roles[role] = _build_role(role, values, sources)
+    namespace: str = ""
+    for layer in layers:
+        if "cache_namespace" in layer:
+            namespace = str(layer["cache_namespace"][0])
+    return ProvidersConfig(cache_namespace=namespace, **roles)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML settings file; a missing or malformed file is a one-line :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found; check the path given to --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc}); fix the file's syntax") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config file ({exc.strerror})") from None
+
+
+def passthrough_sections(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything in a parsed TOML file that is not a provider setting, untouched (e.g. ``{"run": {...}}``)."""
+    return {k: v for k, v in doc.items() if k not in PROVIDER_TOP_KEYS}
+
+
+def resolve_api_key(role: str, cfg: RoleConfig, env: Mapping[str, str] = os.environ) -> str:
+    """The key for one role, read from ``env[cfg.api_key_env]`` at client build time.
+
+    Loopback servers (127.0.0.1, localhost, ::1) get a placeholder when the variable is unset; anything
+    else without a key is a :class:`ConfigError` naming the variable (never a value).
+    """
+    key = env.get(cfg.api_key_env, "").strip()
+    if key:
+        return key
+    if is_local_url(cfg.base_url):
+        return LOCAL_PLACEHOLDER_KEY
+    raise ConfigError(
+        f"{role}: environment variable {cfg.api_key_env} is not set (needed for {redact_url(cfg.base_url)}); "
+        f"export it, or set LTGC_{role.upper()}_API_KEY_ENV to the variable that holds the key"
+    )
+
+
+def is_local_url(url: str) -> bool:
+    """True for loopback hosts: ``is_local_url("http://127.0.0.1:8000/v1") -> True``."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def redact_url(url: str) -> str:
+    """Drop user:password and the query string (some gateways take ``?api_key=``) from a URL.
+
+    ``redact_url("https://u:p@h.io/v1?key=s") -> "https://h.io/v1"``
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redacted_dump(config: ProvidersConfig) -> dict[str, Any]:
+    """The resolved config as JSON-able data for disk: env var names only, URLs without credentials."""
+    data = config.model_dump(mode="json")
+    for role in ROLES:
+        data[role]["base_url"] = redact_url(data[role]["base_url"])
+    return data
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def add_role_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--<role>-<field>`` flags (e.g. ``--llm-model``, ``--t2i-max-in-flight``) and ``--cache-namespace``.
+
+    Flags default to None (= not given) and are parsed as strings, so their values are validated once,
+    by the same code as env and TOML values, with errors naming the flag.
+    """
+    group = parser.add_argument_group("model providers (CLI > LTGC_<ROLE>_<FIELD> env > TOML > defaults)")
+    for role in ROLES:
+        for field in ROLE_FIELDS:
+            info = RoleConfig.model_fields[field]
+            group.add_argument(
+                _flag(role, field), dest=_dest(role, field), default=None, metavar=field.split("_")[-1].upper(),
+                help=f"{role} {field.replace('_', ' ')}: {info.description}",
+            )
+    group.add_argument("--cache-namespace", dest="cache_namespace", default=None,
+                       help="string mixed into every cache key; change it to force fresh calls")
+
+
+def role_overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags actually given, as ``{"llm": {"model": ...}, "cache_namespace": ...}``."""
+    out: dict[str, Any] = {}
+    for role in ROLES:
+        given = {f: getattr(args, _dest(role, f)) for f in ROLE_FIELDS
+                 if getattr(args, _dest(role, f), None) is not None}
+        if given:
+            out[role] = given
+    if getattr(args, "cache_namespace", None) is not None:
+        out["cache_namespace"] = args.cache_namespace
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+Layer = dict[str, Any]  # {role: {field: (value, source)}, "cache_namespace": (value, source)}
+
+
+def _flag(role: str, field: str) -> str:
+    return f"--{role}-{field.replace('_', '-')}"
+
+
+def _dest(role: str, field: str) -> str:
+    return f"{role}_{field}"
+
+
+def _toml_layer(doc: Mapping[str, Any], label: str) -> Layer:
+    layer: Layer = {}
+    for role in ROLES:
+        table = doc.get(role)
+        if table is None:
+            continue
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{label}: '{role}' must be a table like [{role}], got {type(table).__name__}")
+        layer[role] = {}
+        for field, value in table.items():
+            _check_field(field, f"{label} [{role}]", hint=f"known: {', '.join(ROLE_FIELDS)}")
+            layer[role][field] = (value, f"{label} [{role}] {field}")
+    if "cache_namespace" in doc:
+        layer["cache_namespace"] = (doc["cache_namespace"], f"{label} cache_namespace")
+    return layer
+
+
+def _env_layer(env: Mapping[str, str]) -> Layer:
+    layer: Layer = {}
+    for name, value in env.items():
+        if name == "LTGC_CACHE_NAMESPACE":
+            layer["cache_namespace"] = (value, name)
+            continue
+        for role in ROLES:
+            prefix = f"LTGC_{role.upper()}_"
+            if name.startswith(prefix):
+                field = name[len(prefix):].lower()
+                _check_field(field, name, hint=f"known suffixes: {', '.join(f.upper() for f in ROLE_FIELDS)}")
+                layer.setdefault(role, {})[field] = (value, name)
+    return layer
+
+
+def _overrides_layer(overrides: Mapping[str, Any]) -> Layer:
+    layer: Layer = {}
+    for key, value in overrides.items():
+        if key == "cache_namespace":
+            layer[key] = (value, "--cache-namespace")
+        elif key in ROLES:
+            layer[key] = {}
+            for field, v in dict(value).items():
+                _check_field(field, f"override {key}", hint=f"known: {', '.join(ROLE_FIELDS)}")
+                layer[key][field] = (v, _flag(key, field))
+        else:
+            raise ConfigError(f"override {key!r}: unknown section (expected {', '.join(PROVIDER_TOP_KEYS)})")
+    return layer
+
+
+def _check_field(field: str, where: str, *, hint: str) -> None:
+    if field not in RoleConfig.model_fields:
+        raise ConfigError(f"{where}: unknown setting {field!r} ({hint})")
+
+
+def _build_role(role: str, values: dict[str, Any], sources: dict[str, str]) -> RoleConfig:
+    cleaned = {k: _none_word(k, v) for k, v in values.items()}
+    try:
+        return RoleConfig(**cleaned)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        source = sources.get(field, f"{role}.{field}")
+        info = RoleConfig.model_fields.get(field)
+        expected = info.description if info is not None else err["msg"]
+        if field == "api_key_env":
+            # The value may be a pasted secret: never echo it.
+            raise ConfigError(f"{source}: must be {expected} (like OPENAI_API_KEY), not the key itself") from None
+        raise ConfigError(f"{source}: must be {expected}, got {values.get(field)!r}") from None
+
+
+def _none_word(field: str, value: Any) -> Any:
+    """Env and CLI values are strings: 'none' / '' mean None for optional fields (TOML has no null)."""
+    optional = RoleConfig.model_fields[field].default is None
+    if optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS:
+        return None
+    return value

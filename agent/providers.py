@@ -1,0 +1,376 @@
+"""Model providers: cached, rate-limited, retried, traced calls to OpenAI-compatible servers.
+
+Contract (docs/INTERFACES.md § agent/providers):
+
+- ``await Providers.open(config, *, cache, traces, blobs, env=os.environ)`` builds one ``openai.AsyncOpenAI``
+  per role (``max_retries=0``: retries are ours; explicit timeout) and one :class:`RoleLimiter` per role.
+  API keys are read from ``env`` here and live only inside the SDK clients.
+- ``await chat(role, prompt, *, images=(), ctx) -> ChatResult`` for ``lmm`` / ``llm``: images are downscaled
+  to ``max_image_side`` and sent as data URIs; the cache key and the trace hold their sha256, never bytes.
+- ``await generate_image(prompt, *, ctx) -> ImageResult``: ``b64_json`` or URL answers, checked to decode,
+  stored in the blob store; the result carries the hash.
+- Per call: cache get (a hit returns at once: no limiter, no request, a trace row with ``cache_hit=True``)
+  -> retry policy (agent/retry.py) around [limiter slot + tokens -> one HTTP request] -> cache put -> trace.
+  The limiter is taken per *attempt*, so retries count against max in-flight and the per-minute budget
+  too, and a request waiting out a Retry-After does not hold a slot.
+- A final failure raises :class:`ProviderError` (``kind``, ``status``, ``message``) after its trace row is
+  written; failures are never cached, so a re-run tries them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import httpx
+import httpx2
+import openai
+
+from agent.budget import CallMeter
+from agent.config import ProvidersConfig, RoleConfig, resolve_api_key
+from agent.images import InputImageError, data_uri, decode_b64_image, image_format, prepare_image
+from agent.limiter import RoleLimiter
+from agent.retry import BadResponse, Failure, ProviderError, call_with_retry
+from store.blobs import BlobStore
+from store.cache import CallCache, cache_key
+from store.traces import TraceRecord, TraceStore
+
+__all__ = ["CallContext", "ChatResult", "ImageResult", "ProviderError", "Providers"]
+
+T = TypeVar("T")
+CHAT_ROLES = ("lmm", "llm")
+# Traces refuse requests over 64 KB of JSON; long prompts (an 800-item list) are cut for the trace only.
+_TRACE_TEXT_LIMIT = 16_000
+
+
+@dataclass
+class CallContext:
+    """Who is calling: ends up on the trace row. ``sample_index`` separates repeated samples in the cache."""
+
+    run_id: str
+    class_name: str
+    node: str
+    round: int = 0
+    sample_index: int = 0
+
+
+@dataclass
+class ChatResult:
+    text: str
+    finish_reason: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_hit: bool
+    call_id: str
+
+
+@dataclass
+class ImageResult:
+    sha256: str
+    ext: str
+    cache_hit: bool
+    call_id: str
+    revised_prompt: str | None = None
+
+
+class Providers:
+    """Clients, limiters and the stores, shared by every class of a run. Build with :meth:`open`."""
+
+    def __init__(
+        self,
+        config: ProvidersConfig,
+        clients: Mapping[str, openai.AsyncOpenAI],
+        *,
+        cache: CallCache,
+        traces: TraceStore,
+        blobs: BlobStore,
+        meter: CallMeter | None = None,
+    ) -> None:
+        self.config = config
+        self.meter = meter
+        self._clients = dict(clients)
+        self.limiters = {
+            role: RoleLimiter(config.role(role).max_in_flight, config.role(role).per_minute) for role in clients
+        }
+        self.cache, self.traces, self.blobs = cache, traces, blobs
+        # Image URLs are pre-signed: fetched without our API key, by a plain client.
+        self._download = httpx.AsyncClient(timeout=config.t2i.timeout_s, follow_redirects=True)
+
+    @classmethod
+    async def open(
+        cls,
+        config: ProvidersConfig,
+        *,
+        cache: CallCache,
+        traces: TraceStore,
+        blobs: BlobStore,
+        env: Mapping[str, str] = os.environ,
+        meter: CallMeter | None = None,
+    ) -> Providers:
+        """Build the three clients; a missing API key is a :class:`agent.config.ConfigError` (before any call).
+
+        ``meter`` (agent/budget.py) admits each request that will be sent (a cache miss) against the run's
+        budget, and prices every trace row before it is written.
+        """
+        clients = {role: _build_client(role, config.role(role), env) for role in ("lmm", "llm", "t2i")}
+        return cls(config, clients, cache=cache, traces=traces, blobs=blobs, meter=meter)
+
+    async def close(self) -> None:
+        """Close the HTTP clients (the stores belong to the caller)."""
+        for client in self._clients.values():
+            await client.close()
+        await self._download.aclose()
+
+    # ------------------------------------------------------------------------------------------ chat
+    async def chat(
+        self, role: str, prompt: str, *, images: Sequence[bytes] = (), ctx: CallContext
+    ) -> ChatResult:
+        """One chat completion (text, plus images for ``lmm``); see the module docstring for the order."""
+        if role not in CHAT_ROLES:
+            raise ValueError(f"chat role must be one of {CHAT_ROLES}, got {role!r}")
+        cfg = self.config.role(role)
+        row = _new_row(ctx, role, "chat", cfg.model)
+        started = time.perf_counter()
+        try:
+            sent = [await asyncio.to_thread(prepare_image, b, cfg.max_image_side) for b in images]
+        except InputImageError as exc:
+            self._fail(row, started, ProviderError("bad_request", f"input image: {exc}", attempts=0))
+        body, key_body = _chat_bodies(cfg, prompt, sent)
+        row.request = _trace_request(key_body)
+        key = cache_key(role=role, model=cfg.model, body=key_body, sample_index=ctx.sample_index,
+                        namespace=self.config.cache_namespace)
+        cached = await self.cache.get(key)
+        hit = cached is not None
+        if cached is not None:
+            value = cached
+        else:
+            self._admit(row, started)
+            value, row.attempts = await self._retry(row, started, cfg, lambda: self._chat_once(role, body))
+            await self.cache.put(key, value, role=role, model=cfg.model)
+        row.response_text, row.finish_reason = value["text"], value["finish_reason"]
+        row.input_tokens, row.output_tokens = value["input_tokens"], value["output_tokens"]
+        self._done(row, started, hit)
+        return ChatResult(value["text"], value["finish_reason"], value["input_tokens"], value["output_tokens"],
+                          hit, row.call_id)
+
+    async def _chat_once(self, role: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.limiters[role].acquire(1):
+            resp = await self._clients[role].chat.completions.create(**body)
+        return _chat_value(resp)
+
+    # ---------------------------------------------------------------------------------------- images
+    async def generate_image(self, prompt: str, *, ctx: CallContext) -> ImageResult:
+        """One image for ``prompt`` (role ``t2i``), stored in the blob store."""
+        cfg = self.config.t2i
+        row = _new_row(ctx, "t2i", "image_generation", cfg.model)
+        started = time.perf_counter()
+        body = _image_body(cfg, prompt)
+        row.request = _trace_request(body)
+        key = cache_key(role="t2i", model=cfg.model, body=body, sample_index=ctx.sample_index,
+                        namespace=self.config.cache_namespace)
+        cached = await self.cache.get(key)
+        # A hit is only good while its blob is still on disk (someone may have pruned blobs/).
+        hit = cached is not None and self.blobs.exists(str(cached.get("sha256", "")))
+        if cached is not None and hit:
+            value = cached
+        else:
+            self._admit(row, started)
+            value = await self._image_miss(row, started, body)
+            await self.cache.put(key, value, role="t2i", model=cfg.model)
+        row.images = 0 if hit else 1
+        row.response_text = value.get("revised_prompt")
+        row.input_tokens, row.output_tokens = value.get("input_tokens"), value.get("output_tokens")
+        self._done(row, started, hit)
+        return ImageResult(value["sha256"], value["ext"], hit, row.call_id, value.get("revised_prompt"))
+
+    async def _image_miss(self, row: TraceRecord, started: float, body: dict[str, Any]) -> dict[str, Any]:
+        """Generate (and download, for URL answers) one image, store its bytes; the cacheable value."""
+        cfg = self.config.t2i
+        value, row.attempts = await self._retry(row, started, cfg, lambda: self._image_once(body))
+        if "url" in value:
+            url = value.pop("url")
+            # Downloaded under the same policy, but a failed download does not pay for a new image.
+            fetched, more = await self._retry(row, started, cfg, lambda: self._download_once(url),
+                                              base_attempts=row.attempts)
+            value.update(fetched)
+            row.attempts += more
+        value["sha256"] = await asyncio.to_thread(self.blobs.put, value.pop("data"), value["ext"])
+        return value
+
+    async def _image_once(self, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.limiters["t2i"].acquire(int(body.get("n", 1))):
+            resp = await self._clients["t2i"].images.generate(**body)
+        value = _image_value(resp)
+        if "b64" in value:
+            value["data"], value["ext"] = await asyncio.to_thread(decode_b64_image, value.pop("b64"))
+        return value
+
+    async def _download_once(self, url: str) -> dict[str, Any]:
+        resp = await self._download.get(url)
+        resp.raise_for_status()
+        ext = await asyncio.to_thread(image_format, resp.content)
+        return {"data": resp.content, "ext": ext}
+
+    # --------------------------------------------------------------------------------------- helpers
+    async def _retry(
+        self, row: TraceRecord, started: float, cfg: RoleConfig, fn: Callable[[], Awaitable[T]],
+        *, base_attempts: int = 0,
+    ) -> tuple[T, int]:
+        """Run ``fn`` under the retry policy; on final failure write the error trace row and raise.
+
+        ``base_attempts`` counts requests already made for this call (an image's generation before its
+        download), so the trace row's ``attempts`` is the call's total.
+        """
+        def note(_failure: Failure, attempt: int) -> None:
+            row.attempts = base_attempts + attempt
+
+        try:
+            return await call_with_retry(fn, max_attempts=cfg.max_attempts, initial_s=cfg.backoff_initial_s,
+                                         max_s=cfg.backoff_max_s, on_failure=note)
+        except ProviderError as exc:
+            exc.attempts += base_attempts
+            self._fail(row, started, exc)
+        except Exception as exc:  # a bug, not a provider failure: still leave a trace row, then re-raise
+            row.status, row.error, row.error_kind = "error", f"{type(exc).__name__}: {exc}", "internal"
+            row.latency_s = time.perf_counter() - started
+            self._trace(row)
+            raise
+
+    def _admit(self, row: TraceRecord, started: float) -> None:
+        """Ask the budget before a request is sent; a refusal is traced and raised like any failure."""
+        if self.meter is not None:
+            try:
+                self.meter.admit(row)
+            except ProviderError as exc:
+                exc.attempts = 0
+                self._fail(row, started, exc)
+
+    def _fail(self, row: TraceRecord, started: float, exc: ProviderError) -> NoReturn:
+        row.status, row.error, row.error_kind = "error", exc.message, exc.kind
+        row.attempts = exc.attempts
+        row.latency_s = time.perf_counter() - started
+        self._trace(row)
+        raise exc
+
+    def _done(self, row: TraceRecord, started: float, hit: bool) -> None:
+        row.cache_hit = hit
+        row.latency_s = time.perf_counter() - started
+        self._trace(row)
+
+    def _trace(self, row: TraceRecord) -> None:
+        if self.meter is not None:
+            self.meter.record(row)  # sets cost_usd and settles the budget before the row is stored
+        self.traces.add(row)
+
+
+def _build_client(role: str, cfg: RoleConfig, env: Mapping[str, str]) -> openai.AsyncOpenAI:
+    # Keep-alive pool sized to the limiter so a burst of max_in_flight requests reuses connections.
+    limits = httpx2.Limits(max_connections=max(100, 2 * cfg.max_in_flight),
+                           max_keepalive_connections=max(20, cfg.max_in_flight))
+    return openai.AsyncOpenAI(
+        api_key=resolve_api_key(role, cfg, env),
+        base_url=cfg.base_url,
+        timeout=cfg.timeout_s,
+        max_retries=0,  # one retry policy (ours); SDK retries would multiply with it
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+    )
+
+
+def _new_row(ctx: CallContext, role: str, operation: str, model: str) -> TraceRecord:
+    return TraceRecord(run_id=ctx.run_id, class_name=ctx.class_name, node=ctx.node, round=ctx.round,
+                       role=role, operation=operation, model=model)
+
+
+def _chat_bodies(
+    cfg: RoleConfig, prompt: str, images: Sequence[tuple[bytes, str]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(body sent, body for the cache key and trace)``: identical but images as hashes, not base64."""
+    if images:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+        keyed: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+        for data, mime in images:
+            parts.append({"type": "image_url", "image_url": {"url": data_uri(data, mime)}})
+            keyed.append({"type": "image_url", "image_url": {"sha256": hashlib.sha256(data).hexdigest(),
+                                                             "mime": mime}})
+        content: Any = parts
+        key_content: Any = keyed
+    else:
+        content = key_content = prompt
+    extras = {k: v for k, v in (("temperature", cfg.temperature), ("max_tokens", cfg.max_tokens)) if v is not None}
+    body = {"model": cfg.model, "messages": [{"role": "user", "content": content}], **extras}
+    key_body = {"model": cfg.model, "messages": [{"role": "user", "content": key_content}], **extras}
+    return body, key_body
+
+
+def _image_body(cfg: RoleConfig, prompt: str) -> dict[str, Any]:
+    extras = (("size", cfg.image_size), ("quality", cfg.image_quality), ("response_format", cfg.response_format))
+    return {"model": cfg.model, "prompt": prompt, "n": 1, **{k: v for k, v in extras if v is not None}}
+
+
+def _chat_value(resp: Any) -> dict[str, Any]:
+    """The cacheable part of a chat answer; :class:`BadResponse` when the answer is not a completion."""
+    choices = getattr(resp, "choices", None)
+    if not choices:
+        raise BadResponse(f"chat answer has no choices ({type(resp).__name__})")
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    text = getattr(message, "content", None)
+    finish = getattr(choice, "finish_reason", None)
+    if finish == "content_filter":
+        raise ProviderError("refused", "the server's content filter stopped the answer")
+    if not isinstance(text, str):
+        refusal = getattr(message, "refusal", None)
+        if isinstance(refusal, str) and refusal:
+            raise ProviderError("refused", refusal)
+        raise BadResponse("chat answer has no text content")
+    usage = getattr(resp, "usage", None)
+    return {"text": text, "finish_reason": finish,
+            "input_tokens": _int_or_none(getattr(usage, "prompt_tokens", None)),
+            "output_tokens": _int_or_none(getattr(usage, "completion_tokens", None))}
+
+
+def _image_value(resp: Any) -> dict[str, Any]:
+    """``{"b64": ...}`` or ``{"url": ...}`` plus revised prompt and usage; :class:`BadResponse` otherwise."""
+    data = getattr(resp, "data", None)
+    if not data:
+        raise BadResponse(f"image answer has no data ({type(resp).__name__})")
+    item = data[0]
+    usage = getattr(resp, "usage", None)
+    value: dict[str, Any] = {
+        "revised_prompt": getattr(item, "revised_prompt", None),
+        "input_tokens": _int_or_none(getattr(usage, "input_tokens", None)),
+        "output_tokens": _int_or_none(getattr(usage, "output_tokens", None)),
+    }
+    b64, url = getattr(item, "b64_json", None), getattr(item, "url", None)
+    if isinstance(b64, str) and b64:
+        value["b64"] = b64
+    elif isinstance(url, str) and url:
+        value["url"] = url
+    else:
+        raise BadResponse("image answer has neither b64_json nor url")
+    return value
+
+
+def _trace_request(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The request for the trace row, with over-long texts cut (the trace store caps rows at 64 KB)."""
+    text = json.dumps(body)
+    if len(text) <= 4 * _TRACE_TEXT_LIMIT:
+        return dict(body)
+    return json.loads(json.dumps(body), object_hook=_cut_long_texts)  # type: ignore[no-any-return]
+
+
+def _cut_long_texts(obj: dict[str, Any]) -> dict[str, Any]:
+    for k, v in obj.items():
+        if isinstance(v, str) and len(v) > _TRACE_TEXT_LIMIT:
+            obj[k] = f"{v[:_TRACE_TEXT_LIMIT]}... [cut: {len(v)} chars in all]"
+    return obj
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
