@@ -171,9 +171,10 @@ class TraceStore:
             return
         self._closed = True
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            # Let the flusher finish its current transaction and exit, rather than cancelling it
+            # between BEGIN and COMMIT.
+            self._wake.set()
+            await self._flusher
         try:
             await self.flush()
         finally:
@@ -206,7 +207,7 @@ class TraceStore:
 
     async def _flush_loop(self) -> None:
         """Write the buffer every ``flush_interval_s``, or early when a full batch is waiting."""
-        while True:
+        while not self._closed:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval_s)
             self._wake.clear()
