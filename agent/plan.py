@@ -27,7 +27,7 @@ from typing import Any
 import prompts
 from agent.cost import PriceTable
 
-__all__ = ["ClassPlan", "PlanSettings", "RunPlan", "Span", "plan_class", "plan_json", "plan_run",
+__all__ = ["ClassPlan", "PlanSettings", "RunPlan", "Span", "expected_by_stage", "plan_class", "plan_json", "plan_run",
            "prompt_overheads", "render_plan"]
 
 CHARS_PER_TOKEN = 4
@@ -239,3 +239,17 @@ def render_plan(plan: RunPlan, console: Any) -> None:
     calls = plan.total("calls") or ZERO
     console.print(f"calls: {calls.text()} (low = every step succeeds first time; high = every loop runs to "
                   f"its limit). Models: " + ", ".join(f"{r}={m}" for r, m in plan.models.items()))
+
+
+def expected_by_stage(plan: RunPlan) -> dict[str, int]:
+    """Calls (images for ``evaluate``) each progress stage should reach if all goes as planned (low bound).
+
+    ``refine`` is left out: how many images score low cannot be told before the run.
+    """
+    n_y = sum(c.n_y for c in plan.classes)
+    return {
+        "describe": int(plan.role_calls("lmm").low),
+        "extend": int(sum(c.calls["llm"].low for c in plan.classes)),
+        "render": n_y,
+        "evaluate": n_y,
+    }
