@@ -148,7 +148,7 @@ class TraceStore:
             row = await cur.fetchone()
         return None if row is None else record_from_row(tuple(row))
 
-    async def annotate(self, call_id: str, /, **fields: Any) -> None:
+    async def annotate(self, call_id: str, **fields: Any) -> None:
         """Set fields of a record already added (e.g. ``parse_dropped=3``, ``cost_usd=0.002``).
 
         Raises ``KeyError`` for an unknown ``call_id`` and ``ValueError`` for an unknown field.
