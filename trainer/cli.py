@@ -1,0 +1,89 @@
+"""Command-line parsing shared by ``python -m trainer.train`` and ``python -m trainer.eval``.
+
+Contract: a bad option is one line on stderr (``<prog>: error: what (how to fix)``) and exit code 2 — never a
+usage dump or a traceback. Numeric options are range-checked here so later code can trust them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are a single line (argparse prints the whole usage block by default)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    value = _number(text, float)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = _number(text, float)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
+    return value
+
+
+def default_workers() -> int:
+    """Leave one core to the training process itself."""
+    return min(8, max(0, (os.cpu_count() or 1) - 1))
+
+
+def add_eval_options(p: argparse.ArgumentParser) -> None:
+    """Options that both train and eval understand."""
+    p.add_argument("--many", type=nonneg_int, default=100,
+                   help="classes with MORE than this many original training images are 'many' (default 100)")
+    p.add_argument("--few", type=nonneg_int, default=20,
+                   help="classes with FEWER than this many original training images are 'few' (default 20)")
+    p.add_argument("--max-test", type=nonneg_int, default=0,
+                   help="evaluate on at most N test images, taken class by class (0 = all)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto = CUDA when available (default)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (a no-op with a note on CPU)")
+    p.add_argument("--workers", type=nonneg_int, default=default_workers(),
+                   help="DataLoader worker processes (default: cores - 1, at most 8)")
+    p.add_argument("--threads", type=nonneg_int, default=0,
+                   help="torch CPU threads per process (0 = torch's default; under DDP on CPU: cores / ranks)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="drop missing/corrupt images with a counted warning instead of stopping")
+    p.add_argument("--cache-mb", type=nonneg_float, default=1024.0,
+                   help="keep up to this many MB of decoded images in memory (default 1024; 0 = off)")
+
+
+def _number(text: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                         f"got {text!r}") from None

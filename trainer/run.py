@@ -1,0 +1,249 @@
+"""One training run, wired from parsed options: data -> model -> loaders -> epochs -> checkpoint -> reports.
+
+Contract: :func:`run_training` is called by :func:`trainer.train.main` with validated options; it raises
+:class:`trainer.data.DataError` / :class:`trainer.model.ModelError` for bad input (main turns those into one
+line and exit code 2) and returns 0 on success. Rank 0 writes every file; all ranks train and evaluate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from store.manifest import atomic_write_text
+from trainer.balancemix import PairSampler, SamplingConfig
+from trainer.data import (DataError, EvalDataset, ImageLoader, PairDataset, Sample, build_transforms,
+                          check_images, class_counts, dump_json, read_class_names, read_samples,
+                          subset_round_robin)
+from trainer.evaluate import StridedSampler, compute_metrics, count_correct, write_reports
+from trainer.loop import (Runtime, build_optimizer, build_scheduler, load_checkpoint, save_checkpoint,
+                          seed_everything, setup_runtime, train_one_epoch)
+from trainer.losses import TrainingLoss
+from trainer.model import Classifier, ModelConfig, ModelError, build_classifier, count_parameters
+
+
+@dataclass
+class DataBundle:
+    class_names: list[str]
+    original: list[Sample]
+    generated: list[Sample]
+    test: list[Sample]
+    train_counts: list[int]  # per class, original data only: defines many/medium/few and the LA prior
+
+
+def run_training(args: argparse.Namespace, trajectory_keys: Sequence[str]) -> int:
+    log = _logger()
+    out = Path(args.out)
+    resume_dir = _resume_dir(args, out)
+    if args.mode == "balancemix" and not args.generated:
+        raise DataError("--mode balancemix mixes with generated data: pass --generated LIST|MANIFEST "
+                        "(or use --mode plain/balanced for a run without D_g)")
+    try:
+        rt = setup_runtime(args.device, args.amp, log, args.threads)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
+    log = _logger(rt.is_main)
+    seed_everything(args.seed)
+    data = load_data(args, log)
+    cfg = ModelConfig(model=args.model, pretrained=args.pretrained, tune=args.tune, head=args.head,
+                      lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                      image_size=args.image_size, seed=args.seed)
+    model, preprocess = build_classifier(cfg, data.class_names)
+    trainable, total = count_parameters(model)
+    log(f"model {cfg.model} ({cfg.tune}): {trainable:,} trainable of {total:,} parameters")
+    model.to(rt.device)
+    seed_everything(args.seed + rt.rank)  # ranks augment differently; the sampler plan is shared
+    sampler, train_loader = make_train_loader(args, data, preprocess, rt)
+    test_loader = make_test_loader(args, data.test, preprocess, rt)
+    net: torch.nn.Module = model
+    if rt.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    steps = math.ceil(len(sampler) / args.batch_size) * args.epochs
+    optimizer = build_optimizer(model, args.lr, args.weight_decay)
+    scheduler = build_scheduler(optimizer, round(args.warmup_ratio * steps), steps)
+    start = 0
+    if resume_dir is not None:
+        _check_resumable(resume_dir, args, trajectory_keys)
+        start = load_checkpoint(resume_dir, net, optimizer, scheduler, sampler, rt)
+        log(f"resumed from {resume_dir} after epoch {start}")
+    config = _resolved_config(args, data, rt, len(sampler) * rt.world, trainable)
+    if rt.is_main:
+        atomic_write_text(out / "config.json", dump_json(config))
+    info = _model_info(cfg, data, args, preprocess)
+    ctx = _EpochContext(args, rt, net, model, optimizer, scheduler, sampler, train_loader, test_loader,
+                        TrainingLoss(args.loss, data.train_counts, args.la_tau), data, out, info, log)
+    end = min(args.epochs, args.stop_after_epoch or args.epochs)
+    images, seconds = run_epochs(ctx, start, end)
+    if end < args.epochs:
+        log(f"stopped after epoch {end} of {args.epochs}; continue with --resume")
+        return 0
+    correct, totals = count_correct(model, test_loader, rt, len(data.class_names))
+    metrics = compute_metrics(correct, totals, data.train_counts, args.many, args.few)
+    metrics.update({"epochs": args.epochs, "images_per_s": images / seconds if seconds else None,
+                    "train_seconds": seconds, "mode": args.mode, "loss": args.loss})
+    if rt.is_main:
+        write_reports(out, metrics, correct, totals, data.train_counts, data.class_names)
+        shown = {k: None if metrics[k] is None else round(metrics[k], 2) for k in ("overall", "many", "medium", "few")}
+        log(f"done: {json.dumps(shown)} -> {out}")
+    return 0
+
+
+@dataclass
+class _EpochContext:
+    args: argparse.Namespace
+    rt: Runtime
+    net: torch.nn.Module
+    model: Classifier
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: PairSampler
+    train_loader: DataLoader[Any]
+    test_loader: DataLoader[Any]
+    loss_fn: TrainingLoss
+    data: DataBundle
+    out: Path
+    model_info: dict[str, Any]
+    log: Any
+
+
+def run_epochs(ctx: _EpochContext, start: int, end: int) -> tuple[int, float]:
+    """Train epochs ``start .. end-1``, checkpoint after each, log a row each; returns (images, seconds)."""
+    from tqdm import tqdm
+
+    images, seconds = 0, 0.0
+    for epoch in range(start, end):
+        ctx.sampler.set_epoch(epoch)
+        bar = tqdm(total=len(ctx.sampler) * ctx.rt.world, desc=f"epoch {epoch + 1}/{ctx.args.epochs}",
+                   unit="img", disable=(not ctx.rt.is_main) or None, file=sys.stderr, leave=False)
+        with bar:
+            stats = train_one_epoch(ctx.net, ctx.train_loader, ctx.optimizer, ctx.scheduler, ctx.loss_fn,
+                                    ctx.rt, len(ctx.data.class_names), ctx.args.clip_grad, bar)
+        images, seconds = images + stats.images, seconds + stats.seconds
+        save_checkpoint(ctx.out / "checkpoints" / "last", ctx.net, ctx.optimizer, ctx.scheduler, ctx.sampler,
+                        epoch + 1, ctx.model_info, ctx.rt)
+        row: dict[str, Any] = {"epoch": epoch + 1, "loss": stats.loss, "images": stats.images,
+                               "seconds": round(stats.seconds, 3), "images_per_s": round(stats.images_per_s, 1),
+                               "lr": ctx.scheduler.get_last_lr()[0]}
+        every = ctx.args.eval_every
+        if every and (epoch + 1) % every == 0 and epoch + 1 < ctx.args.epochs:
+            correct, totals = count_correct(ctx.model, ctx.test_loader, ctx.rt, len(ctx.data.class_names))
+            m = compute_metrics(correct, totals, ctx.data.train_counts, ctx.args.many, ctx.args.few)
+            row.update({k: m[k] for k in ("overall", "many", "medium", "few")})
+        if ctx.rt.is_main:
+            with open(ctx.out / "train_log.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+            ctx.log(f"epoch {epoch + 1}/{ctx.args.epochs}: loss {stats.loss:.4f}, "
+                    f"{stats.images_per_s:.0f} images/s")
+    return images, seconds
+
+
+def load_data(args: argparse.Namespace, log: Any) -> DataBundle:
+    """Read class names, D_o, D_g and the test set; check images; preload small datasets into memory."""
+    names = read_class_names(args.class_names)
+    c = len(names)
+    original = read_samples(args.train, c, args.data_root)
+    generated = [s for spec in args.generated for s in read_samples(spec, c, args.data_root)]
+    test = subset_round_robin(read_samples(args.test, c, args.data_root), args.max_test)
+    skipped: list[str] = []
+    for part in (original, generated, test):
+        kept, problems = check_images(part, args.skip_bad_images)
+        part[:] = kept
+        skipped += problems
+    if skipped:
+        log(f"warning: skipped {len(skipped)} unreadable image(s) (--skip-bad-images); first: {skipped[0]}")
+    if not original or not test:
+        raise DataError(f"no usable {'training' if not original else 'test'} images left after skipping")
+    return DataBundle(names, original, generated, test, class_counts(original, c))
+
+
+def make_train_loader(args: argparse.Namespace, data: DataBundle, preprocess: dict[str, Any],
+                      rt: Runtime) -> tuple[PairSampler, DataLoader[Any]]:
+    train_tf, _ = build_transforms(_size(preprocess), preprocess["mean"], preprocess["std"], args.crop_min_scale)
+    samples = data.original + data.generated
+    images = ImageLoader(args.cache_mb)
+    images.preload(samples)
+    sampling = SamplingConfig(mode=args.mode, alpha=args.alpha, gen_sampling=args.gen_sampling,
+                              samples_per_epoch=args.samples_per_epoch, seed=args.seed)
+    sampler = PairSampler(sampling, [s.label for s in data.original], [s.label for s in data.generated],
+                          rank=rt.rank, world=rt.world)
+    loader = DataLoader(PairDataset(samples, train_tf, images), batch_size=args.batch_size, sampler=sampler,
+                        num_workers=args.workers, pin_memory=rt.device.type == "cuda")
+    return sampler, loader
+
+
+def make_test_loader(args: argparse.Namespace, test: list[Sample], preprocess: dict[str, Any],
+                     rt: Runtime) -> DataLoader[Any]:
+    _, eval_tf = build_transforms(_size(preprocess), preprocess["mean"], preprocess["std"], 1.0)
+    images = ImageLoader(args.cache_mb)
+    images.preload(test)
+    return DataLoader(EvalDataset(test, eval_tf, images), batch_size=args.batch_size,
+                      sampler=StridedSampler(len(test), rt.rank, rt.world), num_workers=args.workers,
+                      pin_memory=rt.device.type == "cuda")
+
+
+def _size(preprocess: dict[str, Any]) -> int:
+    size = preprocess["size"]
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def _resume_dir(args: argparse.Namespace, out: Path) -> Path | None:
+    last = out / "checkpoints" / "last"
+    if args.resume is None:
+        if last.exists():
+            raise DataError(f"{out}: already holds a checkpoint: pass --resume to continue it, "
+                            f"or choose another --out")
+        return None
+    folder = last if args.resume == "auto" else Path(args.resume)
+    if not (folder / "state.pt").is_file():
+        raise DataError(f"{folder}: no checkpoint to resume (expected state.pt there)")
+    return folder
+
+
+def _check_resumable(folder: Path, args: argparse.Namespace, keys: Sequence[str]) -> None:
+    config_path = folder.parent.parent / "config.json"
+    if not config_path.is_file():
+        return
+    saved = json.loads(config_path.read_text(encoding="utf-8"))
+    for key in keys:
+        if key in saved and saved[key] != getattr(args, key):
+            raise DataError(f"--resume: --{key.replace('_', '-')} is {getattr(args, key)!r} but the "
+                            f"checkpoint's run used {saved[key]!r}; use the same value to resume")
+
+
+def _resolved_config(args: argparse.Namespace, data: DataBundle, rt: Runtime, samples: int,
+                     trainable: int) -> dict[str, Any]:
+    config = dict(vars(args))
+    config.update({"num_classes": len(data.class_names), "original_images": len(data.original),
+                   "generated_images": len(data.generated), "test_images": len(data.test),
+                   "samples_per_epoch_resolved": samples, "world_size": rt.world, "device": str(rt.device),
+                   "trainable_parameters": trainable, "train_counts": data.train_counts})
+    return config
+
+
+def _model_info(cfg: ModelConfig, data: DataBundle, args: argparse.Namespace,
+                preprocess: dict[str, Any]) -> dict[str, Any]:
+    """What trainer.eval needs to rebuild and score the model without the training data."""
+    path = Path(cfg.model)
+    oc_config = json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" and path.is_file() else None
+    return {"model_config": asdict(cfg), "open_clip_config": oc_config, "class_names": data.class_names,
+            "train_counts": data.train_counts, "many": args.many, "few": args.few,
+            "preprocess": {"size": _size(preprocess), "mean": list(preprocess["mean"]),
+                           "std": list(preprocess["std"])}}
+
+
+def _logger(enabled: bool = True) -> Any:
+    def log(message: str) -> None:
+        if enabled:
+            print(f"[trainer] {message}", file=sys.stderr, flush=True)
+    return log
