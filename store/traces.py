@@ -11,7 +11,9 @@ Contract (docs/INTERFACES.md, ``store/traces.py``):
   record's field names. ``request`` is JSON text.
 - ``TraceStore.add`` is synchronous and only appends to an in-memory buffer. A background task writes the
   buffer every ``flush_interval_s`` or as soon as ``batch_size`` records are waiting, with one
-  ``executemany`` in one transaction. ``close`` writes everything still buffered.
+  ``executemany`` in one transaction. ``close`` writes everything still buffered. A process killed
+  before ``close`` loses at most the unflushed buffer: traces are diagnostics, the call cache is what
+  makes a rerun free.
 - Guard: ``add`` raises ``ValueError`` for a request holding a ``data:`` URI or over 64 KB of JSON —
   traces hold image hashes, never image bytes (and an API key belongs in no request body).
 - Queries (``query``, ``get``, and the sync ``read_traces`` for CLIs) return records ordered by
