@@ -1,0 +1,387 @@
+"""The trace inspector: ``python -m agent.traces RUN_DIR summary|calls|show CALL_ID|export|status``.
+
+Contract:
+
+- Reads a run folder without changing it: ``traces.sqlite`` through ``store.traces.read_traces``
+  (read-only), ``summary.json`` / ``config.json`` when present, and ``checkpoints.sqlite`` read-only through
+  LangGraph's ``SqliteSaver`` (``status``; works on a running or a killed run).
+- ``summary``: per class — state, calls per role (with cache hits), tokens, cost, accepted / rejected,
+  rounds, warnings — plus a total row. ``calls``: one row per call, filtered by ``--class``, ``--node``,
+  ``--role``, ``--status ok|error``, ``--cache-hit`` / ``--no-cache-hit``, ``--round``. ``show CALL_ID``
+  (or a unique prefix): full prompt, response, timings, attempts, error. ``export --format jsonl``: one
+  JSON object per (filtered) call. ``status``: per class — done, last node, next node(s).
+- Tables are rich tables on stdout; ``--json`` prints the same data as JSON instead (one document; JSON
+  lines for ``export``). Exit codes: 0 ok, 2 bad input (missing folder, unknown call id) with one line.
+- Calls whose trace row has no ``cost_usd`` are priced from the price table (``--prices FILE`` or the
+  packaged one); a model with no price shows as unknown cost, never as 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from agent.cost import PricesError, PriceTable, load_prices
+from store.traces import TraceRecord, TraceStoreError, read_traces
+
+__all__ = ["ClassStatus", "InspectError", "call_cost", "class_costs", "main", "read_class_states"]
+
+
+class InspectError(ValueError):
+    """Bad input to the inspector (one line: what, where, how to fix)."""
+
+
+@dataclass
+class ClassStatus:
+    """A class thread's latest checkpoint: its state values, last node run and next node(s)."""
+
+    values: dict[str, Any]
+    last: tuple[str, ...]
+    next: tuple[str, ...]
+    step: int | None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(_COMMANDS[args.command](args) or 0)
+    except (InspectError, TraceStoreError, PricesError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `... | head`: the reader left, nothing is wrong
+        return 0
+
+
+# ------------------------------------------------------------------------------------ commands
+def cmd_summary(args: argparse.Namespace) -> int:
+    records = _records(args)
+    prices = _prices(args)
+    summary = _read_json(args.run_dir / "summary.json").get("classes", {})
+    rows = _summary_rows(records, prices, summary)
+    if args.json:
+        _print_json({"run_dir": str(args.run_dir), "classes": rows, "total": _total_row(rows)})
+        return 0
+    table = _table(f"run {args.run_dir}", ["class", "state", "lmm", "llm", "t2i", "tokens in", "tokens out",
+                                           "cost USD", "accepted", "rejected", "rounds", "warnings"])
+    for row in [*rows, _total_row(rows)]:
+        calls = row["calls"]
+        table.add_row(row["class_name"], row["state"], *(_calls_text(calls.get(r)) for r in ("lmm", "llm", "t2i")),
+                      f"{row['input_tokens']:,}", f"{row['output_tokens']:,}", _money(row["cost_usd"]),
+                      *(_dash(row.get(k)) for k in ("accepted", "rejected", "rounds", "warnings")))
+    _print(table)
+    return 0
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    records = _records(args)
+    prices = _prices(args)
+    if args.json:
+        _print_json([_record_json(r, prices) for r in records])
+        return 0
+    table = _table(f"{len(records)} call(s)", ["call_id", "class", "node", "rnd", "role", "model", "status",
+                                               "hit", "in", "out", "latency s", "cost USD", "error"])
+    for r in records:
+        table.add_row(r.call_id, r.class_name, r.node, str(r.round), r.role, r.model, r.status,
+                      "yes" if r.cache_hit else "", _dash(r.input_tokens), _dash(r.output_tokens),
+                      f"{r.latency_s:.3f}", _money(call_cost(r, prices)), (r.error or "")[:60])
+    _print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    record = _find_call(args.run_dir, args.call_id)
+    data = _record_json(record, _prices(args))
+    if args.json:
+        _print_json(data)
+        return 0
+    from rich.panel import Panel
+
+    table = _table(f"call {record.call_id}", ["field", "value"])
+    for key, value in data.items():
+        if key not in ("request", "response_text", "prompt"):
+            table.add_row(key, _dash(value))
+    _print(table)
+    _print(Panel(data["prompt"] or "(no text)", title="prompt", expand=False))
+    _print(Panel(record.response_text or "(no text)", title="response", expand=False))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    prices = _prices(args)
+    out = sys.stdout
+    for record in _records(args):
+        out.write(json.dumps(_record_json(record, prices), ensure_ascii=False, default=str) + "\n")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows = status_rows(args.run_dir)
+    if args.json:
+        _print_json(rows)
+        return 0
+    table = _table(f"status of {args.run_dir}", ["class", "done", "status", "last node", "next", "step",
+                                                  "items", "accepted"])
+    for row in rows:
+        table.add_row(row["class_name"], "yes" if row["done"] else "no", row["status"], ", ".join(row["last"]),
+                      ", ".join(row["next"]) or "–", _dash(row["step"]), _dash(row["items"]),
+                      _dash(row["accepted"]))
+    _print(table)
+    return 0
+
+
+_COMMANDS = {"summary": cmd_summary, "calls": cmd_calls, "show": cmd_show, "export": cmd_export,
+             "status": cmd_status}
+
+
+# -------------------------------------------------------------------------------- public helpers
+def call_cost(record: TraceRecord, prices: PriceTable | None) -> float | None:
+    """The row's cost, priced now from ``prices`` when the run did not record one."""
+    if record.cost_usd is not None or prices is None:
+        return record.cost_usd
+    return prices.record_cost(record)
+
+
+def class_costs(records: Iterable[TraceRecord], prices: PriceTable | None) -> dict[str, float | None]:
+    """Cost per class (``None`` when any of its billed calls has no price)."""
+    out: dict[str, float | None] = {}
+    for r in records:
+        cost = call_cost(r, prices)
+        prior = out.get(r.class_name, 0.0)
+        out[r.class_name] = None if cost is None or prior is None else round(prior + cost, 8)
+    return out
+
+
+def read_class_states(run_dir: Path) -> dict[str, ClassStatus]:
+    """Latest checkpoint of every class thread of the run, read-only (LangGraph imported here only)."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from agent.graph.graph import compile_graph
+
+    path = run_dir / "checkpoints.sqlite"
+    if not path.is_file():
+        raise InspectError(f"{path}: no checkpoints (the run has not started a class yet)")
+    run_id = _run_id(run_dir)
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        saver = SqliteSaver(conn)
+        saver.is_setup = True  # the tables exist; setup() would try to write to a read-only file
+        threads = [t for (t,) in conn.execute("SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id")]
+        graph = compile_graph(saver)
+        out: dict[str, ClassStatus] = {}
+        for thread in threads:
+            if run_id and not thread.startswith(f"{run_id}/"):
+                continue
+            config: Any = {"configurable": {"thread_id": thread}}
+            history = list(graph.get_state_history(config, limit=2))
+            if not history:
+                continue
+            latest = history[0]
+            last = tuple(history[1].next) if len(history) > 1 else ()
+            step = (latest.metadata or {}).get("step")
+            name = thread[len(run_id) + 1:] if run_id else thread
+            out[name] = ClassStatus(dict(latest.values), last, tuple(latest.next), step)
+        return out
+    except sqlite3.DatabaseError as exc:
+        raise InspectError(f"{path}: not a readable checkpoint file ({exc})") from None
+    finally:
+        conn.close()
+
+
+def status_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """``status`` as data: one row per class of the run (classes not started yet included)."""
+    states = read_class_states(run_dir) if (run_dir / "checkpoints.sqlite").is_file() else {}
+    names = [c.get("name") for c in _read_json(run_dir / "config.json").get("classes", [])]
+    names = [n for n in names if isinstance(n, str)] + sorted(set(states) - set(names))
+    rows = []
+    for name in names:
+        st = states.get(name)
+        values = st.values if st else {}
+        items = values.get("items") or []
+        status = values.get("status") if values.get("done") else ("interrupted or running" if st else "not started")
+        rows.append({"class_name": name, "done": bool(values.get("done")), "status": status,
+                     "last": list(st.last) if st else [], "next": list(st.next) if st else ["describe"],
+                     "step": st.step if st else None, "items": len(items) if st else None,
+                     "accepted": sum(1 for i in items if i.get("status") == "accepted") if st else None})
+    if not rows:
+        raise InspectError(f"{run_dir}: no classes found (no config.json and no checkpoints)")
+    return rows
+
+
+# -------------------------------------------------------------------------------------- helpers
+def _records(args: argparse.Namespace) -> list[TraceRecord]:
+    path = args.run_dir / "traces.sqlite"
+    if not args.run_dir.is_dir():
+        raise InspectError(f"{args.run_dir}: no such run folder (give the --out folder of python -m agent.run)")
+    filters = {"class_name": getattr(args, "class_name", None), "node": getattr(args, "node", None),
+               "status": getattr(args, "status", None), "cache_hit": getattr(args, "cache_hit", None),
+               "round": getattr(args, "round", None), "role": getattr(args, "role", None)}
+    return read_traces(path, **filters)
+
+
+def _find_call(run_dir: Path, call_id: str) -> TraceRecord:
+    if not (run_dir / "traces.sqlite").is_file():
+        raise InspectError(f"{run_dir}: no traces.sqlite here (give the --out folder of python -m agent.run)")
+    matches = [r for r in read_traces(run_dir / "traces.sqlite") if r.call_id.startswith(call_id.lower())]
+    if len(matches) != 1:
+        what = "no call" if not matches else f"{len(matches)} calls"
+        raise InspectError(f"{what} with id {call_id!r} in {run_dir}; list ids with `calls` (a unique prefix works)")
+    return matches[0]
+
+
+def _prices(args: argparse.Namespace) -> PriceTable:
+    return load_prices(args.prices)
+
+
+def _run_id(run_dir: Path) -> str:
+    for name in ("config.json", "summary.json"):
+        run_id = _read_json(run_dir / name).get("run_id")
+        if isinstance(run_id, str) and run_id:
+            return run_id
+    return ""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise InspectError(f"{path}: not readable JSON ({exc})") from None
+    return doc if isinstance(doc, dict) else {}
+
+
+def _summary_rows(records: list[TraceRecord], prices: PriceTable, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    by_class: dict[str, list[TraceRecord]] = defaultdict(list)
+    for r in records:
+        by_class[r.class_name].append(r)
+    costs = class_costs(records, prices)
+    rows = []
+    for name in [*summary, *sorted(set(by_class) - set(summary))]:
+        rs, entry = by_class.get(name, []), summary.get(name, {})
+        calls: dict[str, dict[str, int]] = {}
+        for r in rs:
+            c = calls.setdefault(r.role, {"calls": 0, "cache_hits": 0, "errors": 0})
+            c["calls"] += 1
+            c["cache_hits"] += int(r.cache_hit)
+            c["errors"] += int(r.status != "ok")
+        rows.append({
+            "class_name": name, "state": entry.get("status", "running or interrupted"), "calls": calls,
+            "input_tokens": sum(r.input_tokens or 0 for r in rs), "output_tokens": sum(r.output_tokens or 0 for r in rs),
+            "cost_usd": costs.get(name, 0.0), "accepted": entry.get("accepted"), "rejected": entry.get("rejected"),
+            "rounds": entry.get("rounds"), "warnings": len(entry.get("warnings") or []) if entry else None,
+        })
+    return rows
+
+
+def _total_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    calls: dict[str, dict[str, int]] = {}
+    for row in rows:
+        for role, c in row["calls"].items():
+            into = calls.setdefault(role, {"calls": 0, "cache_hits": 0, "errors": 0})
+            for k, v in c.items():
+                into[k] += v
+    costs = [row["cost_usd"] for row in rows]
+    return {"class_name": "total", "state": "", "calls": calls,
+            "input_tokens": sum(r["input_tokens"] for r in rows), "output_tokens": sum(r["output_tokens"] for r in rows),
+            "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 8),
+            **{k: sum(r.get(k) or 0 for r in rows) for k in ("accepted", "rejected", "warnings")},
+            "rounds": max((r.get("rounds") or 0 for r in rows), default=0)}
+
+
+def _record_json(record: TraceRecord, prices: PriceTable | None) -> dict[str, Any]:
+    data = asdict(record)
+    data["cost_usd"] = call_cost(record, prices)
+    data["started"] = datetime.fromtimestamp(record.started_at, tz=timezone.utc).isoformat(timespec="milliseconds")
+    data["prompt"] = _prompt_text(record.request)
+    return data
+
+
+def _prompt_text(request: dict[str, Any]) -> str:
+    """The text a call sent: the image prompt, or the chat messages' text parts (images as hashes)."""
+    if isinstance(request.get("prompt"), str):
+        return str(request["prompt"])
+    parts: list[str] = []
+    for message in request.get("messages") or []:
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            for part in content:
+                if part.get("type") == "text":
+                    parts.append(str(part.get("text", "")))
+                elif part.get("type") == "image_url":
+                    parts.append(f"[image sha256={(part.get('image_url') or {}).get('sha256', '?')}]")
+    return "\n".join(parts)
+
+
+def _calls_text(c: dict[str, int] | None) -> str:
+    if not c:
+        return "–"
+    extra = [f"{c['cache_hits']} hit"] if c["cache_hits"] else []
+    extra += [f"{c['errors']} err"] if c["errors"] else []
+    return f"{c['calls']}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _money(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.4f}"
+
+
+def _dash(value: Any) -> str:
+    return "–" if value is None else str(value)
+
+
+def _table(title: str, columns: list[str]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _print(renderable: Any) -> None:
+    from rich.console import Console
+
+    Console(soft_wrap=False).print(renderable)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    common.add_argument("--prices", type=Path, default=None, help="price table TOML (default: agent/prices.toml)")
+    filters = argparse.ArgumentParser(add_help=False)
+    filters.add_argument("--class", dest="class_name", help="only this class")
+    filters.add_argument("--node", help="only this graph node (describe, extend, dedupe, ...)")
+    filters.add_argument("--role", choices=("lmm", "llm", "t2i"), help="only this model role")
+    filters.add_argument("--status", choices=("ok", "error"), help="only calls that succeeded / failed")
+    filters.add_argument("--cache-hit", action=argparse.BooleanOptionalAction, default=None,
+                         help="only cache hits (--cache-hit) or only real requests (--no-cache-hit)")
+    filters.add_argument("--round", type=int, help="only this round (refinement / re-ask number)")
+    parser = argparse.ArgumentParser(prog="python -m agent.traces", description=__doc__.splitlines()[0],
+                                     epilog="exit codes: 0 ok, 2 bad input")
+    parser.add_argument("run_dir", type=Path, help="a run folder (the --out of python -m agent.run)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("summary", parents=[common, filters], help="per class: calls, tokens, cost, results")
+    sub.add_parser("calls", parents=[common, filters], help="one row per call")
+    show = sub.add_parser("show", parents=[common], help="one call in full")
+    show.add_argument("call_id", help="a call id (or a unique prefix) from `calls`")
+    export = sub.add_parser("export", parents=[common, filters], help="calls as JSON lines on stdout")
+    export.add_argument("--format", choices=("jsonl",), default="jsonl")
+    sub.add_parser("status", parents=[common], help="per class: done, last node, next node (checkpoints)")
+    return parser
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
