@@ -23,6 +23,7 @@ import struct
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
 
 from scripts import sim_content
@@ -69,6 +70,14 @@ class _Abort(Exception):
     """Raised to end a request that answers nothing (hang, reset)."""
 
 
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    data: bytes
+    ctype: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
 class SimHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in two writes; with Nagle on, the second waits for the client's delayed
@@ -107,29 +116,36 @@ class SimHandler(BaseHTTPRequestHandler):
             return
         endpoint = _ROUTES.get((method, path))
         if endpoint is None:
-            self._error(404, f"Unknown route {method} {path} (simulator).", "not_found", "invalid_request_error")
+            self._write(_error(404, f"Unknown route {method} {path} (simulator).", "not_found",
+                               "invalid_request_error"))
             return
         state.begin(endpoint)
         started = time.monotonic()
         entry: dict[str, Any] = {"endpoint": endpoint, "kind": None, "status": None, "fault": None,
                                  "model": None}
+        reply: _Reply | None = None
         try:
-            entry["status"] = self._serve_v1(endpoint, raw, entry)
+            reply = self._serve_v1(endpoint, raw, entry)
         except _Abort:
-            entry["status"] = 0  # no response was sent
+            pass  # no response is sent (status 0 in the log)
         except Exception as exc:  # a simulator bug must show as one 500, not a silently dropped request
-            entry["status"] = self._error(500, f"simulator internal error: {exc!r}", "simulator_bug", "server_error")
+            reply = _error(500, f"simulator internal error: {exc!r}", "simulator_bug", "server_error")
         finally:
+            # Book-keeping happens *before* the reply leaves, so a client that has its answer always
+            # finds it in /sim/stats and in the log (tests read both right after a call).
+            entry["status"] = reply.status if reply else 0
             state.end(endpoint)
             state.log(**entry, latency_ms=round((time.monotonic() - started) * 1000, 3))
+        if reply is not None:
+            self._write(reply)
 
     def _sim_route(self, method: str, path: str, raw: bytes) -> None:
         state = self.server.state
         if method == "GET" and path == "/sim/stats":
-            self._json(200, state.stats())
+            self._write(_json(200, state.stats()))
         elif method == "POST" and path == "/sim/reset":
             state.reset_stats()
-            self._json(200, state.stats())
+            self._write(_json(200, state.stats()))
         elif method == "POST" and path == "/sim/config":
             try:
                 knobs = json.loads(raw or b"{}")
@@ -137,32 +153,33 @@ class SimHandler(BaseHTTPRequestHandler):
                     raise ValueError("POST /sim/config wants a JSON object of knobs")
                 if "models" in knobs:
                     knobs["models"] = tuple(knobs["models"])
-                self._json(200, {"config": _public(state.set_config(**knobs))})
+                self._write(_json(200, {"config": _public(state.set_config(**knobs))}))
             except (ValueError, TypeError) as exc:
-                self._error(400, str(exc), None, "invalid_request_error")
+                self._write(_error(400, str(exc), None, "invalid_request_error"))
         elif method == "GET" and (m := re.fullmatch(r"/sim/files/([0-9a-f]+)\.png", path)):
             state.begin("files")
             data = state.get_file(m.group(1))
             if data is None:
-                self._error(404, f"No simulator file {m.group(1)}.png (expired or never made).", "not_found",
-                            "invalid_request_error")
+                self._write(_error(404, f"No simulator file {m.group(1)}.png (expired or never made).",
+                                   "not_found", "invalid_request_error"))
             else:
-                self._send(200, data, "image/png")
+                self._write(_Reply(200, data, "image/png"))
         else:
-            self._error(404, f"Unknown route {method} {path} (simulator).", "not_found", "invalid_request_error")
+            self._write(_error(404, f"Unknown route {method} {path} (simulator).", "not_found",
+                               "invalid_request_error"))
 
-    def _serve_v1(self, endpoint: str, raw: bytes, entry: dict[str, Any]) -> int:
-        """Serve one /v1 request; returns the HTTP status sent (raises ``_Abort`` when none is)."""
+    def _serve_v1(self, endpoint: str, raw: bytes, entry: dict[str, Any]) -> _Reply:
+        """The reply to one /v1 request (raises ``_Abort`` when none is to be sent)."""
         state = self.server.state
         if state.config.require_key and not self.headers.get("Authorization", "").startswith("Bearer "):
-            return self._error(401, "Missing API key (simulator started with require_key).",
+            return _error(401, "Missing API key (simulator started with require_key).",
                                "invalid_api_key", "invalid_request_error")
         body: dict[str, Any] = {}
         if endpoint != "models":
             try:
                 body = _parse_body(raw, endpoint)
             except ValueError as exc:
-                return self._error(400, str(exc), None, "invalid_request_error")
+                return _error(400, str(exc), None, "invalid_request_error")
             entry["model"] = body.get("model")
         kind = "image" if endpoint == "images" else None
         if endpoint == "chat":
@@ -176,27 +193,27 @@ class SimHandler(BaseHTTPRequestHandler):
         entry["fault"] = fault
         if fault is not None:
             state.count(fault=fault)
-            sent = self._deliver_fault(fault, retry_after)
-            if sent is not None:
-                return sent
+            faulted = self._deliver_fault(fault, retry_after)
+            if faulted is not None:
+                return faulted
         if endpoint == "chat":
-            return self._json(200, chat_completion(body, state, nontemplate=fault == "nontemplate"))
+            return _json(200, chat_completion(body, state, nontemplate=fault == "nontemplate"))
         if endpoint == "images":
-            return self._json(200, self._images(body, bad=fault == "bad_image"))
+            return _json(200, self._images(body, bad=fault == "bad_image"))
         cfg = state.config
-        return self._json(200, {"object": "list", "data": [
+        return _json(200, {"object": "list", "data": [
             {"id": m, "object": "model", "created": 1700000000, "owned_by": "ltgc-simulator"} for m in cfg.models
         ]})
 
-    def _deliver_fault(self, fault: str, retry_after: float) -> int | None:
-        """Send the fault's answer (status) or abort; ``None`` for faults that alter a normal answer."""
+    def _deliver_fault(self, fault: str, retry_after: float) -> _Reply | None:
+        """The fault's own reply, or ``_Abort``; ``None`` for faults that alter a normal answer."""
         if fault in _STATUS_TEXT:
             status, code, err_type, message = _STATUS_TEXT[fault]
             headers = {}
             if status == 429:
                 # Both forms: the SDK prefers retry-after-ms; Retry-After carries (possibly fractional) seconds.
                 headers = {"Retry-After": f"{retry_after:g}", "retry-after-ms": str(math.ceil(retry_after * 1000))}
-            return self._error(status, message, code, err_type, headers)
+            return _error(status, message, code, err_type, headers)
         if fault == "hang":
             # Hold the request past the client's timeout, then drop it unanswered.
             self.server.state.stop.wait(self.server.state.config.hang_s)
@@ -209,9 +226,7 @@ class SimHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise _Abort
         if fault == "malformed_json":
-            self._send(200, b'{"id": "sim-broken", "object": "chat.completion", "choices": [{"index": 0, ',
-                       "application/json")
-            return 200
+            return _Reply(200, b'{"id": "sim-broken", "object": "chat.completion", "choices": [{"index": 0, ')
         return None  # nontemplate, bad_image: a 200 with altered content
 
     def _images(self, body: dict[str, Any], *, bad: bool) -> dict[str, Any]:
@@ -244,24 +259,25 @@ class SimHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _json(self, status: int, obj: Any) -> int:
-        self._send(status, json.dumps(obj).encode("utf-8"), "application/json")
-        return status
-
-    def _error(self, status: int, message: str, code: str | None, err_type: str,
-               headers: dict[str, str] | None = None) -> int:
-        body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
-        self._send(status, json.dumps(body).encode("utf-8"), "application/json", headers)
-        return status
-
-    def _send(self, status: int, data: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
+    def _write(self, reply: _Reply) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.ctype)
+        self.send_header("Content-Length", str(len(reply.data)))
+        for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        self.wfile.write(reply.data)
+
+
+def _json(status: int, obj: Any) -> _Reply:
+    return _Reply(status, json.dumps(obj).encode("utf-8"))
+
+
+def _error(status: int, message: str, code: str | None, err_type: str,
+           headers: dict[str, str] | None = None) -> _Reply:
+    """An OpenAI-shaped error: ``{"error": {message, type, param, code}}``."""
+    body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+    return _Reply(status, json.dumps(body).encode("utf-8"), headers=tuple((headers or {}).items()))
 
 
 def chat_completion(body: dict[str, Any], state: SimState, *, nontemplate: bool) -> dict[str, Any]:

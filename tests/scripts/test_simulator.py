@@ -92,6 +92,16 @@ CHAT = {"model": "sim-chat", "messages": [{"role": "user", "content": "hello"}]}
 # --- content: each prompt kind follows its template ------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["tench, Tinca tinca", "St. Bernard", "Ångström (unit), v2.", "x"])
+@pytest.mark.parametrize("prompt", prompts.PROMPT_NAMES)
+def test_kind_and_class_name_come_from_the_rendered_prompt(prompt: str, name: str) -> None:
+    text = prompts.render(prompt, class_name=name, descriptions=["A photo of the class q, with a in b."],
+                          count=3, description=f"A photo of the class {name}, with a in b.")
+    kind = sim_content.classify(text)
+    assert kind == prompt.split("_")[1]
+    assert sim_content.class_name_of(text, kind) == name
+
+
 def test_describe_follows_template1_and_depends_on_the_image() -> None:
     red, blue = answer("prompt1_describe", (png_bytes((210, 30, 30)),)), answer(
         "prompt1_describe", (png_bytes((30, 50, 210)),))
@@ -116,7 +126,7 @@ def test_extend_lists_count_template_items_with_some_repeats_and_progress() -> N
         seen = {sim_content.normalise(e) for e in existing}
         repeats = sum(1 for i, k in enumerate(keys) if k in seen or k in keys[:i])
         assert 1 <= repeats <= 14, repeats  # ~15 % of 40 on purpose
-        new = [g for g, k in zip(got, keys) if k not in seen]
+        new = [g for g, k in zip(got, keys, strict=True) if k not in seen]
         assert len(set(map(sim_content.normalise, new))) >= 26  # progress on every call
         existing = [*existing, *sim_content.dedupe_items(new)]
         listed = got
