@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# ViT-B/32 + LoRA training images/s on a lent GPU (bf16 autocast), from pre-decoded tensors and JPEG files.
+#
+# The GPU machine has torch, torchvision, timm, peft and huggingface_hub but not open_clip, and it cannot
+# reach any registry, so open_clip and its two missing pure-Python dependencies travel as wheels in .whl/
+# (ignored by git; see /work/.library/device/README.md).
+#
+#   bash scripts/gpu_bench.sh fetch    # here: download the wheels into .whl/ (PyPI reachable)
+#   bash scripts/gpu_bench.sh run      # there: device tool, carry [".whl"], command "bash scripts/gpu_bench.sh run"
+#   bash scripts/gpu_bench.sh dry      # CPU, tiny config, local .venv: checks the code path (CI runs this)
+#
+# `run` writes $OUT/gpu_bench.json and $OUT/gpu_bench.log when $OUT is set (the device tool sets it).
+# Extra arguments after the verb go to scripts/gpu_bench_train.py (e.g. --batch-size 512 --compile).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+verb="${1:-}"
+shift || true
+WHEELS=(open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4)
+
+case "$verb" in
+fetch)
+    # Pure-Python wheels: one download serves the GPU machine's Python 3.12.
+    py=".venv/bin/python"; [ -x "$py" ] || py=python3
+    "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl "${WHEELS[@]}"
+    ls -l .whl
+    ;;
+run)
+    [ -d .whl ] || { echo "gpu_bench.sh: .whl/ missing: run 'bash scripts/gpu_bench.sh fetch' here first and carry .whl" >&2; exit 2; }
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site:$PWD" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+    out="${OUT:-/tmp}"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    # Two batch sizes in one lease: 256 (the trainer's default scale) and 512 (to see if the GPU is fed).
+    python3 -m scripts.gpu_bench_train --batch-size 256 --json "$out/gpu_bench.json" "$@" 2>&1 | tee "$out/gpu_bench.log"
+    python3 -m scripts.gpu_bench_train --batch-size 512 --json "$out/gpu_bench_b512.json" "$@" 2>&1 | tee -a "$out/gpu_bench.log"
+    ;;
+dry)
+    export HF_HUB_OFFLINE=1
+    py=".venv/bin/python"; [ -x "$py" ] || py=python3
+    "$py" -m scripts.gpu_bench_train --dry "$@"
+    ;;
+*)
+    echo "usage: bash scripts/gpu_bench.sh fetch|run|dry [extra args for scripts/gpu_bench_train.py]" >&2
+    exit 2
+    ;;
+esac
