@@ -131,7 +131,8 @@ def describe_sentence(y: str, images: Sequence[bytes], rng: random.Random) -> st
     digest = hashlib.sha256(data).digest()
     colour = dominant_colour_name(images[0])
     # The hash picks the pattern and scene, so two images of one colour still read differently.
-    feature = f"mostly {colour} tones and a {PATTERNS[digest[0] % len(PATTERNS)]} look"
+    pattern = f"a {PATTERNS[digest[0] % len(PATTERNS)]} look"
+    feature = pattern if colour == "unreadable" else f"mostly {colour} tones and {pattern}"
     return sentence1(y, feature, SCENES[int.from_bytes(digest[1:3], "big") % len(SCENES)])
 
 
