@@ -36,6 +36,8 @@ __all__ = [
     "near_duplicate",
     "normalise",
     "parse_list",
+    "signature",
+    "similar",
 ]
 
 # "1." "12)" "(3)" "3:" "#4" "Item 5:" at the start of a line; bullets "-", "*", "•", "–".
@@ -100,13 +102,25 @@ def near_duplicate(a: str, b: str, *, jaccard: float = 0.9) -> bool:
     >>> near_duplicate("A photo of the class fox, red fur.", "A photo of the class fox, grey fur.")
     False
     """
-    na, nb = normalise(a), normalise(b)
-    if na == nb:
+    return similar(signature(a), signature(b), jaccard=jaccard)
+
+
+Signature = tuple[str, frozenset[str]]
+
+
+def signature(text: str) -> Signature:
+    """What near-duplicate checks compare: the normalised text and its content words (computed once)."""
+    norm = normalise(text)
+    return norm, frozenset(norm.split()) - _STOPWORDS
+
+
+def similar(a: Signature, b: Signature, *, jaccard: float = 0.9) -> bool:
+    """``near_duplicate`` on precomputed signatures (O(words), for O(n^2) scans of long lists)."""
+    if a[0] == b[0]:
         return True
-    wa, wb = set(na.split()) - _STOPWORDS, set(nb.split()) - _STOPWORDS
-    if not wa or not wb:
+    if not a[1] or not b[1]:
         return False
-    return len(wa & wb) / len(wa | wb) >= jaccard
+    return len(a[1] & b[1]) / len(a[1] | b[1]) >= jaccard
 
 
 # Articles and linking words: their presence or absence never makes two descriptions different.

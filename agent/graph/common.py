@@ -1,0 +1,99 @@
+"""Helpers shared by the step nodes: call contexts, usage counting and failure-isolating fan-out.
+
+Contract:
+
+- ``fan_out(coros)`` runs every coroutine to completion with ``asyncio.gather`` and returns, per item, its
+  result or an ``ItemFailure`` for a *per-item* error (``ProviderError`` — a final failure after retries —
+  or ``OSError`` such as an unreadable image). One item's failure never cancels its siblings. Any other
+  exception — a bug, or ``ProviderError(kind="budget")``, which must stop the class so that a resume can
+  continue it — is re-raised, but only after every sibling finished, so
+  no call is left running detached from the graph.
+- ``call_ctx`` builds the ``CallContext`` of a call. Its ``sample_index`` is what makes two identical
+  prompts distinct cache entries when they must be (extend round n), and identical on a rerun.
+- Usage dicts (``calls``, ``cache_hits``, ``input_tokens``, ``output_tokens``, ``images``) are summed by
+  the state's ``add_counts`` reducer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from agent.graph.state import ClassState, GraphDeps, add_counts
+from agent.providers import CallContext, ProviderError
+
+if TYPE_CHECKING:
+    from agent.providers import ChatResult, ImageResult
+
+T = TypeVar("T")
+
+__all__ = ["ItemFailure", "call_ctx", "chat_usage", "describe_failure", "fan_out", "image_usage",
+           "is_item_failure", "sum_usage"]
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """A final failure of one item: the message that goes on the item and into the summary."""
+
+    message: str
+
+
+async def fan_out(coros: Iterable[Awaitable[T]]) -> list[T | ItemFailure]:
+    """Await all ``coros`` concurrently; per-item errors become ``ItemFailure`` (see module docstring)."""
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    out: list[T | ItemFailure] = []
+    unexpected: BaseException | None = None
+    for result in results:
+        if not isinstance(result, BaseException):
+            out.append(result)
+            continue
+        if not is_item_failure(result):
+            unexpected = unexpected or result
+        out.append(ItemFailure(describe_failure(result)))
+    if unexpected is not None:
+        raise unexpected
+    return out
+
+
+def is_item_failure(exc: BaseException) -> bool:
+    """A failure that belongs to one item. A spent budget is not: it must stop the class (resumable)."""
+    if isinstance(exc, ProviderError):
+        return exc.kind != "budget"
+    return isinstance(exc, OSError)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for an item's ``error`` field: ``"rate_limited (429): slow down"`` style."""
+    if isinstance(exc, ProviderError):
+        status = f" ({exc.status})" if exc.status else ""
+        return f"{exc.kind}{status}: {exc.message}"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}".splitlines()[0][:500]
+
+
+def call_ctx(deps: GraphDeps, state: ClassState, node: str, *, round: int = 0, sample_index: int = 0) -> CallContext:
+    return CallContext(
+        run_id=deps.run_id, class_name=state["class_name"], node=node, round=round, sample_index=sample_index
+    )
+
+
+def chat_usage(result: ChatResult) -> dict[str, int]:
+    return {
+        "calls": 1,
+        "cache_hits": int(bool(result.cache_hit)),
+        "input_tokens": int(result.input_tokens or 0),
+        "output_tokens": int(result.output_tokens or 0),
+    }
+
+
+def image_usage(result: ImageResult) -> dict[str, int]:
+    return {"calls": 1, "cache_hits": int(bool(result.cache_hit)), "images": 1}
+
+
+def sum_usage(parts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in parts:
+        total = add_counts(total, part)
+    return total

@@ -1,0 +1,126 @@
+"""Step 7 — finalize: accepted images into the run folder; the class's rows and summary as pure data.
+
+Contract:
+
+- The node copies (hard-links where the file system allows) every accepted image from the blob store to
+  ``<run>/images/<class-slug>/<sha256>.<ext>`` (temp name + ``os.replace``: a crash never leaves half a
+  file under the final name), sets ``done`` and the class ``status``: ``failed`` when the class needed
+  images (N_y > 0) but not one was rendered, with the reason in ``error``; else ``complete``.
+- The run driver rebuilds ``manifest.jsonl``, ``rejected.jsonl`` and ``summary.json`` from the finished
+  states of *all* classes with the pure functions below, so a resumed run never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agent.graph.state import ClassState, GraphDeps, Item
+from store.manifest import ManifestRow
+
+__all__ = ["class_summary", "finalize", "generated_rows", "image_relpath", "rejected_rows"]
+
+
+async def finalize(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str, object]:
+    deps = runtime.context
+    for item in accepted_items(state):
+        src = deps.blobs.path(item["sha256"] or "", item["ext"] or "png")
+        _place(src, deps.out_dir / image_relpath(state, item))
+    error = _class_error(state)
+    return {"done": True, "status": "failed" if error else "complete", "error": error}
+
+
+def image_relpath(state: ClassState, item: Item) -> str:
+    """``images/<slug>/<sha>.<ext>``, relative to the run folder (and so to its manifest)."""
+    return f"images/{state['slug']}/{item['sha256']}.{item['ext']}"
+
+
+def accepted_items(state: ClassState) -> list[Item]:
+    """Accepted items, one per distinct image (two texts drawing the same bytes are one image)."""
+    seen: set[str] = set()
+    out = []
+    for item in state.get("items", []):
+        if item["status"] == "accepted" and item["sha256"] and item["sha256"] not in seen:
+            seen.add(item["sha256"])
+            out.append(item)
+    return out
+
+
+def generated_rows(state: ClassState, run_id: str) -> list[ManifestRow]:
+    """The class's manifest rows: one per accepted image."""
+    return [
+        ManifestRow(
+            path=image_relpath(state, item), label=state["label"], class_name=state["class_name"],
+            source="generated", sha256=item["sha256"] or "", description=item["description"],
+            score=item["scores"][-1], round=item["round"], run_id=run_id,
+        )
+        for item in accepted_items(state)
+    ]
+
+
+def rejected_rows(state: ClassState, run_id: str) -> list[dict[str, Any]]:
+    """One JSON object per item that did not make it, with every round's text and score."""
+    return [
+        {
+            "run_id": run_id, "class_name": state["class_name"], "label": state["label"],
+            "index": item["index"], "status": item["status"], "description": item["description"],
+            "history": item["history"], "scores": item["scores"], "round": item["round"],
+            "sha256": item["sha256"], "error": item["error"],
+        }
+        for item in state.get("items", [])
+        if item["status"] in ("rejected", "failed")
+    ]
+
+
+def class_summary(state: ClassState) -> dict[str, Any]:
+    """The class's entry of ``summary.json`` (issue 3: M_y, N_y, accepted, rejected, rounds, calls, ...)."""
+    items = state.get("items", [])
+    usage = state.get("usage", {})
+    return {
+        "label": state["label"], "slug": state["slug"], "status": state.get("status", "running"),
+        "error": state.get("error"), "M_y": state["m_y"], "N_y": state["n_y"], "K_y": state["k_y"],
+        "described": len(state.get("existing", [])), "new_descriptions": len(state.get("new", [])),
+        "rendered": sum(1 for i in items if i["sha256"]),
+        "accepted": len(accepted_items(state)),
+        "rejected": sum(1 for i in items if i["status"] == "rejected"),
+        "failed": sum(1 for i in items if i["status"] == "failed"),
+        "rounds": max((i["round"] for i in items), default=0),
+        "refined": sum(1 for i in items if i["round"] > 0),
+        "calls": usage.get("calls", 0), "cache_hits": usage.get("cache_hits", 0),
+        "tokens": {"input": usage.get("input_tokens", 0), "output": usage.get("output_tokens", 0)},
+        "images_generated": usage.get("images", 0),
+        "template": state.get("template"), "template_tokens": state.get("template_tokens"),
+        "template_truncated": state.get("template_truncated", False),
+        "counters": dict(sorted(state.get("counters", {}).items())),
+        "warnings": list(state.get("warnings", [])),
+    }
+
+
+def _class_error(state: ClassState) -> str | None:
+    if state["n_y"] == 0:
+        return None
+    items = state.get("items", [])
+    if not items:
+        return "no new descriptions to render (see the warnings of describe / extend)"
+    if all(item["status"] == "failed" and not item["scores"] for item in items):
+        return f"every render failed; first error: {items[0]['error']}"
+    return None
+
+
+def _place(src: Path, dest: Path) -> None:
+    if dest.exists() and dest.stat().st_size == src.stat().st_size:
+        return  # finalize re-run on resume: the image is already in place
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        os.link(src, tmp)  # same file system: no copy, the blob's bytes are shared
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)

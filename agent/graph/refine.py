@@ -1,0 +1,58 @@
+"""Step 6b — refine (paper §3.1, Prompt 5): rewrite a low-scoring description, then re-render it.
+
+Contract:
+
+- For every item in status ``low``: Prompt 5 on the item's *latest* text (the official code re-refines the
+  original text each round; carrying the latest forward is what "iterative" means in the paper).
+  ``sample_index`` = item index, ``round`` = the refinement being made (1, 2, ...).
+- The first reply line that follows Template 1 becomes the item's description (the old one goes to
+  ``history``), the item returns to ``pending`` and the graph goes to render -> evaluate again.
+- No usable reply (off-template, a text already tried, or a final provider failure): the item is
+  ``rejected`` (with the error, if any) — rendering the same text again would only repeat the same score.
+"""
+
+from __future__ import annotations
+
+from langgraph.runtime import Runtime
+
+import prompts
+from agent.graph.common import ItemFailure, call_ctx, chat_usage, fan_out, sum_usage
+from agent.graph.state import ClassState, GraphDeps, Item, copy_item
+from agent.parse import first_following, normalise, parse_list
+
+
+async def refine(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str, object]:
+    """Refine every low item once; the fixed edge refine -> render re-draws them."""
+    deps = runtime.context
+    name = state["class_name"]
+    items = [copy_item(item) for item in state["items"]]
+    low = [item for item in items if item["status"] == "low"]
+    results = await fan_out(
+        deps.providers.chat(
+            "llm",
+            prompts.render("prompt5_refine", class_name=name, description=item["description"]),
+            ctx=call_ctx(deps, state, "refine", round=item["round"] + 1, sample_index=item["index"]),
+        )
+        for item in low
+    )
+    usage = []
+    unusable = 0
+    for item, result in zip(low, results, strict=True):
+        if isinstance(result, ItemFailure):
+            item["status"], item["error"] = "rejected", result.message
+            continue
+        usage.append(chat_usage(result))
+        text = first_following(parse_list(result.text), name)
+        if text is None or _already_tried(text, item):
+            unusable += 1
+            item["status"] = "rejected"
+            continue
+        item["history"].append(item["description"])
+        item["description"], item["round"], item["status"] = text, item["round"] + 1, "pending"
+        item["sha256"] = item["ext"] = None
+    return {"items": items, "usage": sum_usage(usage), "counters": {"refine_unusable": unusable}}
+
+
+def _already_tried(text: str, item: Item) -> bool:
+    key = normalise(text)
+    return any(normalise(old) == key for old in (*item["history"], item["description"]))

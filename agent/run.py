@@ -1,0 +1,156 @@
+"""``python -m agent.run``: generate LTGC data for the tail classes (paper §3.1) into one run folder.
+
+Contract: ``main(argv) -> int`` parses flags, resolves settings (CLI > ``--config`` TOML ``[run]`` /
+``[lmm]`` / ``[llm]`` / ``[t2i]`` > ``LTGC_<ROLE>_<FIELD>`` env for roles > the folder's saved settings on
+``--resume`` > defaults), reads the inputs, and hands over to ``agent.runner.execute``. Every bad input or
+setting is one line on stderr and exit code 2, before any model is called. Heavy imports (torch,
+open_clip, langgraph) happen only after the inputs check out, so ``--help`` and input errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.config import (
+    ConfigError,
+    add_role_arguments,
+    load_providers_config,
+    read_toml,
+    role_overrides_from_args,
+)
+from agent.inputs import InputError, load_inputs
+from agent.settings import RunSettings, SettingsError, resolve
+
+EXIT_CODES = """exit codes:
+  0  every class complete
+  1  at least one class failed (see summary.json: status, error); the others finished
+  2  bad input, flag or config (one line on stderr; nothing was called)
+  3  budget spent (--max-cost / --max-calls, where supported); continue with --resume
+  130 interrupted (Ctrl-C); continue with --resume"""
+
+EPILOG = f"""{EXIT_CODES}
+
+examples:
+  # OpenAI API (OPENAI_API_KEY in the environment)
+  python -m agent.run --classes tail.txt --images train/ --out runs/r1
+  # resume an interrupted run: completed calls are cache hits, finished classes are skipped
+  python -m agent.run --out runs/r1 --resume
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m agent.run", description=__doc__.split("\n")[0].split(": ", 1)[1],
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    inputs = p.add_argument_group("inputs")
+    inputs.add_argument("--classes", help="tail.txt: one class per line, a name or label<TAB>name")
+    inputs.add_argument("--images", help="ImageFolder tree: one folder per class (name or slug)")
+    inputs.add_argument("--train-list", help="list file: 'relative/path.jpg <label>' per line")
+    inputs.add_argument("--data-root", help="folder the --train-list paths start from")
+    inputs.add_argument("--class-names", help="label<TAB>name per line, or one name per line (index = label)")
+    run = p.add_argument_group("run")
+    run.add_argument("--out", help="run folder (created; holds caches, checkpoints, images, manifest)")
+    run.add_argument("--run-id", help="id of this run (default: a timestamp); part of every thread id")
+    run.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
+    run.add_argument("--config", help="TOML file: [run] settings (flag names with _) and [lmm]/[llm]/[t2i]")
+    run.add_argument("--max-classes-in-flight", help="classes processed at once (default 8)")
+    run.add_argument("--include-originals", action="store_true", default=None,
+                     help="also write the tail classes' original images to manifest.jsonl")
+    paper = p.add_argument_group("paper settings")
+    paper.add_argument("--target-per-class", help="K_y: descriptions per class; N_y = K_y - M_y images (default 100)")
+    paper.add_argument("--threshold", help="μ: accept score (default 0.25 for cosine, 0.6 for softmax)")
+    paper.add_argument("--score", choices=("cosine", "softmax"), help="CLIP score (default cosine: raw cosine)")
+    paper.add_argument("--max-rounds", help="R: refine rounds per low-scoring image (default 3)")
+    paper.add_argument("--max-describe", help="describe at most this many real images per class (default all)")
+    paper.add_argument("--max-extend-rounds", help="bound on number-check rounds per pass (default 10)")
+    paper.add_argument("--clip-model", help="open_clip model name or config JSON path (default ViT-B-32)")
+    paper.add_argument("--clip-pretrained", help="tag, weights file, or none (default openai)")
+    add_role_arguments(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings, providers_config, inputs = _prepare(args)
+    except (ConfigError, SettingsError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for warning in inputs.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    from agent import runner  # heavy: torch, open_clip, langgraph
+    from agent.scorer import ScorerError
+
+    try:
+        outcome = asyncio.run(runner.execute(settings, providers_config, inputs, log=_log))
+    except (ScorerError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: python -m agent.run --out {settings.out} --resume", file=sys.stderr)
+        return 130
+    totals = outcome.summary.get("totals", {})
+    print(f"run {outcome.run_id}: {totals.get('accepted', 0)} image(s) accepted, "
+          f"{totals.get('rejected', 0)} rejected; {totals.get('requests', 0)} request(s), "
+          f"{totals.get('cache_hits', 0)} cache hit(s); {settings.out / 'manifest.jsonl'}")
+    return outcome.exit_code
+
+
+def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any]:
+    doc = read_toml(args.config) if args.config else {}
+    toml_run = doc.get("run", {})
+    if not isinstance(toml_run, dict):
+        raise SettingsError(f"{args.config}: [run] must be a table")
+    cli = {k: v for k, v in vars(args).items() if k in _RUN_FLAGS and v is not None}
+    saved = _saved_settings(args, toml_run)
+    settings = resolve(cli, toml_run, saved)
+    providers_config = load_providers_config(args.config, os.environ, role_overrides_from_args(args), toml_doc=doc)
+    if settings.images is None and settings.train_list is None:
+        raise InputError("give the real images: --images DIR, or --train-list FILE --data-root DIR")
+    inputs = load_inputs(settings.classes, images_dir=settings.images, train_list=settings.train_list,
+                         data_root=settings.data_root, class_names_file=settings.class_names)
+    return settings, providers_config, inputs
+
+
+def _saved_settings(args: argparse.Namespace, toml_run: dict[str, Any]) -> dict[str, Any] | None:
+    """On --resume: the run block of <out>/config.json (the run being continued), checked for a run id clash."""
+    if not args.resume:
+        return None
+    out = args.out or toml_run.get("out")
+    if not out:
+        raise SettingsError("--resume needs --out RUN_DIR (the folder of the run to continue)")
+    path = Path(out) / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))["run"]
+    except FileNotFoundError:
+        raise SettingsError(f"--resume: {path} not found; is --out the folder of an earlier run?") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SettingsError(f"--resume: {path} is not a run config ({type(exc).__name__}); start a new run") from None
+    if args.run_id and args.run_id != saved.get("run_id"):
+        raise SettingsError(
+            f"--run-id {args.run_id}: the run in {out} is {saved.get('run_id')!r}; drop --run-id to resume it"
+        )
+    return {k: v for k, v in saved.items() if k != "resume"}
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+_RUN_FLAGS = frozenset({
+    "classes", "images", "train_list", "data_root", "class_names", "out", "run_id", "resume",
+    "max_classes_in_flight", "include_originals", "target_per_class", "threshold", "score", "max_rounds",
+    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained",
+})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

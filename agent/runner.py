@@ -1,0 +1,264 @@
+"""The run driver: every tail class through the class graph, concurrently, resumably, into one run folder.
+
+Contract:
+
+- ``await execute(settings, providers_config, inputs)`` opens the run's stores (``cache.sqlite``,
+  ``traces.sqlite``, ``blobs/``, ``checkpoints.sqlite`` through one ``AsyncSqliteSaver`` connection built
+  inside the running loop), loads the CLIP scorer once, runs each class as its own LangGraph thread
+  ``"<run_id>/<class>"`` (at most ``max_classes_in_flight`` at a time, all sharing the per-role limiters),
+  then rebuilds ``manifest.jsonl``, ``rejected.jsonl`` and ``summary.json`` from the finished states of all
+  classes, and returns a ``RunOutcome`` (exit code 0 all complete, 1 some class failed, 3 budget spent).
+- A fresh run (no ``--resume``) deletes any checkpoints of its own thread ids and starts every class from
+  ``describe``; the call cache and blobs of the folder are reused, so repeating a finished run sends no
+  request. ``--resume`` skips complete classes, continues interrupted ones where they stopped
+  (``ainvoke(None, ...)``) and restarts failed ones (their completed calls are cache hits).
+- One class raising never cancels another: each class task catches its own exception into its outcome.
+- ``softmax`` scoring needs every class's C_y before any class is scored, so a softmax run pauses every
+  class before ``render`` (``interrupt_before``), builds the class-text table, then continues them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import RunnableConfig
+
+from agent.config import ProvidersConfig, redacted_dump
+from agent.graph.finalize import class_summary, generated_rows, rejected_rows
+from agent.graph.graph import RENDER_GATE, compile_graph
+from agent.graph.state import ClassState, GraphDeps, initial_state
+from agent.graph.summarize import fallback_text
+from agent.inputs import ClassSpec, Inputs
+from agent.providers import ProviderError, Providers
+from agent.scorer import ClipScorer
+from agent.settings import RunSettings
+from store.blobs import BlobStore
+from store.cache import CallCache
+from store.manifest import ManifestRow, atomic_write_text, write_manifest
+from store.slug import slugify
+from store.traces import TraceStore
+
+__all__ = ["ClassOutcome", "RunOutcome", "execute", "thread_id"]
+
+EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
+
+
+@dataclass
+class ClassOutcome:
+    name: str
+    status: str  # complete | failed | stopped (budget) | running (never reached the end)
+    error: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    exit_code: int
+    classes: list[ClassOutcome] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def thread_id(run_id: str, class_name: str) -> str:
+    """LangGraph thread of one class: ``thread_id("r1", "red fox") -> "r1/red fox"``."""
+    return f"{run_id}/{class_name}"
+
+
+async def execute(
+    settings: RunSettings,
+    providers_config: ProvidersConfig,
+    inputs: Inputs,
+    *,
+    scorer: ClipScorer | None = None,
+    log: Callable[[str], None] = print,
+) -> RunOutcome:
+    """Run (or resume) every class; write the run folder's outputs; see the module docstring."""
+    started = time.monotonic()
+    out = settings.out
+    out.mkdir(parents=True, exist_ok=True)
+    _write_config(settings, providers_config, inputs)
+    if scorer is None:
+        scorer = await asyncio.to_thread(ClipScorer.load, settings.clip_model, settings.pretrained_arg())
+    blobs = BlobStore(out / "blobs")
+    cache = await CallCache.open(out / "cache.sqlite")
+    traces = await TraceStore.open(out / "traces.sqlite")
+    providers: Providers | None = None
+    try:
+        providers = await Providers.open(providers_config, cache=cache, traces=traces, blobs=blobs)
+        deps = GraphDeps(providers=providers, scorer=scorer, blobs=blobs, settings=settings.graph_settings(),
+                         run_id=settings.run_id, out_dir=out, traces=traces)
+        async with AsyncSqliteSaver.from_conn_string(str(out / "checkpoints.sqlite")) as saver:
+            graph = compile_graph(saver)
+            driver = _Driver(graph, saver, deps, settings, inputs, log)
+            outcomes = await driver.run_all()
+            states = {spec.name: await driver.state_of(spec) for spec in inputs.classes}
+    finally:
+        if providers is not None:
+            await providers.close()
+        await traces.close()
+        await cache.close()
+    summary = write_outputs(settings, inputs, states, outcomes, wall_s=time.monotonic() - started)
+    code = _exit_code(outcomes)
+    return RunOutcome(settings.run_id, code, outcomes, summary)
+
+
+class _Driver:
+    """Holds what every class task shares; one method per phase of a class."""
+
+    def __init__(self, graph: CompiledStateGraph[Any, Any, Any, Any], saver: AsyncSqliteSaver, deps: GraphDeps,
+                 settings: RunSettings, inputs: Inputs, log: Callable[[str], None]) -> None:
+        self.graph, self.saver, self.deps, self.settings, self.inputs, self.log = (
+            graph, saver, deps, settings, inputs, log)
+        self.slots = asyncio.Semaphore(settings.max_classes_in_flight)
+
+    def config(self, spec: ClassSpec) -> RunnableConfig:
+        return {"configurable": {"thread_id": thread_id(self.settings.run_id, spec.name)}}
+
+    async def state_of(self, spec: ClassState | ClassSpec) -> ClassState:
+        assert isinstance(spec, ClassSpec)
+        snap = await self.graph.aget_state(self.config(spec))
+        return cast(ClassState, dict(snap.values or {}))
+
+    async def run_all(self) -> list[ClassOutcome]:
+        gated = self.settings.score == "softmax"
+        first = await asyncio.gather(*(self._guarded(spec, gate=gated) for spec in self.inputs.classes))
+        if not gated:
+            return first
+        # Every class now waits at the render gate (or is done / failed): all C_y are known.
+        self.deps.class_texts = await self._class_texts()
+        pending = [spec for spec, out in zip(self.inputs.classes, first, strict=True) if out.status == "running"]
+        second = {out.name: out for out in await asyncio.gather(*(self._guarded(s, gate=False) for s in pending))}
+        return [second.get(out.name, out) for out in first]
+
+    async def _guarded(self, spec: ClassSpec, *, gate: bool) -> ClassOutcome:
+        try:
+            async with self.slots:
+                outcome = await self._run_class(spec, gate=gate)
+        except ProviderError as exc:
+            if exc.kind != "budget":
+                raise
+            return ClassOutcome(spec.name, "stopped", str(exc))
+        except Exception as exc:  # one class's bug or outage must not take the other classes down
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            self.log(f"[{spec.name}] failed: {message}")
+            return ClassOutcome(spec.name, "failed", message)
+        if outcome.status != "running":
+            self.log(f"[{spec.name}] {outcome.status}" + (f": {outcome.error}" if outcome.error else ""))
+        return outcome
+
+    async def _run_class(self, spec: ClassSpec, *, gate: bool) -> ClassOutcome:
+        config = self.config(spec)
+        snap = await self.graph.aget_state(config)
+        values: dict[str, Any] = dict(snap.values or {})
+        fresh = not values or not self.settings.resume or (values.get("done") and values.get("status") == "failed")
+        if values.get("done") and values.get("status") == "complete" and self.settings.resume:
+            return ClassOutcome(spec.name, "complete")
+        if gate and not fresh and RENDER_GATE in snap.next:
+            return ClassOutcome(spec.name, "running")  # already waiting at the gate from an earlier invocation
+        if fresh and values:
+            await self.saver.adelete_thread(config["configurable"]["thread_id"])
+        payload = self._initial(spec) if fresh else None
+        await self.graph.ainvoke(payload, config, context=self.deps, durability="sync",
+                                 interrupt_before=[RENDER_GATE] if gate else None)
+        state = (await self.graph.aget_state(config)).values
+        if not state.get("done"):
+            return ClassOutcome(spec.name, "running")
+        return ClassOutcome(spec.name, state.get("status", "failed"), state.get("error"))
+
+    def _initial(self, spec: ClassSpec) -> ClassState:
+        return initial_state(class_name=spec.name, label=spec.label, slug=slugify(spec.name),
+                             images=list(spec.images), k_y=self.settings.target_per_class)
+
+    async def _class_texts(self) -> dict[int, str]:
+        texts = {label: fallback_text(name) for label, name in self.inputs.class_names.items()}
+        for spec in self.inputs.classes:
+            state = await self.state_of(spec)
+            texts[spec.label] = state.get("template") or fallback_text(spec.name)
+        return texts
+
+
+def write_outputs(settings: RunSettings, inputs: Inputs, states: dict[str, ClassState],
+                  outcomes: Iterable[ClassOutcome], *, wall_s: float) -> dict[str, Any]:
+    """Rebuild manifest.jsonl, rejected.jsonl and summary.json from the classes' states (idempotent)."""
+    out, run_id = settings.out, settings.run_id
+    rows: list[ManifestRow] = []
+    rejected: list[dict[str, Any]] = []
+    classes: dict[str, Any] = {}
+    by_name = {o.name: o for o in outcomes}
+    for spec in inputs.classes:
+        state = states.get(spec.name) or ClassState()
+        done = bool(state.get("done"))
+        if done:
+            rows.extend(generated_rows(state, run_id))
+            rejected.extend(rejected_rows(state, run_id))
+        if settings.include_originals:
+            rows.extend(ManifestRow(path=p, label=spec.label, class_name=spec.name, source="original",
+                                    sha256=_sha256_file(Path(p))) for p in spec.images)
+        entry = class_summary(state) if state else {"label": spec.label, "slug": slugify(spec.name)}
+        outcome = by_name.get(spec.name)
+        if outcome is not None and outcome.status != entry.get("status"):
+            entry["status"], entry["error"] = outcome.status, outcome.error
+        classes[spec.name] = entry
+    write_manifest(out / "manifest.jsonl", rows)
+    atomic_write_text(out / "rejected.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
+    _prune_images(out, {row.path for row in rows if row.source == "generated"})
+    summary = {
+        "run_id": run_id, "wall_s": round(wall_s, 3), "classes": classes,
+        "totals": _totals(classes), "warnings": list(inputs.warnings),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return summary
+
+
+def _totals(classes: dict[str, Any]) -> dict[str, Any]:
+    keys = ("M_y", "N_y", "accepted", "rejected", "failed", "calls", "cache_hits", "images_generated")
+    totals: dict[str, Any] = {k: sum(int(c.get(k) or 0) for c in classes.values()) for k in keys}
+    totals["requests"] = totals["calls"] - totals["cache_hits"]
+    totals["tokens"] = {side: sum(c.get("tokens", {}).get(side, 0) for c in classes.values())
+                        for side in ("input", "output")}
+    statuses = [c.get("status") for c in classes.values()]
+    totals["status"] = {s: statuses.count(s) for s in sorted({str(s) for s in statuses})}
+    return totals
+
+
+def _exit_code(outcomes: list[ClassOutcome]) -> int:
+    if any(o.status == "stopped" for o in outcomes):
+        return EXIT_BUDGET
+    return EXIT_OK if all(o.status == "complete" for o in outcomes) else EXIT_FAILED
+
+
+def _write_config(settings: RunSettings, providers_config: ProvidersConfig, inputs: Inputs) -> None:
+    doc = {
+        "run_id": settings.run_id,
+        "run": settings.to_json(),
+        "providers": redacted_dump(providers_config),
+        "classes": [{"name": c.name, "label": c.label, "M_y": len(c.images)} for c in inputs.classes],
+    }
+    atomic_write_text(settings.out / "config.json", json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def _prune_images(out: Path, keep: set[str]) -> None:
+    """Drop images of an earlier run in this folder that the new manifest no longer lists."""
+    root = out / "images"
+    if not root.is_dir():
+        return
+    for path in root.glob("*/*"):
+        if path.is_file() and path.relative_to(out).as_posix() not in keep:
+            path.unlink()
+
+
+def _sha256_file(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
