@@ -21,7 +21,7 @@ Python::
 
 CLI: ``python -m scripts.simulator --port 0 --latency-ms 200 --rate-429 0.1 --log sim.jsonl`` prints
 exactly ``listening on http://127.0.0.1:<port>/v1`` once it accepts connections, then serves until
-interrupted. Bad flags exit 2 with one error line.
+interrupted (SIGINT/SIGTERM → exit 0). Bad flags exit 2 with one error line.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, NoReturn
 
 from scripts.sim_http import SimServer
@@ -114,17 +114,6 @@ class Simulator:
     def reset_stats(self) -> None:
         self._state.reset_stats()
 
-    def serve_until_signal(self) -> None:
-        """Block until SIGINT/SIGTERM (the CLI's loop)."""
-        done = threading.Event()
-
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            done.set()
-
-        signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGTERM, _stop)
-        done.wait()
-
 
 # --- CLI ------------------------------------------------------------------------------------------------
 
@@ -168,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the simulator until SIGINT/SIGTERM; 2 with one error line on bad input."""
     args = vars(build_parser().parse_args(argv))
     args["models"] = tuple(args["models"])
+    done = threading.Event()
+    # Handlers go in before the URL is printed: a caller may signal as soon as it reads the line.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: done.set())
     try:
         config = SimConfig(**args)
         config.validate()
@@ -177,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         print(f"listening on {sim.base_url}", flush=True)
-        sim.serve_until_signal()
+        done.wait()
     finally:
         sim.close()
     return 0
