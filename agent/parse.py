@@ -70,12 +70,13 @@ def normalise(text: str) -> str:
 
 def follows_template1(text: str, class_name: str) -> bool:
     """True for "A photo of the class <y>, <something>." (one sentence, something after the name)."""
-    return _follows(text, class_name, joiner="")
+    return _follows(text, class_name, joiner="", max_chars=MAX_ITEM_CHARS)
 
 
 def follows_template2(text: str, class_name: str) -> bool:
     """True for "A photo of the class <y> with <features>." (one sentence, features after "with")."""
-    return _follows(text, class_name, joiner="with")
+    # No length cap: an over-long C_y is still the model's summary; summarize records CLIP's truncation.
+    return _follows(text, class_name, joiner="with", max_chars=None)
 
 
 def first_following(items: Iterable[str], class_name: str, *, template: int = 1) -> str | None:
@@ -127,8 +128,8 @@ def similar(a: Signature, b: Signature, *, jaccard: float = 0.9) -> bool:
 _STOPWORDS = frozenset({"a", "an", "the", "of", "and", "with", "in", "on", "at", "its", "it", "is"})
 
 
-def _follows(text: str, class_name: str, *, joiner: str) -> bool:
-    if not text or len(text) > MAX_ITEM_CHARS or "\n" in text.strip():
+def _follows(text: str, class_name: str, *, joiner: str, max_chars: int | None) -> bool:
+    if not text or (max_chars is not None and len(text) > max_chars) or "\n" in text.strip():
         return False
     prefix = normalise(f"A photo of the class {class_name} {joiner}")
     body = normalise(text)
