@@ -21,14 +21,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def positive_int(text: str) -> int:
-    value = _number(text, int)
+    value = int(_number(text, int))
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
 
 
 def nonneg_int(text: str) -> int:
-    value = _number(text, int)
+    value = int(_number(text, int))
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
     return value

@@ -61,7 +61,7 @@ def compute_metrics(correct: Sequence[int], total: Sequence[int], train_counts: 
     metrics["mean_per_class"] = sum(scored) / len(scored) if scored else None
     for g in GROUPS:
         members = [k for k, n in enumerate(train_counts) if group_of(n, many, few) == g]
-        accs = [per_class[k] for k in members if per_class[k] is not None]
+        accs = [a for a in (per_class[k] for k in members) if a is not None]
         metrics[g] = sum(accs) / len(accs) if accs else None
         metrics["splits"][g] = {"classes": len(members), "test_images": sum(total[k] for k in members),
                                 "train_images": sum(train_counts[k] for k in members)}
@@ -122,11 +122,13 @@ def plot_accuracy_vs_count(path: Path, correct: Sequence[int], total: Sequence[i
                            train_counts: Sequence[int], many: int, few: int) -> None:
     """Scatter of per-class accuracy against original training count (log x), coloured by group."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")  # no display on training machines
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.95)  # tight_layout costs ~1 s
     colours = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
     for g in GROUPS:
         pts = [(max(n, 1), 100.0 * c / t) for n, c, t in zip(train_counts, correct, total, strict=True)
@@ -136,10 +138,11 @@ def plot_accuracy_vs_count(path: Path, correct: Sequence[int], total: Sequence[i
     for x in (few, many):
         ax.axvline(x, color="grey", linestyle=":", linewidth=1)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # "100", not "10^2"
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training images of the class (original data)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.legend(loc="lower right")
-    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

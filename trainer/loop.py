@@ -190,8 +190,9 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "sampler": sampler.state_dict(), "epoch": epoch, "world": rt.world}, tmp / "state.pt")
         (tmp / "model.json").write_text(_dump(model_info), encoding="utf-8")
-        if hasattr(core.visual, "save_pretrained"):  # peft adapter, loadable without this project
-            core.visual.save_pretrained(str(tmp / "adapter"))
+        save_adapter = getattr(core.visual, "save_pretrained", None)
+        if callable(save_adapter):  # a peft adapter, loadable without this project
+            save_adapter(str(tmp / "adapter"))
     _barrier(rt)
     if rt.is_main:
         old = folder.with_name(folder.name + ".old")

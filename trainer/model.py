@@ -88,16 +88,19 @@ def build_classifier(cfg: ModelConfig, class_names: list[str]) -> tuple[Classifi
     import open_clip  # heavy (~9 s): imported only when a model is really built
 
     name = register_model(cfg.model)
-    clip = _create_clip(open_clip, name, cfg)
-    preprocess = dict(clip.visual.preprocess_cfg)
-    if cfg.head == "zeroshot":
-        weight = _text_embeddings(open_clip, clip, name, class_names)
-    else:
-        generator = torch.Generator().manual_seed(cfg.seed)
-        weight = torch.randn(len(class_names), _embed_dim(clip), generator=generator)
-    # CLIP's own temperature as the starting scale (14.3 for a random init, 100 for trained weights).
-    scale = float(clip.logit_scale.detach().exp().clamp(max=100.0))
-    visual = _apply_tuning(clip.visual, cfg)
+    # Every random init here (backbone for `none`, random head, LoRA A) comes from cfg.seed, and the
+    # caller's RNG is left untouched: the same config always gives the same starting model.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        clip = _create_clip(open_clip, name, cfg)
+        preprocess = dict(clip.visual.preprocess_cfg)
+        if cfg.head == "zeroshot":
+            weight = _text_embeddings(open_clip, clip, name, class_names)
+        else:
+            weight = torch.randn(len(class_names), _embed_dim(clip))
+        # CLIP's own temperature as the starting scale (14.3 for a random init, 100 for trained weights).
+        scale = float(clip.logit_scale.detach().exp().clamp(max=100.0))
+        visual = _apply_tuning(clip.visual, cfg)
     return Classifier(visual, CosineHead(weight, scale), frozen_visual=cfg.tune == "head"), preprocess
 
 
@@ -156,18 +159,16 @@ def _create_clip(open_clip: Any, name: str, cfg: ModelConfig) -> Any:
             raise ModelError(f"--pretrained {cfg.pretrained!r}: not a known tag of {name} ({known}) nor a file; "
                              f"pass a tag, a weights file, or 'none'")
         pretrained = cfg.pretrained
-    # The random init is seeded so trainer.eval can rebuild the same base weights for a `none` run.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        try:
-            return open_clip.create_model(name, pretrained=pretrained, force_image_size=cfg.image_size,
-                                          device="cpu")
-        except (RuntimeError, OSError, ValueError) as exc:
-            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise ModelError(f"cannot create model {name} with pretrained={cfg.pretrained}: {first}") from None
+    try:
+        return open_clip.create_model(name, pretrained=pretrained, force_image_size=cfg.image_size, device="cpu")
+    except (RuntimeError, OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ModelError(f"cannot create model {name} with pretrained={cfg.pretrained}: {first}") from None
 
 
 def _embed_dim(clip: Any) -> int:
+    if isinstance(getattr(clip.visual, "output_dim", None), int):
+        return int(clip.visual.output_dim)
     with torch.no_grad():
         size = clip.visual.preprocess_cfg["size"]
         size = size if isinstance(size, (tuple, list)) else (size, size)

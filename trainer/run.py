@@ -11,7 +11,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,12 +21,31 @@ from torch.utils.data import DataLoader
 
 from store.manifest import atomic_write_text
 from trainer.balancemix import PairSampler, SamplingConfig
-from trainer.data import (DataError, EvalDataset, ImageLoader, PairDataset, Sample, build_transforms,
-                          check_images, class_counts, dump_json, read_class_names, read_samples,
-                          subset_round_robin)
+from trainer.data import (
+    DataError,
+    EvalDataset,
+    ImageLoader,
+    PairDataset,
+    Sample,
+    build_transforms,
+    check_images,
+    class_counts,
+    dump_json,
+    read_class_names,
+    read_samples,
+    subset_round_robin,
+)
 from trainer.evaluate import StridedSampler, compute_metrics, count_correct, write_reports
-from trainer.loop import (Runtime, build_optimizer, build_scheduler, load_checkpoint, save_checkpoint,
-                          seed_everything, setup_runtime, train_one_epoch)
+from trainer.loop import (
+    Runtime,
+    build_optimizer,
+    build_scheduler,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    setup_runtime,
+    train_one_epoch,
+)
 from trainer.losses import TrainingLoss
 from trainer.model import Classifier, ModelConfig, ModelError, build_classifier, count_parameters
 
