@@ -86,12 +86,12 @@ def cmd_calls(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([_record_json(r, prices) for r in records])
         return 0
-    table = _table(f"{len(records)} call(s)", ["call_id", "class", "node", "rnd", "role", "model", "status",
+    table = _table(f"{len(records)} call(s) (ids cut to 12 characters: `show` takes a prefix)", ["call_id", "class", "node", "rnd", "role", "model", "status",
                                                "hit", "in", "out", "latency s", "cost USD", "error"])
     for r in records:
-        table.add_row(r.call_id, r.class_name, r.node, str(r.round), r.role, r.model, r.status,
+        table.add_row(r.call_id[:12], r.class_name, r.node, str(r.round), r.role, r.model, r.status,
                       "yes" if r.cache_hit else "", _dash(r.input_tokens), _dash(r.output_tokens),
-                      f"{r.latency_s:.3f}", _money(call_cost(r, prices)), (r.error or "")[:60])
+                      f"{r.latency_s:.3f}", _money(call_cost(r, prices), 6), (r.error or "")[:60])
     _print(table)
     return 0
 
@@ -330,8 +330,8 @@ def _calls_text(c: dict[str, int] | None) -> str:
     return f"{c['calls']}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def _money(value: float | None) -> str:
-    return "unknown" if value is None else f"{value:.4f}"
+def _money(value: float | None, digits: int = 4) -> str:
+    return "unknown" if value is None else f"{value:.{digits}f}"
 
 
 def _dash(value: Any) -> str:
@@ -350,7 +350,10 @@ def _table(title: str, columns: list[str]) -> Any:
 def _print(renderable: Any) -> None:
     from rich.console import Console
 
-    Console(soft_wrap=False).print(renderable)
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        console = Console(soft_wrap=False, width=200)  # piped or captured: no terminal width to respect
+    console.print(renderable)
 
 
 def _print_json(data: Any) -> None:
