@@ -74,7 +74,7 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=nonneg_int, default=default_workers(),
                    help="DataLoader worker processes (default: cores - 1, at most 8)")
     p.add_argument("--threads", type=nonneg_int, default=0,
-                   help="torch CPU threads per process (0 = torch's default; under DDP on CPU: cores / ranks)")
+                   help="torch CPU threads per process (0 = auto: cores / local ranks - workers, at least 1)")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="drop missing/corrupt images with a counted warning instead of stopping")
     p.add_argument("--cache-mb", type=nonneg_float, default=1024.0,

@@ -68,7 +68,8 @@ def _evaluate(args: Any) -> int:
         print(f"[eval] warning: skipped {len(problems)} unreadable image(s); first: {problems[0]}", file=sys.stderr)
     if not test:
         raise DataError(f"{args.test}: no usable test images")
-    rt = setup_runtime(args.device, args.amp, lambda m: print(f"[eval] {m}", file=sys.stderr), args.threads)
+    rt = setup_runtime(args.device, args.amp, lambda m: print(f"[eval] {m}", file=sys.stderr), args.threads,
+                       args.workers)
     model = _rebuild(info)
     import torch
 

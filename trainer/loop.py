@@ -63,11 +63,13 @@ class EpochStats:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-def setup_runtime(device: str, amp: bool, log: Callable[[str], None], threads: int = 0) -> Runtime:
+def setup_runtime(device: str, amp: bool, log: Callable[[str], None], threads: int = 0,
+                  workers: int = 0) -> Runtime:
     """Resolve ``auto|cpu|cuda``, join the DDP group under torchrun, and set deterministic flags.
 
-    ``threads`` > 0 sets torch's CPU thread count (small models on busy machines run far faster on one
-    thread than on several that wait for each other).
+    CPU threads: ``threads`` when > 0; otherwise this process's share of the cores minus its DataLoader
+    workers (at least 1). Oversubscribed OpenMP threads wait on each other: on a busy 2-core machine the tiny
+    model ran 14x slower with 2 threads than with 1 (scripts/bench_trainer.py).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -83,12 +85,11 @@ def setup_runtime(device: str, amp: bool, log: Callable[[str], None], threads: i
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
-        if not use_cuda:
-            # Ranks share the CPU cores; oversubscribing threads slows every rank down.
-            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     if threads > 0:
         torch.set_num_threads(threads)
+    elif not use_cuda:
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world - workers))
     if amp and not use_cuda and rank == 0:
         log("note: --amp (bf16 autocast) is CUDA-only; training in fp32 on CPU")
     return Runtime(device=dev, rank=rank, world=world, amp=amp and use_cuda)

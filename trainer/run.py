@@ -67,7 +67,7 @@ def run_training(args: argparse.Namespace, trajectory_keys: Sequence[str]) -> in
         raise DataError("--mode balancemix mixes with generated data: pass --generated LIST|MANIFEST "
                         "(or use --mode plain/balanced for a run without D_g)")
     try:
-        rt = setup_runtime(args.device, args.amp, log, args.threads)
+        rt = setup_runtime(args.device, args.amp, log, args.threads, args.workers)
     except ValueError as exc:
         raise ModelError(str(exc)) from None
     log = _logger(rt.is_main)

@@ -69,5 +69,5 @@ def train_argv(data: TinyData, out: Path, *extra: str) -> list[str]:
     """A complete, fast trainer command line for the tiny data and the tiny model config."""
     return ["--train", str(data.train), "--test", str(data.test), "--class-names", str(data.names),
             "--out", str(out), "--mode", "plain", "--model", str(TINY_CONFIG), "--pretrained", "none", "--epochs", "1",
-            "--batch-size", "8", "--workers", "0", "--device", "cpu", "--many", "10", "--few", "4",
+            "--batch-size", "8", "--workers", "0", "--threads", "1", "--device", "cpu", "--many", "10", "--few", "4",
             *extra]
