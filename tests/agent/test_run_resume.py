@@ -1,0 +1,63 @@
+"""Crash safety: a ``python -m agent.run`` process killed with SIGKILL mid-run, then ``--resume``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agent.run import main
+from scripts.simulator import SimConfig, Simulator
+from tests.agent.run_helpers import agent_argv, make_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+IN_FLIGHT = 2  # per role
+ROLES = 3
+
+
+def argv(data: Path, out: Path, base_url: str, *extra: str) -> list[str]:
+    flags = [f"--{role}-max-in-flight" for role in ("lmm", "llm", "t2i")]
+    args = agent_argv(data, out, base_url, "--max-rounds", "1", *extra, k=8)
+    args[args.index("--threshold") + 1] = "0.06"  # tiny random CLIP: some images refined, some not
+    for flag in flags:
+        args += [flag, str(IN_FLIGHT)]
+    return args
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    with Simulator(SimConfig(latency_ms=120, seed=0)) as sim:
+        assert main(argv(data, tmp_path / "reference", sim.base_url)) == 0
+        reference = sim.stats()["total"]
+        sim.reset_stats()
+
+        out = tmp_path / "killed"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen([sys.executable, "-m", "agent.run", *argv(data, out, sim.base_url)],
+                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 240
+            while sim.stats()["total"] < reference // 2:  # kill it half-way through its requests
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                assert time.monotonic() < deadline, "the run never got half-way"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == -signal.SIGKILL
+        killed_at = sim.stats()["total"]
+        assert 0 < killed_at < reference and not (out / "manifest.jsonl").exists()
+
+        assert main(argv(data, out, sim.base_url, "--resume")) == 0
+        total = sim.stats()["total"]
+
+    same = (out / "manifest.jsonl").read_bytes() == (tmp_path / "reference" / "manifest.jsonl").read_bytes()
+    assert same, "resumed run's manifest differs from the uninterrupted run's"
+    # Only requests that were in flight at the kill may be sent twice.
+    assert total <= reference + IN_FLIGHT * ROLES, (total, reference)
+    assert (out / "rejected.jsonl").read_bytes() == (tmp_path / "reference" / "rejected.jsonl").read_bytes()
