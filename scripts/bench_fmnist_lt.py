@@ -42,7 +42,7 @@ GROUPS = ("overall", "many", "medium", "few")
 # preprocessing: 4x4 patches give 64 tokens; ~0.2 M visual parameters, fast enough for 24 runs on 2 cores.
 MODEL_CONFIG: dict[str, Any] = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 32, "layers": 4, "width": 96, "head_width": 32, "patch_size": 4},
+    "vision_cfg": {"image_size": 32, "layers": 4, "width": 96, "head_width": 32, "patch_size": 8},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
 }
 
@@ -80,18 +80,25 @@ class BenchConfig:
     imbalance: float = 100.0
     test_per_class: int | None = None  # None: the whole balanced t10k set (1,000 per class)
     k: int = 300
+    many: int = 100  # group thresholds on D_o counts (paper: many > 100, few < 20)
+    few: int = 20
     split_seed: int = 0
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 6
-    samples_per_epoch: int = 8192
+    # 4 x 2,048 samples per run: sized so 24 runs fit in 40 minutes on a shared 2-core machine.
+    epochs: int = 4
+    samples_per_epoch: int = 2048
     batch_size: int = 128
     lr: float = 1e-3
+    # One torch thread and no loader workers: the images are cached decoded, so data loading is cheap, and
+    # one thread leaves a core to the machine's other users (use --threads 2 on an idle machine).
+    threads: int = 1
     rows: tuple[str, ...] = tuple(r.key for r in ROWS)
     trainer_args: tuple[str, ...] = ()
 
 
 # --quick: a tiny subset that still has many/medium/few classes (counts 40 ... 4), 1 epoch, 1 seed.
-QUICK = dict(n_max=40, imbalance=10.0, test_per_class=10, k=20, seeds=(0,), epochs=1,
+# Thresholds scaled with n_max so all three groups stay populated: 3 many (> 20), 4 medium, 3 few (< 8).
+QUICK = dict(n_max=40, imbalance=10.0, test_per_class=10, k=20, many=20, few=8, seeds=(0,), epochs=1,
              samples_per_epoch=128, batch_size=32)
 
 
@@ -166,9 +173,11 @@ def trainer_argv(cfg: BenchConfig, data: dict[str, Any], row: Row, seed: int, ou
         "--train", str(split / "train.txt"), "--test", str(split / "test.txt"),
         "--class-names", str(split / "classnames.txt"), "--data-root", str(split),
         "--out", str(out), "--model", str(data["model"]), "--pretrained", "none", "--tune", "full",
+        "--head", "random",  # a random text tower gives no useful zero-shot head
         "--mode", row.mode, "--loss", row.loss, "--seed", str(seed),
         "--epochs", str(cfg.epochs), "--samples-per-epoch", str(cfg.samples_per_epoch),
         "--batch-size", str(cfg.batch_size), "--lr", str(cfg.lr),
+        "--many", str(cfg.many), "--few", str(cfg.few), "--workers", "0", "--threads", str(cfg.threads),
     ]
     if row.generated is not None:
         argv += ["--generated", str(data["generated"][row.generated])]
@@ -193,17 +202,18 @@ def run_one(cfg: BenchConfig, data: dict[str, Any], row: Row, seed: int) -> dict
             "argv": argv, "metrics": metrics}
 
 
-def read_metrics(path: Path) -> dict[str, float]:
-    """Top-1 accuracy in percent for overall / many / medium / few, from the trainer's ``metrics.json``."""
+def read_metrics(path: Path) -> dict[str, float | None]:
+    """Top-1 accuracy (the trainer writes percent) overall / many / medium / few from ``metrics.json``.
+
+    ``None`` where a group has no classes (the trainer writes null then).
+    """
     raw = json.loads(path.read_text(encoding="utf-8"))
-    found: dict[str, float] = {}
+    found: dict[str, float | None] = {}
     for group in GROUPS:
         value = raw.get(group)
-        if isinstance(value, dict):  # e.g. {"acc": 0.5, "classes": 3}
-            value = value.get("top1", value.get("acc", value.get("accuracy")))
-        if not isinstance(value, (int, float)):
-            raise ValueError(f"{path}: no number for {group!r}; the trainer's metrics.json changed")
-        found[group] = 100.0 * float(value) if value <= 1.0 else float(value)
+        if value is not None and not isinstance(value, (int, float)):
+            raise ValueError(f"{path}: {group!r} is {value!r}, not a number; the trainer's metrics.json changed")
+        found[group] = None if value is None else float(value)
     return found
 
 
@@ -221,7 +231,10 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         entry: dict[str, Any] = {"row": row.key, "title": row.title, "seeds": len(mine)}
         for group in GROUPS:
-            values = [m[group] for m in mine]
+            values = [m[group] for m in mine if m[group] is not None]
+            if not values:
+                entry[group] = None
+                continue
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             entry[group] = {"mean": round(statistics.fmean(values), 2), "std": round(std, 2)}
         table.append(entry)
@@ -233,7 +246,7 @@ def format_table(table: Sequence[dict[str, Any]], seeds: int) -> str:
     head = f"| row ({seeds} seed{'s' if seeds != 1 else ''}) | all | many | medium | few |"
     lines = [head, "|---|---|---|---|---|"]
     for entry in table:
-        cells = [f"{entry[g]['mean']:.2f} ± {entry[g]['std']:.2f}" for g in GROUPS]
+        cells = [f"{entry[g]['mean']:.2f} ± {entry[g]['std']:.2f}" if entry[g] else "n/a" for g in GROUPS]
         lines.append(f"| {entry['title']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -246,7 +259,7 @@ def _config_from_args(args: argparse.Namespace) -> BenchConfig:
     cfg = BenchConfig(data_dir=args.data_dir, work=args.work)
     if args.quick:
         cfg = replace(cfg, **QUICK)  # type: ignore[arg-type]
-    overrides = {name: getattr(args, name) for name in ("k", "epochs", "samples_per_epoch", "batch_size", "lr")
+    overrides = {name: getattr(args, name) for name in ("k", "epochs", "samples_per_epoch", "batch_size", "lr", "threads")
                  if getattr(args, name) is not None}
     if args.seeds is not None:
         overrides["seeds"] = tuple(args.seeds)
@@ -275,6 +288,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-epoch", type=int, default=None, help="training samples per epoch (every row)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (default 1)")
     p.add_argument("--rows", nargs="+", choices=[r.key for r in ROWS], default=None, help="run only these rows")
     p.add_argument("--trainer-arg", action="append", default=[], metavar="ARG",
                    help="extra argument passed to every trainer run (repeatable), e.g. --trainer-arg=--la-tau=1.0")

@@ -1,0 +1,100 @@
+"""Tests for the Fashion-MNIST-LT benchmark: simulated D_g, row settings, aggregation and the --quick run.
+
+The --quick run uses a small synthetic Fashion-MNIST-shaped IDX folder (real trainer, tiny ViT), so the test
+needs neither the dataset package nor pretrained weights; it asserts the table's shape, never accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scripts import bench_fmnist_lt as bench
+from scripts.lt.simulated_gen import domain_shift, fill_counts
+from store.manifest import read_manifest
+from tests.scripts.test_lt_tools import fake_fashion_mnist
+
+
+def test_missing_dataset_is_one_line_naming_the_install_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = bench.main(["--quick", "--data-dir", str(tmp_path / "absent"), "--work", str(tmp_path / "w")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err
+    assert "apt-get install -y dataset-fashion-mnist" in err and str(tmp_path / "absent") in err
+
+
+def test_domain_shift_is_fixed_and_changes_the_domain() -> None:
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), mode="L")
+    a, b = np.asarray(domain_shift(img)), np.asarray(domain_shift(img))
+    assert a.shape == (28, 28) and np.array_equal(a, b)  # one deterministic function
+    original = np.asarray(img, dtype=np.float32)
+    assert a.std() < original.std()  # blur + contrast: less spread
+    black = np.asarray(domain_shift(Image.new("L", (28, 28), 0)), dtype=np.float32)
+    assert black.mean() > 20 and black.std() > 5  # lifted background carrying the stripe texture
+
+
+def test_fill_counts_tops_classes_up_to_k_only() -> None:
+    assert fill_counts({0: 1000, 1: 300, 2: 129, 3: 10}, 300) == {0: 0, 1: 0, 2: 171, 3: 290}
+
+
+def test_rows_share_compute_and_differ_only_in_mode_loss_and_dg(tmp_path: Path) -> None:
+    cfg = bench.BenchConfig(work=tmp_path)
+    data = {"split": tmp_path / "split", "model": tmp_path / "m.json",
+            "generated": {"shift": Path("gs.jsonl"), "clean": Path("gc.jsonl"), "original": Path("do.txt")}}
+    argvs = {row.key: bench.trainer_argv(cfg, data, row, 1, tmp_path / row.key) for row in bench.ROWS}
+
+    def opt(argv: list[str], flag: str) -> str | None:
+        return argv[argv.index(flag) + 1] if flag in argv else None
+
+    for flag in ("--epochs", "--samples-per-epoch", "--batch-size", "--lr", "--seed", "--model", "--tune"):
+        assert len({opt(a, flag) for a in argvs.values()}) == 1, flag
+    assert opt(argvs["ce"], "--generated") is None and opt(argvs["logit_adjust"], "--loss") == "logit-adjust"
+    assert opt(argvs["balancemix"], "--generated") == "gs.jsonl"
+    assert opt(argvs["balancemix_clean"], "--generated") == "gc.jsonl"
+    assert opt(argvs["balancemix_do"], "--generated") == "do.txt"
+    assert [opt(argvs[k], "--mode") for k in ("plain", "balanced", "mixup", "balancemix")] == [
+        "plain", "balanced", "mixup", "balancemix"]
+
+
+def test_aggregate_mean_and_sample_std_and_table_format() -> None:
+    runs = [{"row": "ce", "metrics": {"overall": v, "many": v + 10, "medium": v, "few": None}}
+            for v in (50.0, 54.0, 52.0)]
+    runs.append({"row": "plain", "metrics": {"overall": 1.0, "many": 2.0, "medium": 3.0, "few": 4.0}})
+    table = bench.aggregate(runs)
+    assert [t["row"] for t in table] == ["ce", "plain"]
+    assert table[0]["overall"] == {"mean": 52.0, "std": 2.0} and table[0]["many"]["mean"] == 62.0
+    assert table[0]["few"] is None and table[1]["few"] == {"mean": 4.0, "std": 0.0}
+    lines = bench.format_table(table, 3).splitlines()
+    assert lines[0] == "| row (3 seeds) | all | many | medium | few |"
+    assert lines[2] == "| no D_g (CE) | 52.00 ± 2.00 | 62.00 ± 2.00 | 52.00 ± 2.00 | n/a |"
+
+
+def test_quick_benchmark_end_to_end(tmp_path: Path) -> None:
+    data_dir = fake_fashion_mnist(tmp_path / "fm", train_per_class=60, test_per_class=10)
+    work = tmp_path / "work"
+    assert bench.main(["--quick", "--data-dir", str(data_dir), "--work", str(work)]) == 0
+
+    results = json.loads((work / "results.json").read_text())
+    assert [t["row"] for t in results["table"]] == [r.key for r in bench.ROWS]
+    for entry in results["table"]:
+        assert entry["seeds"] == 1
+        for group in bench.GROUPS:
+            assert 0.0 <= entry[group]["mean"] <= 100.0 and entry[group]["std"] == 0.0
+    assert len(results["runs"]) == len(bench.ROWS) and all(r["status"] == 0 for r in results["runs"])
+    table_lines = (work / "results.md").read_text().splitlines()
+    assert len(table_lines) == 2 + len(bench.ROWS) and all(ln.count("|") == 6 for ln in table_lines)
+
+    # D_g: filled up to K per class, same source images in both variants, none of them in D_o.
+    shifted, clean = (read_manifest(work / f"gen-{v}" / "manifest.jsonl") for v in ("shift", "clean"))
+    expected = fill_counts({i: n for i, n in enumerate(results["data"]["train"].values())}, bench.QUICK["k"])
+    assert {label: sum(r.label == label for r in shifted) for label in expected} == expected
+    assert [r.path for r in shifted] == [r.path for r in clean]
+    assert {r.sha256 for r in shifted}.isdisjoint({r.sha256 for r in clean})
+    d_o = {(ln.split()[0].split("/")[-1], ln.split()[1]) for ln in (work / "split/train.txt").read_text().splitlines()}
+    assert d_o.isdisjoint({(r.path.split("/")[-1], str(r.label)) for r in shifted})
