@@ -133,6 +133,7 @@ def _build(name: str, classes: int, rank: int, device: torch.device) -> tuple[nn
 def _make_step(model: nn.Module, head: nn.Module, device: torch.device, *, amp: bool,
                compile_model: bool) -> Callable[[torch.Tensor, torch.Tensor], None]:
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+    weight: torch.Tensor = head.weight  # type: ignore[assignment]
     opt = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
     forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if compile_model else model
     scale = 30.0  # cosine-classifier temperature; its value does not change the cost
@@ -140,7 +141,7 @@ def _make_step(model: nn.Module, head: nn.Module, device: torch.device, *, amp: 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             feats = forward(x)  # (B, D)
-            logits = scale * F.linear(F.normalize(feats, dim=-1), F.normalize(head.weight, dim=-1))
+            logits = scale * F.linear(F.normalize(feats, dim=-1), F.normalize(weight, dim=-1))
             loss = F.cross_entropy(logits.float(), y)
         loss.backward()
         opt.step()

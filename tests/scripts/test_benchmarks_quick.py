@@ -1,0 +1,79 @@
+"""Each benchmark's --quick / --dry mode runs end to end and reports coherent numbers.
+
+No timing assertions (CI machines are shared and noisy): these check that the benchmarks keep working and
+that what they measure behaves as claimed — equal work at every concurrency, the shared limiter's cap
+respected, a warm rerun answered with zero requests, batched and one-at-a-time scores agreeing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scripts import bench_agent, bench_clip, gpu_bench_train
+from scripts.bench_probe import percentile
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_percentile_is_nearest_rank() -> None:
+    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 95) == 4.0
+    assert percentile([7.0], 1) == 7.0
+    assert percentile([], 50) == 0.0
+
+
+def test_bench_agent_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "agent.json"
+    assert bench_agent.main(["--quick", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    levels = res["throughput"]
+    assert [t["concurrency"] for t in levels] == [1, 8]
+    # The simulator is deterministic and threshold -1 accepts every image: every level does the same work.
+    assert len({t["requests"] for t in levels}) == 1 and levels[0]["requests"] > 0
+    for t in levels:
+        assert 1 <= t["peak_in_flight"] <= t["concurrency"]  # one shared limiter of c slots
+        assert t["wall_s"] > 0 and t["bound_s"] > 0 and t["sdk_floor_s"] > 0
+    assert levels[0]["peak_in_flight"] == 1  # c = 1 really is sequential
+    over = res["overhead"]
+    assert over["misses"] == over["requests"] > 0  # one request per cache miss, no retries at latency 0
+    assert over["cache_hit_ms"]["hits"] == over["calls"]  # the rerun is all hits
+    assert over["checkpoint_write_ms"]["writes_per_call"] > 0
+    warm = res["warm"]
+    assert warm["cold_requests"] > 0 and warm["warm_requests"] == 0
+    assert warm["checkpoint_db_bytes"] > 0 and res["peak_rss_mib"] > 0
+    printed = capsys.readouterr().out
+    assert "## throughput" in printed and "## warm rerun" in printed
+
+
+def test_bench_clip_quick(tmp_path: Path) -> None:
+    out = tmp_path / "clip.json"
+    assert bench_clip.main(["--quick", "--json", str(out)]) == 0  # raises if the two modes' scores differ
+    rows = json.loads(out.read_text())
+    assert {r["mode"].split(" ")[0] for r in rows} == {"batched", "one-at-a-time"}
+    assert all(r["model"] == "tiny" and r["images"] == 16 and r["images_per_s"] > 0 for r in rows)
+
+
+def test_gpu_bench_dry_runs_every_path_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    assert gpu_bench_train.main(["--dry", "--json", str(out)]) == 0
+    info = json.loads(out.read_text())
+    assert info["device"] == "cpu" and info["dry"] is True
+    assert [r["path"] for r in info["results"]] == ["decoded", "jpeg-load", "jpeg"]
+    assert all(r["images_per_s"] > 0 for r in info["results"])
+    assert info["trainable_params"] > 0  # LoRA adapters were injected and left trainable
+
+
+def test_gpu_bench_sh_rejects_an_unknown_verb() -> None:
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "bogus"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("usage: bash scripts/gpu_bench.sh fetch|run|dry")
