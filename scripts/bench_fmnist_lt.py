@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -185,21 +186,37 @@ def trainer_argv(cfg: BenchConfig, data: dict[str, Any], row: Row, seed: int, ou
 
 
 def run_one(cfg: BenchConfig, data: dict[str, Any], row: Row, seed: int) -> dict[str, Any]:
-    """Train and evaluate one (row, seed); returns its argv, exit status, wall time and metrics."""
+    """Train and evaluate one (row, seed); returns its argv, exit status, wall time and metrics.
+
+    Re-running the benchmark in the same ``--work`` reuses a finished run with the same trainer argv,
+    resumes an interrupted one, and deletes a run folder left by different settings.
+    """
     from trainer.train import main as train_main  # heavy (torch, open_clip): imported only when training
 
     out = cfg.work / "runs" / row.key / f"seed{seed}"
     argv = trainer_argv(cfg, data, row, seed, out)
+    stamp = out / "bench_argv.json"
+    same = stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == argv
+    if same and (out / "metrics.json").is_file():
+        print(f"== {row.key} seed {seed}: reusing the finished run in {out}", flush=True)
+        previous = json.loads(stamp.with_name("bench_run.json").read_text(encoding="utf-8"))
+        return dict(previous, metrics=read_metrics(out / "metrics.json"))
+    if not same and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(argv), encoding="utf-8")
+    resume = ["--resume"] if (out / "checkpoints" / "last").exists() else []
     print(f"== {row.key} seed {seed}", flush=True)
     started = time.monotonic()
     try:
-        status = train_main(argv)
+        status = train_main(argv + resume)
     except SystemExit as exc:  # argparse errors exit; report them as a failed run instead
         status = exc.code if isinstance(exc.code, int) else 2
-    wall = round(time.monotonic() - started, 1)
-    metrics = read_metrics(out / "metrics.json") if status in (0, None) else {}
-    return {"row": row.key, "seed": seed, "status": status or 0, "out": str(out), "wall_s": wall,
-            "argv": argv, "metrics": metrics}
+    run = {"row": row.key, "seed": seed, "status": status or 0, "out": str(out),
+           "wall_s": round(time.monotonic() - started, 1), "argv": argv}
+    if run["status"] == 0:
+        stamp.with_name("bench_run.json").write_text(json.dumps(run), encoding="utf-8")
+    return dict(run, metrics=read_metrics(out / "metrics.json") if run["status"] == 0 else {})
 
 
 def read_metrics(path: Path) -> dict[str, float | None]:

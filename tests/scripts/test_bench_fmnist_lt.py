@@ -75,7 +75,7 @@ def test_aggregate_mean_and_sample_std_and_table_format() -> None:
     assert lines[2] == "| no D_g (CE) | 52.00 ± 2.00 | 62.00 ± 2.00 | 52.00 ± 2.00 | n/a |"
 
 
-def test_quick_benchmark_end_to_end(tmp_path: Path) -> None:
+def test_quick_benchmark_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data_dir = fake_fashion_mnist(tmp_path / "fm", train_per_class=60, test_per_class=10)
     work = tmp_path / "work"
     assert bench.main(["--quick", "--data-dir", str(data_dir), "--work", str(work)]) == 0
@@ -98,3 +98,9 @@ def test_quick_benchmark_end_to_end(tmp_path: Path) -> None:
     assert {r.sha256 for r in shifted}.isdisjoint({r.sha256 for r in clean})
     d_o = {(ln.split()[0].split("/")[-1], ln.split()[1]) for ln in (work / "split/train.txt").read_text().splitlines()}
     assert d_o.isdisjoint({(r.path.split("/")[-1], str(r.label)) for r in shifted})
+
+    # A second run in the same work folder reuses every finished run instead of failing on its checkpoint.
+    capsys.readouterr()
+    assert bench.main(["--quick", "--data-dir", str(data_dir), "--work", str(work)]) == 0
+    assert capsys.readouterr().out.count("reusing the finished run") == len(bench.ROWS)
+    assert json.loads((work / "results.json").read_text())["table"] == results["table"]
