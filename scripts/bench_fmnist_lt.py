@@ -120,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ProfileError, SourceError, ValueError) as exc:
         print(f"bench_fmnist_lt: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"bench_fmnist_lt: error: cannot write {exc.filename or cfg.work}: {exc.strerror or exc}; "
+              "check --work", file=sys.stderr)
+        return 2
     runs: list[dict[str, Any]] = []
     for row in (r for r in ROWS if r.key in cfg.rows):
         for seed in cfg.seeds:

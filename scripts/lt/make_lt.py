@@ -82,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ProfileError, SourceError) as exc:
         print(f"make-lt: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an unwritable --out, a full disk: say which file, not a traceback
+        print(f"make-lt: error: cannot write {exc.filename or args.out}: {exc.strerror or exc}; "
+              "check --out", file=sys.stderr)
+        return 2
     counts = [result.train_counts[label] for label in result.order]
     print(f"wrote {args.out}: {len(result.train)} train images {counts}, {len(result.test)} test images")
     return 0

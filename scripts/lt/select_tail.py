@@ -46,8 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"select-tail: error: no class has fewer than {args.threshold} training images "
               f"(the rarest has {min(counts)}); raise --threshold or use --rarest N", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(format_tail(chosen, names, rule), encoding="utf-8")
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(format_tail(chosen, names, rule), encoding="utf-8")
+    except OSError as exc:
+        print(f"select-tail: error: cannot write {args.out}: {exc.strerror or exc}; check --out", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}: {len(chosen)} of {len(names)} classes ({rule})")
     return 0
 

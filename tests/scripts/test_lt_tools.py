@@ -265,3 +265,16 @@ def test_dispatcher_help_and_unknown_command(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit) as info:
         lt_tools.main(["select-tail", "--help"])
     assert info.value.code == 0 and "--rarest" in capsys.readouterr().out
+
+
+def test_unwritable_output_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lst, names = _split(tmp_path, [3, 1])
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert select_tail.main(["--list", str(lst), "--class-names", str(names), "--out", str(blocker / "t.txt")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    src = fake_fashion_mnist(tmp_path / "fm", train_per_class=10, test_per_class=1)
+    assert make_lt.main(["--fashion-mnist", str(src), "--out", str(blocker / "lt"), "--n-max", "4",
+                         "--imbalance", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "cannot write" in err and "--out" in err
