@@ -110,9 +110,10 @@ def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any]:
     if not isinstance(toml_run, dict):
         raise SettingsError(f"{args.config}: [run] must be a table")
     cli = {k: v for k, v in vars(args).items() if k in _RUN_FLAGS and v is not None}
-    saved = _saved_settings(args, toml_run)
+    saved, saved_providers = _saved_settings(args, toml_run)
     settings = resolve(cli, toml_run, saved)
-    providers_config = load_providers_config(args.config, os.environ, role_overrides_from_args(args), toml_doc=doc)
+    providers_config = load_providers_config(args.config, os.environ, role_overrides_from_args(args),
+                                             toml_doc=_merge_roles(saved_providers, doc))
     if settings.images is None and settings.train_list is None:
         raise InputError("give the real images: --images DIR, or --train-list FILE --data-root DIR")
     inputs = load_inputs(settings.classes, images_dir=settings.images, train_list=settings.train_list,
@@ -120,16 +121,22 @@ def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any]:
     return settings, providers_config, inputs
 
 
-def _saved_settings(args: argparse.Namespace, toml_run: dict[str, Any]) -> dict[str, Any] | None:
-    """On --resume: the run block of <out>/config.json (the run being continued), checked for a run id clash."""
+def _saved_settings(args: argparse.Namespace, toml_run: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """On --resume: the run and providers blocks of <out>/config.json (the run being continued).
+
+    Both are the lowest layer, so ``--out RUN --resume`` alone continues a run with its own settings.
+    """
     if not args.resume:
-        return None
+        return None, {}
     out = args.out or toml_run.get("out")
     if not out:
         raise SettingsError("--resume needs --out RUN_DIR (the folder of the run to continue)")
     path = Path(out) / "config.json"
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))["run"]
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        saved, providers = doc["run"], doc.get("providers", {})
+        if not isinstance(saved, dict) or not isinstance(providers, dict):
+            raise TypeError
     except FileNotFoundError:
         raise SettingsError(f"--resume: {path} not found; is --out the folder of an earlier run?") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -138,7 +145,18 @@ def _saved_settings(args: argparse.Namespace, toml_run: dict[str, Any]) -> dict[
         raise SettingsError(
             f"--run-id {args.run_id}: the run in {out} is {saved.get('run_id')!r}; drop --run-id to resume it"
         )
-    return {k: v for k, v in saved.items() if k != "resume"}
+    return {k: v for k, v in saved.items() if k != "resume"}, providers
+
+
+def _merge_roles(saved: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
+    """The TOML document with the saved provider settings underneath it, role table by role table."""
+    merged = dict(doc)
+    for key, value in saved.items():
+        if isinstance(value, dict):
+            merged[key] = {**value, **(doc.get(key) or {})}
+        elif key not in doc:
+            merged[key] = value
+    return merged
 
 
 def _log(line: str) -> None:
