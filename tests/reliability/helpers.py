@@ -1,0 +1,104 @@
+"""Shared checks for the reliability tests: run-folder audits, trace reads, subprocess runs of agent.run.
+
+The datasets and CLI flags come from ``tests.agent.run_helpers`` (one way to build a test run); what is
+here is what only the reliability tests need: the invariants every run must keep whatever went wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from store.manifest import ManifestRow, read_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+ROLES = ("lmm", "llm", "t2i")
+
+
+def classes(n: int) -> dict[str, int]:
+    """``n`` tail classes with 1 or 2 real images each: ``{"class 00": 1, "class 01": 2, ...}``."""
+    return {f"species {i:02d}": 1 + i % 2 for i in range(n)}
+
+
+def role_flags(**fields: object) -> list[str]:
+    """The same ``--<role>-<field> value`` for every role: ``role_flags(max_attempts=3)``."""
+    out: list[str] = []
+    for role in ROLES:
+        for name, value in fields.items():
+            out += [f"--{role}-{name.replace('_', '-')}", str(value)]
+    return out
+
+
+def summary(out: Path) -> dict[str, Any]:
+    return json.loads((out / "summary.json").read_text(encoding="utf-8"))
+
+
+def traces(out: Path) -> list[dict[str, Any]]:
+    """Every trace row of the run folder (read-only connection: the run has closed its store)."""
+    conn = sqlite3.connect(f"file:{out / 'traces.sqlite'}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in conn.execute("SELECT * FROM traces")]
+    finally:
+        conn.close()
+
+
+def requests_sent(rows: list[dict[str, Any]]) -> int:
+    """HTTP requests the traces account for: every attempt of every call that was not a cache hit."""
+    return sum(int(r["attempts"] or 0) for r in rows if not r["cache_hit"])
+
+
+def audit(out: Path, names: list[str], *, max_attempts: int) -> tuple[dict[str, Any], list[ManifestRow]]:
+    """The invariants of a finished run, whatever faults it met; returns ``(summary, manifest rows)``.
+
+    Every class is complete or failed with a reason; the manifest parses, has no duplicate row, and every
+    row names a file of the run folder whose bytes hash to the row's sha256, only for complete classes,
+    as many as the summary's ``accepted``; no call made more attempts than allowed.
+    """
+    info = summary(out)
+    assert sorted(info["classes"]) == sorted(names)
+    for name, entry in info["classes"].items():
+        assert entry["status"] in ("complete", "failed"), (name, entry["status"])
+        if entry["status"] == "failed":
+            assert entry["error"], f"{name} failed without a reason"
+    rows = read_manifest(out / "manifest.jsonl")
+    assert len({r.path for r in rows}) == len(rows), "duplicate manifest paths"
+    assert len({(r.class_name, r.sha256) for r in rows}) == len(rows), "duplicate images in a class"
+    per_class = Counter(r.class_name for r in rows)
+    for name, entry in info["classes"].items():
+        expected = entry["accepted"] if entry["status"] == "complete" else 0
+        assert per_class.get(name, 0) == expected, (name, per_class.get(name), entry)
+    for row in rows:
+        data = (out / row.path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row.sha256, row.path
+        assert (out / row.path).resolve().is_relative_to(out.resolve())
+    for row in traces(out):
+        assert 0 <= int(row["attempts"] or 0) <= max_attempts, row
+    return info, rows
+
+
+def rows_as_dicts(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def agent_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **extra}
+    env.pop("LANGGRAPH_STRICT_MSGPACK", None)
+    return env
+
+
+def spawn(argv: list[str], *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``python -m agent.run ARGV`` in the background (stdout discarded, stderr kept for messages)."""
+    return subprocess.Popen([sys.executable, "-m", "agent.run", *argv], cwd=REPO, env=env or agent_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
