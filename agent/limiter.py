@@ -23,6 +23,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+_EPS = 1e-9
+
 
 class TokenBucket:
     """Pure token bucket with an explicit clock: the caller passes ``now`` (seconds, monotonic).
@@ -51,7 +53,8 @@ class TokenBucket:
             return 0.0
         self._refill(now)
         need = min(cost, self.capacity)  # see module docstring: big requests overdraw a full bucket
-        if self.tokens >= need:
+        # The epsilon absorbs float rounding: waiting exactly the returned time must always succeed.
+        if self.tokens >= need - _EPS:
             self.tokens -= cost
             return 0.0
         return (need - self.tokens) / self.rate

@@ -20,9 +20,11 @@ Contract (docs/INTERFACES.md § agent/providers):
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -100,7 +102,8 @@ class Providers:
         }
         self.cache, self.traces, self.blobs = cache, traces, blobs
         # Image URLs are pre-signed: fetched without our API key, by a plain client.
-        self._download = httpx.AsyncClient(timeout=config.t2i.timeout_s, follow_redirects=True)
+        self._download = httpx.AsyncClient(timeout=config.t2i.timeout_s, follow_redirects=True,
+                                           verify=_tls_context())
 
     @classmethod
     async def open(
@@ -278,8 +281,20 @@ def _build_client(role: str, cfg: RoleConfig, env: Mapping[str, str]) -> openai.
         base_url=cfg.base_url,
         timeout=cfg.timeout_s,
         max_retries=0,  # one retry policy (ours); SDK retries would multiply with it
-        http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits, verify=_tls_context()),
     )
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verified TLS context for every client: building one costs ~0.1-0.3 s (CA bundle parsing),
+    and each HTTP client would otherwise build its own."""
+    try:
+        import certifi  # the CA bundle httpx itself defaults to
+
+        return ssl.create_default_context(cafile=certifi.where())
+    except ImportError:  # pragma: no cover - certifi ships with httpx
+        return ssl.create_default_context()
 
 
 def _new_row(ctx: CallContext, role: str, operation: str, model: str) -> TraceRecord:

@@ -1,0 +1,166 @@
+"""agent/config.py: precedence, one-line errors naming the source, secrets never in the config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.config import (
+    LOCAL_PLACEHOLDER_KEY,
+    ConfigError,
+    ProvidersConfig,
+    add_role_arguments,
+    is_local_url,
+    load_providers_config,
+    passthrough_sections,
+    read_toml,
+    redact_url,
+    redacted_dump,
+    resolve_api_key,
+    role_overrides_from_args,
+)
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ltgc.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _cli(*argv: str) -> dict:
+    parser = argparse.ArgumentParser()
+    add_role_arguments(parser)
+    return role_overrides_from_args(parser.parse_args(list(argv)))
+
+
+def test_defaults_point_at_openai() -> None:
+    cfg = load_providers_config(env={})
+    assert (cfg.lmm.model, cfg.llm.model, cfg.t2i.model) == ("gpt-4o", "gpt-4o-mini", "gpt-image-1")
+    for role in ("lmm", "llm", "t2i"):
+        rc = cfg.role(role)
+        assert rc.base_url == "https://api.openai.com/v1"
+        assert rc.api_key_env == "OPENAI_API_KEY"
+    assert cfg.t2i.response_format is None
+    assert cfg == ProvidersConfig()
+
+
+def test_precedence_cli_over_env_over_toml_over_default(tmp_path: Path) -> None:
+    path = _toml(tmp_path, '[llm]\nmodel = "from-toml"\ntimeout_s = 5\nmax_in_flight = 3\n')
+    env = {"LTGC_LLM_MODEL": "from-env", "LTGC_LLM_TIMEOUT_S": "7.5"}
+    cfg = load_providers_config(path, env=env, overrides=_cli("--llm-model", "from-cli"))
+    assert cfg.llm.model == "from-cli"  # CLI beats env and TOML
+    assert cfg.llm.timeout_s == 7.5  # env beats TOML
+    assert cfg.llm.max_in_flight == 3  # TOML beats default
+    assert cfg.llm.per_minute == 300  # default
+    assert cfg.lmm.model == "gpt-4o"  # other roles untouched
+
+
+def test_cache_namespace_from_every_source(tmp_path: Path) -> None:
+    path = _toml(tmp_path, 'cache_namespace = "t"\n')
+    assert load_providers_config(path, env={}).cache_namespace == "t"
+    assert load_providers_config(path, env={"LTGC_CACHE_NAMESPACE": "e"}).cache_namespace == "e"
+    cli = _cli("--cache-namespace", "c")
+    assert load_providers_config(path, env={"LTGC_CACHE_NAMESPACE": "e"}, overrides=cli).cache_namespace == "c"
+
+
+def test_run_table_passes_through_untouched(tmp_path: Path) -> None:
+    path = _toml(tmp_path, '[run]\ntarget_per_class = 12\nmu = 0.8\n[t2i]\nimage_size = "256x256"\n')
+    doc = read_toml(path)
+    assert passthrough_sections(doc) == {"run": {"target_per_class": 12, "mu": 0.8}}
+    cfg = load_providers_config(path, env={}, toml_doc=doc)
+    assert cfg.t2i.image_size == "256x256"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LTGC_LLM_TIMEOUT_S": "abc"}, "LTGC_LLM_TIMEOUT_S: must be a number > 0, got 'abc'"),
+        ({"LTGC_LLM_TIMEOUT_S": "-1"}, "LTGC_LLM_TIMEOUT_S: must be a number > 0, got '-1'"),
+        ({"LTGC_T2I_MAX_IN_FLIGHT": "0"}, "LTGC_T2I_MAX_IN_FLIGHT: must be an integer >= 1, got '0'"),
+        ({"LTGC_LMM_BASE_URL": "ftp://host"}, "LTGC_LMM_BASE_URL: must be an http(s):// URL, got 'ftp://host'"),
+        ({"LTGC_T2I_RESPONSE_FORMAT": "jpeg"}, "LTGC_T2I_RESPONSE_FORMAT: must be 'b64_json', 'url' or none"),
+    ],
+)
+def test_env_errors_are_one_line_naming_the_variable(env: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_providers_config(env=env)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_env_suffix_is_rejected_with_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"LTGC_LLM_TIMOUT_S: unknown setting 'timout_s'.*TIMEOUT_S"):
+        load_providers_config(env={"LTGC_LLM_TIMOUT_S": "3"})
+
+
+def test_toml_errors_name_file_table_and_key(tmp_path: Path) -> None:
+    bad_value = _toml(tmp_path, '[t2i]\nper_minute = "lots"\n')
+    with pytest.raises(ConfigError, match=r"ltgc.toml \[t2i\] per_minute: must be a number > 0, got 'lots'"):
+        load_providers_config(bad_value, env={})
+    unknown = _toml(tmp_path, '[llm]\nmodle = "x"\n')
+    with pytest.raises(ConfigError, match=r"ltgc.toml \[llm\]: unknown setting 'modle'"):
+        load_providers_config(unknown, env={})
+    broken = _toml(tmp_path, "[llm\nmodel = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_providers_config(broken, env={})
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_providers_config(tmp_path / "missing.toml", env={})
+
+
+def test_cli_error_names_the_flag() -> None:
+    with pytest.raises(ConfigError, match=r"^--t2i-max-attempts: must be an integer from 1 to 50, got '0'$"):
+        load_providers_config(env={}, overrides=_cli("--t2i-max-attempts", "0"))
+
+
+def test_cli_flags_exist_for_every_role_field_and_default_to_not_given() -> None:
+    assert _cli() == {}
+    got = _cli("--lmm-base-url", "http://127.0.0.1:9/v1", "--t2i-max-in-flight", "2", "--llm-max-tokens", "none")
+    assert got == {"lmm": {"base_url": "http://127.0.0.1:9/v1"}, "t2i": {"max_in_flight": "2"},
+                   "llm": {"max_tokens": "none"}}
+    cfg = load_providers_config(env={"LTGC_LLM_MAX_TOKENS": "50"}, overrides=got)
+    assert cfg.t2i.max_in_flight == 2 and cfg.llm.max_tokens is None  # "none" clears an optional setting
+
+
+def test_a_pasted_key_in_api_key_env_is_rejected_without_echoing_it() -> None:
+    secret = "sk-proj-THIS-IS-A-SECRET-123"
+    with pytest.raises(ConfigError) as info:
+        load_providers_config(env={"LTGC_LLM_API_KEY_ENV": secret})
+    assert "LTGC_LLM_API_KEY_ENV" in str(info.value)
+    assert secret not in str(info.value)
+
+
+def test_api_key_resolution_local_and_remote() -> None:
+    cfg = load_providers_config(env={"LTGC_LLM_BASE_URL": "http://localhost:8000/v1"})
+    assert resolve_api_key("llm", cfg.llm, env={}) == LOCAL_PLACEHOLDER_KEY
+    assert resolve_api_key("llm", cfg.llm, env={"OPENAI_API_KEY": "sk-real"}) == "sk-real"
+    with pytest.raises(ConfigError, match=r"lmm: environment variable OPENAI_API_KEY is not set"):
+        resolve_api_key("lmm", cfg.lmm, env={})
+    other = load_providers_config(env={"LTGC_T2I_API_KEY_ENV": "MY_IMAGE_KEY"})
+    with pytest.raises(ConfigError, match="MY_IMAGE_KEY is not set"):
+        resolve_api_key("t2i", other.t2i, env={"OPENAI_API_KEY": "sk-other"})
+
+
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [("http://127.0.0.1:1234/v1", True), ("http://localhost/v1", True), ("http://[::1]:80/v1", True),
+     ("http://127.0.0.2/v1", True), ("https://api.openai.com/v1", False), ("http://10.0.0.5/v1", False),
+     ("http://localhost.evil.com/v1", False)],
+)
+def test_is_local_url(url: str, local: bool) -> None:
+    assert is_local_url(url) is local
+
+
+def test_redacted_dump_holds_no_secret_and_no_url_credentials() -> None:
+    env = {
+        "OPENAI_API_KEY": "sk-SHOULD-NEVER-APPEAR",
+        "LTGC_LLM_BASE_URL": "https://user:hunter2@gateway.example/v1?api_key=sk-SHOULD-NEVER-APPEAR",
+    }
+    cfg = load_providers_config(env=env)
+    dumped = json.dumps(redacted_dump(cfg))
+    assert "SHOULD-NEVER-APPEAR" not in dumped and "hunter2" not in dumped
+    assert redacted_dump(cfg)["llm"]["base_url"] == "https://gateway.example/v1"
+    assert redacted_dump(cfg)["llm"]["api_key_env"] == "OPENAI_API_KEY"
+    assert redact_url("http://[::1]:8080/v1") == "http://[::1]:8080/v1"
