@@ -12,6 +12,11 @@ Contract:
   - ``--train-list FILE --data-root DIR``: ImageNet-LT style lines ``relative/path.jpg <label>``.
 - ``--class-names FILE``: ``label<TAB>name`` lines, or one name per line (label = index among non-blank,
   non-comment lines). It names every class of the dataset; softmax scoring uses all of them.
+- ``check_images(inputs, strict=)`` (a separate step: it opens every image) checks each real image with
+  ``PIL`` ``verify`` (headers and checksums, no full decode). A corrupt one is left out of its class with
+  a warning, or, with ``strict=True`` (``--strict``), is an ``InputError``. A tail class with no
+  readable image is an ``InputError``: describe would have nothing to describe, and a run should not pay
+  for a class whose images were forgotten or mistyped.
 - Every problem raises ``InputError`` with one line: what is wrong, where (``file:line``), how to fix it.
 
 The result is plain data (``Inputs``); nothing here touches the network or a model.
@@ -20,13 +25,16 @@ The result is plain data (``Inputs``); nothing here touches the network or a mod
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from PIL import Image
 
 from agent.parse import normalise
 from store.slug import slugify
 
-__all__ = ["ClassSpec", "InputError", "Inputs", "load_inputs", "read_class_names", "read_tail"]
+__all__ = ["ClassSpec", "InputError", "Inputs", "check_images", "image_problem", "load_inputs", "read_class_names",
+           "read_tail"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 _LABELLED = re.compile(r"^\s*(\d+)\t(.+?)\s*$")
@@ -129,7 +137,7 @@ def _from_image_folder(
 ) -> tuple[list[ClassSpec], dict[int, str]]:
     if not root.is_dir():
         raise InputError(f"--images {root}: not a folder; pass an ImageFolder tree (one folder per class)")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p.name for p in _listdir(root, "--images") if p.is_dir() and not p.name.startswith("."))
     names = dict(known) if known else dict(enumerate(folders))
     classes = []
     for entry in entries:
@@ -140,7 +148,7 @@ def _from_image_folder(
                 f"{entry.name!r} and {slugify(entry.name)!r}); create it or fix the name"
             )
         label = _label_for(entry, known, fallback=folders.index(folder) if not known else None)
-        images = sorted(str(p.resolve()) for p in (root / folder).iterdir()
+        images = sorted(str(p.resolve()) for p in _listdir(root / folder, entry.where)
                         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         classes.append(ClassSpec(entry.name, label, tuple(images)))
     _check_unique_labels(classes, entries)
@@ -214,6 +222,46 @@ def _check_unique_labels(classes: list[ClassSpec], entries: list[TailEntry]) -> 
                 f"{entry.where}: class {spec.name!r} has label {spec.label}, already used by {seen[spec.label]!r}"
             )
         seen[spec.label] = spec.name
+
+
+def check_images(inputs: Inputs, *, strict: bool = False) -> Inputs:
+    """Drop (with a warning) or refuse (``strict``) corrupt images; refuse a class left with none."""
+    kept = []
+    warnings = list(inputs.warnings)
+    for spec in inputs.classes:
+        good = []
+        for path in spec.images:
+            problem = image_problem(Path(path))
+            if problem is None:
+                good.append(path)
+            elif strict:
+                raise InputError(f"{path}: {problem}; replace or delete it (or drop --strict to skip it)")
+            else:
+                warnings.append(f"{path}: {problem}; skipped (--strict stops instead)")
+        if not good:
+            what = "no readable images" if spec.images else "no images"
+            raise InputError(f"--classes: class {spec.name!r} has {what}; add its real images "
+                             "or remove the class from the list")
+        kept.append(replace(spec, images=tuple(good)))
+    return Inputs(tuple(kept), inputs.class_names, tuple(warnings))
+
+
+def image_problem(path: Path) -> str | None:
+    """None for an image PIL can open and verify; else a short reason (``"not a readable image (...)"``)."""
+    try:
+        with Image.open(path) as img:
+            img.verify()  # structure and checksums, without decoding every pixel
+    except Exception as exc:  # PIL raises many types for broken files; all mean "unreadable"
+        return f"not a readable image ({type(exc).__name__})"
+    return None
+
+
+def _listdir(folder: Path, where: str) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise InputError(f"{where}: cannot list {folder} ({exc.strerror or type(exc).__name__}); "
+                         "check that it exists and is readable") from None
 
 
 def _read_lines(path: Path, flag: str) -> list[str]:
