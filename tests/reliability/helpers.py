@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,15 @@ def spawn(argv: list[str], *, env: dict[str, str] | None = None) -> subprocess.P
 
 def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def wait_for_requests(sim: Any, proc: subprocess.Popen[bytes], at_least: int, what: str,
+                      timeout: float = 180.0) -> None:
+    """Poll the simulator until it has seen ``at_least`` requests; fail if ``proc`` ends first."""
+    deadline = time.monotonic() + timeout
+    while sim.stats()["total"] < at_least:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise AssertionError(f"the run ended (code {proc.returncode}) before {what}: {err}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)

@@ -1,0 +1,99 @@
+"""Crash and resume: five SIGKILLs at seeded random moments of one run, and graceful SIGTERM / SIGINT stops.
+
+The reference is the same run uninterrupted (in-process, same simulator, same flags). After the kills and a
+final ``--resume`` the manifest and the rejected list are byte-for-byte the reference's, and each kill cost at
+most the requests that were in flight. A graceful stop finishes what is in flight (every request the
+server saw is in the traces), exits 143 (SIGTERM) or 130 (SIGINT), and repays nothing at all.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+from pathlib import Path
+
+from agent.run import main
+from scripts.simulator import SimConfig, Simulator
+from tests.agent.run_helpers import agent_argv, make_dataset
+from tests.reliability.helpers import requests_sent, role_flags, spawn, summary, traces, wait_for_requests
+
+CLASSES = {"red fox": 1, "snow owl": 2, "sea turtle": 1, "pine marten": 2, "sand cat": 1}
+IN_FLIGHT = 2  # per role
+IN_FLIGHT_LIMIT = 3 * IN_FLIGHT  # requests that can be in flight at once, all roles together
+KILLS = 5
+
+
+def argv(data: Path, out: Path, base_url: str, *extra: str) -> list[str]:
+    # Threshold 0.05 on the tiny random CLIP: some images are refined (R = 1), so refine is killed too.
+    args = agent_argv(data, out, base_url, "--max-rounds", "1", *role_flags(max_in_flight=IN_FLIGHT), *extra, k=5)
+    args[args.index("--threshold") + 1] = "0.05"
+    return args
+
+
+def reference(tmp_path: Path, data: Path, sim: Simulator) -> int:
+    """Run once uninterrupted into ``tmp_path/reference``; the number of requests it made."""
+    sim.reset_stats()
+    assert main(argv(data, tmp_path / "reference", sim.base_url)) in (0, 1)
+    total = int(sim.stats()["total"])
+    sim.reset_stats()
+    return total
+
+
+def same_outputs(out: Path, ref: Path) -> None:
+    for name in ("manifest.jsonl", "rejected.jsonl"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), f"{name} differs from the reference"
+    assert {k: v["status"] for k, v in summary(out)["classes"].items()} == {
+        k: v["status"] for k, v in summary(ref)["classes"].items()}
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int) -> int:
+    try:
+        proc.send_signal(sig)
+        return proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_five_sigkills_at_random_moments_then_resume(tmp_path):
+    data = make_dataset(tmp_path / "data", CLASSES)
+    out = tmp_path / "run"
+    rng = random.Random(2024)
+    with Simulator(SimConfig(seed=0, latency_ms=40)) as sim:
+        full = reference(tmp_path, data, sim)
+        for kill in range(KILLS):
+            # Seeded moment: after 1 .. full/6 more requests, so five kills land before the run can end.
+            more = rng.randint(1, max(1, full // (KILLS + 1)))
+            start = sim.stats()["total"]
+            proc = spawn(argv(data, out, sim.base_url, *(["--resume"] if kill else [])))
+            wait_for_requests(sim, proc, start + more, f"kill {kill + 1}")
+            assert stop(proc, signal.SIGKILL) == -signal.SIGKILL
+        assert not (out / "manifest.jsonl").exists(), "a killed run must not have written its outputs"
+        assert main(argv(data, out, sim.base_url, "--resume")) in (0, 1)
+        total = sim.stats()["total"]
+    same_outputs(out, tmp_path / "reference")
+    assert full <= total <= full + KILLS * IN_FLIGHT_LIMIT, (total, full)
+
+
+def test_sigterm_then_sigint_stop_gracefully_and_resume(tmp_path):
+    data = make_dataset(tmp_path / "data", CLASSES)
+    out = tmp_path / "run"
+    with Simulator(SimConfig(seed=0, latency_ms=150)) as sim:
+        full = reference(tmp_path, data, sim)
+        for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+            start = sim.stats()["total"]
+            proc = spawn(argv(data, out, sim.base_url, *([] if sig == signal.SIGTERM else ["--resume"])))
+            wait_for_requests(sim, proc, start + full // 4, sig.name)
+            assert stop(proc, sig) == code
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            assert "--resume" in err and "Traceback" not in err, err
+            # In-flight calls finished: every request the server saw is on a trace row (none abandoned).
+            assert requests_sent(traces(out)) == sim.stats()["total"]
+            assert sim.stats()["in_flight"] == 0
+            statuses = {v["status"] for v in summary(out)["classes"].values()}
+            assert statuses - {"complete", "failed"}, "the stop came too late to interrupt any class"
+        assert main(argv(data, out, sim.base_url, "--resume")) in (0, 1)
+        total = sim.stats()["total"]
+    same_outputs(out, tmp_path / "reference")
+    assert total == full, "a graceful stop must not repay any request"
