@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-MODES = ("plain", "balanced", "mixup", "balancemix")
-MIXING_MODES = ("mixup", "balancemix")
+from trainer.choices import MIXING_MODES, MODES
+
+__all__ = ["MIXING_MODES", "MODES", "PairSampler", "SamplingConfig", "epoch_plan", "mix_batch"]
+
 
 
 @dataclass(frozen=True)

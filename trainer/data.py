@@ -48,7 +48,7 @@ class Sample:
 def read_class_names(path: Path | str) -> list[str]:
     """Read a class-names file: ``label<TAB>name`` lines, or one name per line (line index = label).
 
-    >>> # "0\\tcat\\n1\\tdog\\n" -> ["cat", "dog"];  "cat\\ndog\\n" -> ["cat", "dog"]
+    Both ``"1<TAB>dog\\n0<TAB>cat\\n"`` and ``"cat\\ndog\\n"`` give ``["cat", "dog"]``.
     """
     path = Path(path)
     lines = [ln for ln in _read_text(path).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
@@ -243,7 +243,7 @@ class EvalDataset(Dataset[tuple[torch.Tensor, int]]):
 def subset_round_robin(samples: Sequence[Sample], limit: int) -> list[Sample]:
     """First ``limit`` samples taken class by class in turn, so a quick test subset keeps every class.
 
-    >>> # labels [0, 0, 0, 1, 1, 2], limit 4 -> labels [0, 1, 2, 0]
+    Labels ``[0, 0, 0, 1, 1, 2]`` with ``limit=4`` give labels ``[0, 1, 2, 0]``.
     """
     if limit <= 0 or limit >= len(samples):
         return list(samples)

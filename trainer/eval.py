@@ -34,13 +34,13 @@ def build_parser() -> cli.Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainer.data import DataError
-    from trainer.model import ModelError
-
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    from trainer.data import DataError  # torch comes with these: after parsing, so --help is instant
+    from trainer.model import ModelError
+
     try:
         return _evaluate(args)
     except (DataError, ModelError) as exc:

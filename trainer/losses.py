@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("ce", "logit-adjust")
+from trainer.choices import LOSSES
 
 
 def log_prior(counts: Sequence[int]) -> torch.Tensor:

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TUNES = ("lora", "full", "head")
-HEADS = ("zeroshot", "random")
+from trainer.choices import TUNES
+
 LORA_TARGETS = ["attn", "mlp.c_fc", "mlp.c_proj"]
 PROMPT = "a photo of a {name}."
 

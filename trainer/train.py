@@ -21,9 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer import cli
-from trainer.balancemix import MODES
-from trainer.losses import LOSSES
-from trainer.model import HEADS, TUNES
+from trainer.choices import HEADS, LOSSES, MODES, TUNES
 
 # Options that shape the training trajectory: a resumed run must use the same values.
 TRAJECTORY_KEYS = ("train", "generated", "data_root", "mode", "alpha", "gen_sampling", "samples_per_epoch",
@@ -81,13 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    from trainer.data import DataError
-    from trainer.model import ModelError
-
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    from trainer.data import DataError  # torch comes with these: after parsing, so --help is instant
+    from trainer.model import ModelError
+
     try:
         from trainer.run import run_training
 

@@ -1,0 +1,9 @@
+"""The trainer's named choices, in a module without heavy imports so ``--help`` and parsing stay instant."""
+
+from __future__ import annotations
+
+MODES = ("plain", "balanced", "mixup", "balancemix")  # Table 4's rows; balancemix is the paper's method
+MIXING_MODES = ("mixup", "balancemix")
+LOSSES = ("ce", "logit-adjust")
+TUNES = ("lora", "full", "head")
+HEADS = ("zeroshot", "random")
