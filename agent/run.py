@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("--score", choices=("cosine", "softmax"), help="CLIP score (default cosine: raw cosine)")
     paper.add_argument("--max-rounds", help="R: refine rounds per low-scoring image (default 3)")
     paper.add_argument("--max-describe", help="describe at most this many real images per class (default all)")
-    paper.add_argument("--max-extend-rounds", help="bound on number-check rounds per pass (default 10)")
+    paper.add_argument("--max-extend-rounds", help="bound on number-check rounds per pass (default 50)")
     paper.add_argument("--clip-model", help="open_clip model name or config JSON path (default ViT-B-32)")
     paper.add_argument("--clip-pretrained", help="tag, weights file, or none (default openai)")
     add_role_arguments(p)

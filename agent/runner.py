@@ -51,6 +51,8 @@ from store.traces import TraceStore
 __all__ = ["ClassOutcome", "RunOutcome", "execute", "thread_id"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
+# ProviderError kinds that stop a class without failing it: a spent budget, a requested shutdown.
+STOP_KINDS = frozenset({"budget", "stopped"})
 
 
 @dataclass
@@ -162,16 +164,19 @@ class _Driver:
             async with self.slots:
                 outcome = await self._run_class(spec, gate=gate)
         except ProviderError as exc:
-            if exc.kind != "budget":
-                raise
-            return ClassOutcome(spec.name, "stopped", str(exc))
+            if exc.kind not in STOP_KINDS:
+                return self._failed(spec, exc)
+            return ClassOutcome(spec.name, "stopped", str(exc))  # resumable: the thread keeps its checkpoint
         except Exception as exc:  # one class's bug or outage must not take the other classes down
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            self.log(f"[{spec.name}] failed: {message}")
-            return ClassOutcome(spec.name, "failed", message)
+            return self._failed(spec, exc)
         if outcome.status != "running":
             self.log(f"[{spec.name}] {outcome.status}" + (f": {outcome.error}" if outcome.error else ""))
         return outcome
+
+    def _failed(self, spec: ClassSpec, exc: BaseException) -> ClassOutcome:
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        self.log(f"[{spec.name}] failed: {message}")
+        return ClassOutcome(spec.name, "failed", message)
 
     async def _run_class(self, spec: ClassSpec, *, gate: bool) -> ClassOutcome:
         config = self.config(spec)

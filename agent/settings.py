@@ -49,7 +49,7 @@ class RunSettings:
     clip_model: str = "ViT-B-32"
     clip_pretrained: str = "openai"  # the official code scores with OpenAI's CLIP ViT-B/32
     max_describe: int | None = None
-    max_extend_rounds: int = 10
+    max_extend_rounds: int = 50
     max_classes_in_flight: int = 8
     include_originals: bool = False
 

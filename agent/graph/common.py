@@ -60,7 +60,7 @@ async def fan_out(coros: Iterable[Awaitable[T]]) -> list[T | ItemFailure]:
 def is_item_failure(exc: BaseException) -> bool:
     """A failure that belongs to one item. A spent budget is not: it must stop the class (resumable)."""
     if isinstance(exc, ProviderError):
-        return exc.kind != "budget"
+        return exc.kind not in ("budget", "stopped")  # a spent budget / a requested shutdown stop the class
     return isinstance(exc, OSError)
 
 

@@ -2,9 +2,11 @@
 
 Contract:
 
-- Each round sends Prompt 2 with the *current* list (existing + new so far) and asks for the number still
-  missing; the call's ``sample_index`` is the class's running extend-round count, so a round that repeats
-  an earlier prompt word for word still gets its own answer, and a rerun gets the same answers.
+- Each round sends Prompt 2 with the *current* list (existing + new so far) and asks for ``ask_count``:
+  the number still missing plus a little slack (some answers repeat a listed item or miss the template),
+  at most ``EXTEND_BATCH`` per round — one reply cannot hold hundreds of sentences (K_y is 800 for
+  Places-LT). The call's ``sample_index`` is the class's running extend-round count, so a round that
+  repeats an earlier prompt word for word still gets its own answer, and a rerun gets the same answers.
 - Kept from a reply: items that follow Template 1 and are not already in the list (normalised text),
   up to the number missing. Other items are counted (``extend_off_template``, ``extend_repeats``).
 - Target: N_y new descriptions (N_y = K_y − M_y), so the list holds K_y when every real image was described.
@@ -27,6 +29,7 @@ from agent.parse import follows_template1, normalise, parse_list
 from agent.providers import ProviderError
 
 STALE_ROUNDS_LIMIT = 2  # issue 3: "stop with a recorded warning after 2 rounds that add nothing new"
+EXTEND_BATCH = 50  # descriptions asked for per round: ~25 tokens each, well inside any model's reply limit
 
 
 async def extend(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Literal["extend", "dedupe"]]:
@@ -37,7 +40,7 @@ async def extend(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Lite
     if missing <= 0:
         return Command(goto="dedupe")
     current = [*state["existing"], *new]
-    prompt = prompts.render("prompt2_extend", class_name=name, descriptions=current, count=missing)
+    prompt = prompts.render("prompt2_extend", class_name=name, descriptions=current, count=ask_count(missing))
     round_no = state["extend_round"]
     update: dict[str, object] = {"extend_round": round_no + 1, "phase_rounds": state["phase_rounds"] + 1}
     warnings: list[str] = []
@@ -68,6 +71,15 @@ async def extend(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Lite
         warnings.append(note)
         return Command(update=update, goto="dedupe")
     return Command(update=update, goto="extend")
+
+
+def ask_count(missing: int) -> int:
+    """How many descriptions to ask for: ``missing`` + max(2, 20 %), capped at ``EXTEND_BATCH``.
+
+    >>> ask_count(1), ask_count(20), ask_count(300)
+    (3, 24, 50)
+    """
+    return min(EXTEND_BATCH, missing + max(2, missing // 5))
 
 
 def select_new(items: list[str], current: list[str], class_name: str, *, limit: int) -> tuple[list[str], dict[str, int]]:

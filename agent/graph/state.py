@@ -145,7 +145,7 @@ class GraphSettings:
     score: ScoreMode = "cosine"
     max_rounds: int = 3  # R: refine rounds per item
     max_describe: int | None = None  # cap on describe calls per class (None = every real image)
-    max_extend_rounds: int = 10
+    max_extend_rounds: int = 50  # per pass; with EXTEND_BATCH = 50 this covers K_y = 800 (Places-LT) twice
     max_dedupe_passes: int = 3  # dedupe -> extend -> dedupe loops before giving up short
 
 

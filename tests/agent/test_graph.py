@@ -27,7 +27,7 @@ async def test_happy_path_reaches_k_and_writes_images(tmp_path, fakes):
     # the prompt that reached the model is the prompt file, rendered with the current list
     extend = providers.nodes("extend")[0]
     assert extend.prompt == prompts.render("prompt2_extend", class_name="red fox",
-                                           descriptions=state["existing"], count=4)
+                                           descriptions=state["existing"], count=4 + 2)
     assert [c.images for c in providers.nodes("describe")] == [1, 1]  # one image per vision call
     assert state["usage"]["calls"] == 2 + 1 + 1 + 1 + 4  # describe, extend, dedupe, summarize, renders
     for item in state["items"]:  # finalize placed every accepted image under images/<slug>/
@@ -64,7 +64,8 @@ async def test_extend_loops_with_the_current_list_until_k(tmp_path, fakes):
     assert len(state["new"]) == 4 and len(calls) == 4
     assert [c.ctx.sample_index for c in calls] == [0, 1, 2, 3]  # distinct cache entries per round
     assert [len(listed(c.prompt)) for c in calls] == [1, 2, 3, 4]  # each round sees the grown list
-    assert [f"List {n} new" in c.prompt for n, c in zip([4, 3, 2, 1], calls, strict=True)] == [True] * 4
+    # asks for what is missing plus slack: 4 + 2, 3 + 2, ...
+    assert [f"List {n} new" in c.prompt for n, c in zip([6, 5, 4, 3], calls, strict=True)] == [True] * 4
 
 
 async def test_extend_stops_after_two_rounds_adding_nothing(tmp_path, fakes):

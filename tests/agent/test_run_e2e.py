@@ -177,3 +177,40 @@ def _file_pattern(prompt_name: str, class_name: str) -> str:
 
 def _listed(prompt: str) -> list[str]:
     return re.findall(r"^\d+\. (.+)$", prompt, flags=re.M)
+
+
+def test_a_class_that_raises_is_isolated_by_the_driver(tmp_path, data, sim):
+    """A bug inside one class's graph (here: the scorer raising on its C_y) fails that class only."""
+    import asyncio
+
+    from agent import runner
+    from agent.config import load_providers_config
+    from agent.inputs import load_inputs
+    from agent.scorer import ClipScorer
+    from agent.settings import resolve
+
+    out = tmp_path / "run"
+    settings = resolve({"classes": data / "tail.txt", "images": data / "images", "out": out, "run_id": "x",
+                        "target_per_class": 4, "threshold": -1, "clip_model": str(data / "tiny-clip.json"),
+                        "clip_pretrained": "none"}, {})
+    roles = {role: {"base_url": sim.base_url, "per_minute": 100000} for role in ("lmm", "llm", "t2i")}
+    real = ClipScorer.load(settings.clip_model, None)
+
+    class Broken:
+        context_length = real.context_length
+        count_tokens = real.count_tokens
+        softmax = real.softmax
+
+        async def cosine(self, images, text):
+            if "snow owl" in text:
+                raise RuntimeError("scorer exploded")
+            return await real.cosine(images, text)
+
+    outcome = asyncio.run(runner.execute(settings, load_providers_config(overrides=roles),
+                                         load_inputs(settings.classes, images_dir=settings.images),
+                                         scorer=Broken(), log=lambda line: None))  # type: ignore[arg-type]
+    assert outcome.exit_code == 1
+    classes = summary_of(out)["classes"]
+    assert classes["snow owl"]["status"] == "failed" and "scorer exploded" in classes["snow owl"]["error"]
+    assert classes["red fox"]["status"] == classes["sea turtle"]["status"] == "complete"
+    assert {r.class_name for r in read_manifest(out / "manifest.jsonl")} == {"red fox", "sea turtle"}
