@@ -114,6 +114,11 @@ def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any]:
     settings = resolve(cli, toml_run, saved)
     providers_config = load_providers_config(args.config, os.environ, role_overrides_from_args(args),
                                              toml_doc=_merge_roles(saved_providers, doc))
+    try:
+        settings.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"--out {settings.out}: cannot create the run folder ({exc.strerror}); "
+                            "pass a writable folder") from None
     if settings.images is None and settings.train_list is None:
         raise InputError("give the real images: --images DIR, or --train-list FILE --data-root DIR")
     inputs = load_inputs(settings.classes, images_dir=settings.images, train_list=settings.train_list,
