@@ -23,15 +23,16 @@ def _trainable(out: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("mode, extra", [
     ("plain", ["--loss", "logit-adjust", "--tune", "head", "--epochs", "1"]),
     ("balanced", ["--generated", "GEN", "--head", "random", "--epochs", "1"]),
-    ("mixup", ["--generated", "GEN", "--tune", "full", "--alpha", "0.4", "--epochs", "1"]),
+    ("mixup", ["--generated", "GEN", "--tune", "full", "--alpha", "0.4", "--epochs", "1", "--amp"]),
     ("balancemix", ["--generated", "GEN", "--loss", "logit-adjust", "--la-tau", "0.5", "--eval-every", "1",
                     "--epochs", "2"]),
 ])
-def test_main_trains_and_reports_in_every_mode(tiny_data: TinyData, tmp_path: Path, mode: str,
+def test_main_trains_and_reports_in_every_mode(tiny_data: TinyData, tmp_path: Path, capsys, mode: str,
                                                extra: list[str]) -> None:
     out = tmp_path / mode
     extra = [str(tiny_data.generated) if e == "GEN" else e for e in extra]
     assert main(train_argv(tiny_data, out, "--mode", mode, *extra)) == 0
+    assert ("--amp (bf16 autocast) is CUDA-only" in capsys.readouterr().err) == ("--amp" in extra)
     epochs = int(extra[extra.index("--epochs") + 1])
     config = json.loads((out / "config.json").read_text())
     n_gen = 12 if "--generated" in extra else 0
@@ -136,3 +137,10 @@ def test_two_process_ddp_run_on_cpu(tiny_data: TinyData, tmp_path: Path) -> None
     log = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
     assert log["images"] == 22
     assert {"rng_rank0.pt", "rng_rank1.pt"} <= {p.name for p in (out / "checkpoints" / "last").iterdir()}
+
+
+def test_eval_rejects_a_folder_without_a_checkpoint(tiny_data: TinyData, tmp_path: Path, capsys) -> None:
+    assert trainer_eval.main(["--checkpoint", str(tmp_path), "--test", str(tiny_data.test)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path}: not a trainer checkpoint (expected model.json and trainable.pt, " \
+                  f"e.g. OUT/checkpoints/last)"
