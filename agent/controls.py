@@ -30,7 +30,8 @@ from agent.cost import PricesError, PriceTable, load_prices
 from agent.plan import PlanSettings, expected_by_stage, plan_json, plan_run, render_plan
 from agent.progress import Mode, Progress
 
-__all__ = ["EXIT_BUDGET", "ControlError", "RunControls", "add_control_arguments", "attach", "controls_from_args",
+__all__ = ["EXIT_BUDGET", "ControlError", "RunControls", "ScoringWatch", "add_control_arguments", "attach",
+           "controls_from_args", "watch_scorer",
            "dry_run", "finish"]
 
 LOG = logging.getLogger(__name__)
@@ -154,3 +155,38 @@ def atomic_summary(out: Path, summary: Mapping[str, Any]) -> None:
     from store.manifest import atomic_write_text
 
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+
+
+class ScoringWatch:
+    """A scorer proxy that reports each batch of scored images to the progress display (stage evaluate).
+
+    It forwards the ``ScorerLike`` surface the graph uses (agent/graph/state.py) unchanged.
+    """
+
+    def __init__(self, scorer: Any, progress: Progress) -> None:
+        self._scorer = scorer
+        self._progress = progress
+        self.context_length: int = scorer.context_length
+
+    def count_tokens(self, text: str) -> int:
+        return int(self._scorer.count_tokens(text))
+
+    async def cosine(self, images: Any, text: str) -> list[float]:
+        scores: list[float] = await self._scorer.cosine(images, text)
+        self._progress.advance("evaluate", "", len(scores))
+        return scores
+
+    async def softmax(self, images: Any, texts: Any, target: int) -> list[float]:
+        scores: list[float] = await self._scorer.softmax(images, texts, target)
+        self._progress.advance("evaluate", "", len(scores))
+        return scores
+
+    def __getattr__(self, name: str) -> Any:  # anything else the scorer offers (e.g. close)
+        return getattr(self._scorer, name)
+
+
+def watch_scorer(controls: RunControls | None, scorer: Any) -> Any:
+    """``scorer`` wrapped so scored images show in the progress display (unchanged without controls)."""
+    if controls is None or controls.progress is None:
+        return scorer
+    return ScoringWatch(scorer, controls.progress)
