@@ -26,14 +26,17 @@ from agent.config import (
     role_overrides_from_args,
 )
 from agent.inputs import InputError, load_inputs
+from agent.lock import RunLock, RunLocked
+from agent.preflight import check_keys, check_reachable
 from agent.settings import RunSettings, SettingsError, resolve
+from agent.shutdown import exit_code, graceful_stop
 
 EXIT_CODES = """exit codes:
   0  every class complete
   1  at least one class failed (see summary.json: status, error); the others finished
   2  bad input, flag or config (one line on stderr; nothing was called)
   3  budget spent (--max-cost / --max-calls, where supported); continue with --resume
-  130 interrupted (Ctrl-C); continue with --resume"""
+  130 / 143 stopped by SIGINT / SIGTERM (in-flight calls finish, nothing new is sent); continue with --resume"""
 
 EPILOG = f"""{EXIT_CODES}
 
@@ -81,16 +84,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings, providers_config, inputs = _prepare(args)
+        # Before torch, open_clip and the scorer load: a missing key or a dead URL is one line, at once.
+        check_keys(providers_config)
+        check_reachable(providers_config)
     except (ConfigError, SettingsError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for warning in inputs.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    try:
+        with RunLock(settings.out):  # one agent.run per folder; taken before anything is written
+            return _run_locked(settings, providers_config, inputs)
+    except RunLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_locked(settings: RunSettings, providers_config: Any, inputs: Any) -> int:
     from agent import runner  # heavy: torch, open_clip, langgraph
     from agent.scorer import ScorerError
 
+    async def execute() -> tuple[Any, int | None]:
+        with graceful_stop() as stop:
+            outcome = await runner.execute(settings, providers_config, inputs, log=_log)
+        return outcome, stop.signum
+
     try:
-        outcome = asyncio.run(runner.execute(settings, providers_config, inputs, log=_log))
+        outcome, signum = asyncio.run(execute())
     except (ScorerError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -101,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"run {outcome.run_id}: {totals.get('accepted', 0)} image(s) accepted, "
           f"{totals.get('rejected', 0)} rejected; {totals.get('requests', 0)} request(s), "
           f"{totals.get('cache_hits', 0)} cache hit(s); {settings.out / 'manifest.jsonl'}")
-    return outcome.exit_code
+    if signum is not None:
+        print(f"stopped by signal {signum}; continue with: python -m agent.run --out {settings.out} --resume",
+              file=sys.stderr)
+        return exit_code(signum)
+    return int(outcome.exit_code)
 
 
 def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any]:
@@ -114,11 +138,7 @@ def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any]:
     settings = resolve(cli, toml_run, saved)
     providers_config = load_providers_config(args.config, os.environ, role_overrides_from_args(args),
                                              toml_doc=_merge_roles(saved_providers, doc))
-    try:
-        settings.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SettingsError(f"--out {settings.out}: cannot create the run folder ({exc.strerror}); "
-                            "pass a writable folder") from None
+    _check_out(settings.out)
     if settings.images is None and settings.train_list is None:
         raise InputError("give the real images: --images DIR, or --train-list FILE --data-root DIR")
     inputs = load_inputs(settings.classes, images_dir=settings.images, train_list=settings.train_list,
@@ -162,6 +182,19 @@ def _merge_roles(saved: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
         elif key not in doc:
             merged[key] = value
     return merged
+
+
+def _check_out(out: Path) -> None:
+    """The run folder must be creatable and writable; checked without writing anything (bad input writes nothing)."""
+    if out.exists() and not out.is_dir():
+        raise SettingsError(f"--out {out}: exists and is not a folder, so the run folder cannot be created there; "
+                            "pass a folder path")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise SettingsError(f"--out {out}: cannot create the run folder ({parent} is not writable); "
+                            "pass a writable folder")
 
 
 def _log(line: str) -> None:

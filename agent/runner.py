@@ -33,6 +33,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import RunnableConfig
 
+from agent.checkpoints import strict_serializer
 from agent.config import ProvidersConfig, redacted_dump
 from agent.graph.finalize import class_summary, generated_rows, rejected_rows
 from agent.graph.graph import RENDER_GATE, compile_graph
@@ -126,7 +127,8 @@ async def _checkpointer(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=NORMAL")
         await conn.execute("PRAGMA busy_timeout=10000")
-        yield AsyncSqliteSaver(conn)
+        # Strict msgpack: a checkpoint file cannot make --resume import and call arbitrary classes.
+        yield AsyncSqliteSaver(conn, serde=strict_serializer())
     finally:
         await conn.close()
 

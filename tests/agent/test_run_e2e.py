@@ -137,7 +137,7 @@ def test_a_failing_class_is_reported_and_the_others_finish(tmp_path, data, sim):
     (lambda a: a.__setitem__(a.index("--classes") + 1, "/nope/tail.txt"), "--classes /nope/tail.txt: file not found"),
     (lambda a: a.append("--resume"), "config.json not found"),
     (lambda a: a.extend(["--llm-timeout-s", "abc"]), "--llm-timeout-s"),
-    (lambda a: a.__setitem__(a.index("--out") + 1, a[a.index("--classes") + 1]), "cannot create the run folder"),
+    (lambda a: a.__setitem__(a.index("--out") + 1, a[a.index("--classes") + 1]), "exists and is not a folder"),
     (lambda a: a.__setitem__(a.index("--images") + 1, "/nope"), "--images /nope: not a folder"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, data, capsys, change, message):
