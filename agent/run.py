@@ -25,6 +25,7 @@ from agent.config import (
     read_toml,
     role_overrides_from_args,
 )
+from agent.controls import ControlError, RunControls, add_control_arguments, controls_from_args, dry_run
 from agent.inputs import InputError, load_inputs
 from agent.lock import RunLock, RunLocked
 from agent.preflight import check_keys, check_reachable
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("--clip-model", help="open_clip model name or config JSON path (default ViT-B-32)")
     paper.add_argument("--clip-pretrained", help="tag, weights file, or none (default openai)")
     add_role_arguments(p)
+    add_control_arguments(p)
     return p
 
 
@@ -84,29 +86,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings, providers_config, inputs = _prepare(args)
+        controls = controls_from_args(args)
+        if controls.dry_run:  # a plan needs no key, no server and no folder: nothing is opened or sent
+            return dry_run(settings, providers_config, inputs, controls)
         # Before torch, open_clip and the scorer load: a missing key or a dead URL is one line, at once.
         check_keys(providers_config)
         check_reachable(providers_config)
-    except (ConfigError, SettingsError, InputError) as exc:
+    except (ConfigError, SettingsError, InputError, ControlError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for warning in inputs.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     try:
         with RunLock(settings.out):  # one agent.run per folder; taken before anything is written
-            return _run_locked(settings, providers_config, inputs)
+            return _run_locked(settings, providers_config, inputs, controls)
     except RunLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def _run_locked(settings: RunSettings, providers_config: Any, inputs: Any) -> int:
+def _run_locked(settings: RunSettings, providers_config: Any, inputs: Any, controls: RunControls) -> int:
     from agent import runner  # heavy: torch, open_clip, langgraph
     from agent.scorer import ScorerError
 
     async def execute() -> tuple[Any, int | None]:
         with graceful_stop() as stop:
-            outcome = await runner.execute(settings, providers_config, inputs, log=_log)
+            outcome = await runner.execute(settings, providers_config, inputs, log=_log, controls=controls)
         return outcome, stop.signum
 
     try:

@@ -35,9 +35,10 @@ from langgraph.types import RunnableConfig
 
 from agent.checkpoints import strict_serializer
 from agent.config import ProvidersConfig, redacted_dump
+from agent.controls import RunControls, attach, finish, plan_for, watch_scorer
 from agent.graph.finalize import class_summary, generated_rows, rejected_rows
 from agent.graph.graph import RENDER_GATE, compile_graph
-from agent.graph.state import ClassState, GraphDeps, initial_state
+from agent.graph.state import ClassState, GraphDeps, ScorerLike, initial_state
 from agent.graph.summarize import fallback_text
 from agent.inputs import ClassSpec, Inputs
 from agent.providers import ProviderError, Providers
@@ -81,8 +82,9 @@ async def execute(
     providers_config: ProvidersConfig,
     inputs: Inputs,
     *,
-    scorer: ClipScorer | None = None,
+    scorer: ScorerLike | None = None,
     log: Callable[[str], None] = print,
+    controls: RunControls | None = None,
 ) -> RunOutcome:
     """Run (or resume) every class; write the run folder's outputs; see the module docstring."""
     started = time.monotonic()
@@ -97,13 +99,17 @@ async def execute(
     providers: Providers | None = None
     try:
         providers = await Providers.open(providers_config, cache=cache, traces=traces, blobs=blobs)
-        deps = GraphDeps(providers=providers, scorer=scorer, blobs=blobs, settings=settings.graph_settings(),
-                         run_id=settings.run_id, out_dir=out, traces=traces)
+        if controls is not None:  # budget metering, progress display (agent/controls.py)
+            await attach(controls, providers=providers, traces=traces, run_id=settings.run_id,
+                         plan=plan_for(settings, providers_config, inputs, controls.prices))
+        deps = GraphDeps(providers=providers, scorer=watch_scorer(controls, scorer), blobs=blobs,
+                         settings=settings.graph_settings(), run_id=settings.run_id, out_dir=out, traces=traces)
         async with _checkpointer(out / "checkpoints.sqlite") as saver:
             graph = compile_graph(saver)
             driver = _Driver(graph, saver, deps, settings, inputs, log)
             outcomes = await driver.run_all()
             states = {spec.name: await driver.state_of(spec) for spec in inputs.classes}
+        costs = await _costs_by_class(traces, settings.run_id) if controls is not None else {}
     finally:
         if providers is not None:
             await providers.close()
@@ -111,6 +117,10 @@ async def execute(
         await cache.close()
     summary = write_outputs(settings, inputs, states, outcomes, wall_s=time.monotonic() - started)
     code = _exit_code(outcomes)
+    if controls is not None:  # adds cost to summary.json, writes report.html, says why a budget stop happened
+        summary = finish(controls, out=out, summary=summary, traces_costs=costs,
+                         states={k: dict(v) for k, v in states.items()})
+        code = EXIT_BUDGET if controls.budget.stopped and code != EXIT_OK else code
     return RunOutcome(settings.run_id, code, outcomes, summary)
 
 
@@ -253,6 +263,18 @@ def _totals(classes: dict[str, Any]) -> dict[str, Any]:
     statuses = [c.get("status") for c in classes.values()]
     totals["status"] = {s: statuses.count(s) for s in sorted({str(s) for s in statuses})}
     return totals
+
+
+async def _costs_by_class(traces: TraceStore, run_id: str) -> dict[str, float | None]:
+    """Spend per class from this run's trace rows (``None`` when no row of the class has a price)."""
+    await traces.flush()
+    costs: dict[str, float | None] = {}
+    for row in await traces.query(run_id=run_id):
+        if row.cost_usd is not None:
+            costs[row.class_name] = (costs.get(row.class_name) or 0.0) + row.cost_usd
+        else:
+            costs.setdefault(row.class_name, None)
+    return costs
 
 
 def _exit_code(outcomes: list[ClassOutcome]) -> int:
