@@ -25,6 +25,7 @@ from agent.graph.state import GraphSettings
 __all__ = ["RunSettings", "SettingsError", "new_run_id", "resolve"]
 
 DEFAULT_THRESHOLDS = {"cosine": 0.25, "softmax": 0.6}  # same numbers as agent.scorer (no torch import here)
+THRESHOLD_RANGES = {"cosine": (-1.0, 1.0), "softmax": (0.0, 1.0)}  # what each score can take
 _PATH_FIELDS = ("classes", "images", "train_list", "data_root", "class_names", "out")
 
 
@@ -91,8 +92,13 @@ def resolve(cli: Mapping[str, Any], toml_run: Mapping[str, Any], saved: Mapping[
     clean["run_id"] = str(values.get("run_id") or new_run_id())
     if not clean["run_id"].strip() or "/" in clean["run_id"]:
         raise SettingsError(f"{sources.get('run_id', '--run-id')}: must be a non-empty id without '/'")
+    score = clean.get("score", "cosine")
     if "threshold" not in clean:
-        clean["threshold"] = DEFAULT_THRESHOLDS[clean.get("score", "cosine")]
+        clean["threshold"] = DEFAULT_THRESHOLDS[score]
+    low, high = THRESHOLD_RANGES[score]
+    if not low <= clean["threshold"] <= high:  # a μ no score can reach accepts or rejects every image
+        raise SettingsError(f"{sources['threshold']}: must be from {low:g} to {high:g} with --score {score} "
+                            f"(a {'cosine' if score == 'cosine' else 'probability'}), got {values['threshold']!r}")
     return RunSettings(**clean)
 
 

@@ -100,7 +100,7 @@ def test_repetition_check_rejects_the_item_the_model_invents(tmp_path, data, sim
 def test_refinement_happens_and_stops_at_r_rounds(tmp_path, data, sim):
     out = tmp_path / "run"
     argv = agent_argv(data, out, sim.base_url, "--max-rounds", "2", k=4)
-    argv[argv.index("--threshold") + 1] = "1.5"  # no cosine reaches it: every image is refined, then rejected
+    argv[argv.index("--threshold") + 1] = "1"  # no cosine of distinct vectors reaches it: every image is refined, then rejected
     assert main(argv) == 0
     rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
     n_total = sum(max(0, 4 - m) for m in CLASSES.values())
@@ -115,6 +115,7 @@ def test_refinement_happens_and_stops_at_r_rounds(tmp_path, data, sim):
 def test_softmax_scores_are_probabilities_over_all_classes(tmp_path, data, sim):
     out = tmp_path / "run"
     argv = agent_argv(data, out, sim.base_url, "--score", "softmax", k=4)
+    argv[argv.index("--threshold") + 1] = "0"  # every probability reaches it (a μ < 0 is refused for softmax)
     assert main(argv) == 0
     rows = read_manifest(out / "manifest.jsonl")
     assert rows and all(0.0 < r.score < 1.0 for r in rows)
