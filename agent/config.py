@@ -233,7 +233,7 @@ def add_role_arguments(parser: argparse.ArgumentParser) -> None:
         for field in ROLE_FIELDS:
             info = RoleConfig.model_fields[field]
             group.add_argument(
-                _flag(role, field), dest=_dest(role, field), default=None, metavar=field.split("_")[-1].upper(),
+                _flag(role, field), dest=_dest(role, field), default=None, metavar=field.upper(),
                 help=f"{role} {field.replace('_', ' ')}: {info.description}",
             )
     group.add_argument("--cache-namespace", dest="cache_namespace", default=None,

@@ -68,7 +68,9 @@ def image_format(data: bytes) -> str:
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt = img.format or ""
-            img.verify()  # checks structure and checksums without decoding every pixel
+            img.verify()  # structure and chunk checksums
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # verify() misses a truncated pixel stream; decoding does not
     except Exception as exc:  # PIL raises many types for broken files; all mean "not an image"
         raise BadResponse(f"image bytes do not decode ({type(exc).__name__})") from None
     ext = _EXT.get(fmt)
