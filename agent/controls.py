@@ -99,7 +99,10 @@ def dry_run(settings: Any, providers_config: Any, inputs: Any, controls: RunCont
         return 0
     from rich.console import Console
 
-    render_plan(plan, Console())
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # piped or captured: keep rows on one line each
+    render_plan(plan, console)
     return 0
 
 
