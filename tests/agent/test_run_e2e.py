@@ -114,11 +114,15 @@ def test_refinement_happens_and_stops_at_r_rounds(tmp_path, data, sim):
 
 def test_softmax_scores_are_probabilities_over_all_classes(tmp_path, data, sim):
     out = tmp_path / "run"
-    argv = agent_argv(data, out, sim.base_url, "--score", "softmax", k=4)
+    argv = agent_argv(data, out, sim.base_url, "--score", "softmax", "--include-originals", k=4)
     argv[argv.index("--threshold") + 1] = "0"  # every probability reaches it (a μ < 0 is refused for softmax)
     assert main(argv) == 0
-    rows = read_manifest(out / "manifest.jsonl")
+    everything = read_manifest(out / "manifest.jsonl")
+    rows = [r for r in everything if r.source == "generated"]
     assert rows and all(0.0 < r.score < 1.0 for r in rows)
+    originals = [r for r in everything if r.source == "original"]
+    assert len(originals) == sum(CLASSES.values()) and all(Path(r.path).is_absolute() for r in originals)
+    assert all(hashlib.sha256(Path(r.path).read_bytes()).hexdigest() == r.sha256 for r in originals)
     assert all(c["status"] == "complete" for c in summary_of(out)["classes"].values())
 
 
