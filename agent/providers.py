@@ -48,7 +48,7 @@ __all__ = ["CallContext", "ChatResult", "ImageResult", "ProviderError", "Provide
 T = TypeVar("T")
 CHAT_ROLES = ("lmm", "llm")
 # Traces refuse requests over 64 KB of JSON; long prompts (an 800-item list) are cut for the trace only.
-_TRACE_TEXT_LIMIT = 16_000
+_TRACE_TEXT_LIMIT = 12_000
 
 
 @dataclass
