@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from agent.plan import PlanSettings, expected_by_stage, plan_json, plan_run, ren
 from agent.progress import Mode, Progress
 
 __all__ = ["EXIT_BUDGET", "ControlError", "RunControls", "ScoringWatch", "add_control_arguments", "attach",
-           "controls_from_args", "watch_scorer",
+           "controls_from_args", "log_function", "watch_scorer",
            "dry_run", "finish"]
 
 LOG = logging.getLogger(__name__)
@@ -193,3 +193,18 @@ def watch_scorer(controls: RunControls | None, scorer: Any) -> Any:
     if controls is None or controls.progress is None:
         return scorer
     return ScoringWatch(scorer, controls.progress)
+
+
+def log_function(controls: RunControls | None, default: Callable[[str], None]) -> Callable[[str], None]:
+    """The run driver's line logger: in ``--log-json`` mode each line becomes a JSON ``log`` event, so
+    stderr stays one JSON object per line; otherwise ``default``."""
+    if controls is None or controls.mode != "log_json":
+        return default
+
+    def log(message: str) -> None:
+        if controls.progress is not None:
+            controls.progress.event("log", message=message)
+        else:
+            default(message)
+
+    return log
