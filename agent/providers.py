@@ -15,6 +15,9 @@ Contract (docs/INTERFACES.md § agent/providers):
   too, and a request waiting out a Retry-After does not hold a slot.
 - A final failure raises :class:`ProviderError` (``kind``, ``status``, ``message``) after its trace row is
   written; failures are never cached, so a re-run tries them again.
+- Once a graceful stop was asked for (agent/shutdown.py: SIGINT / SIGTERM), a cache miss is refused before
+  it is sent with ``ProviderError(kind="stopped")`` (traced, ``attempts=0``); calls already sent, and
+  their retries, finish and are cached, so a resume repays nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from agent.config import ProvidersConfig, RoleConfig, resolve_api_key
 from agent.images import InputImageError, data_uri, decode_b64_image, image_format, prepare_image
 from agent.limiter import RoleLimiter
 from agent.retry import BadResponse, Failure, ProviderError, call_with_retry
+from agent.shutdown import stop_requested
 from store.blobs import BlobStore
 from store.cache import CallCache, cache_key
 from store.traces import TraceRecord, TraceStore
@@ -247,6 +251,8 @@ class Providers:
 
     def _admit(self, row: TraceRecord, started: float) -> None:
         """Ask the budget before a request is sent; a refusal is traced and raised like any failure."""
+        if stop_requested():  # a class stopped here resumes at this node; the call is made then
+            self._fail(row, started, ProviderError("stopped", "the run is stopping (signal); not sent", attempts=0))
         if self.meter is not None:
             try:
                 self.meter.admit(row)

@@ -77,7 +77,7 @@ def _corrupt_image_strict(data: Path, argv: list[str]) -> list[str]:
 CASES: list[tuple[str, Breaker, str]] = [
     ("empty classes file", _empty_classes, r"tail.txt: no classes listed"),
     ("class with no images", _class_without_images, r"class 'sea turtle' has no images"),
-    ("non-UTF-8 classes file", _non_utf8, r"tail.txt: not UTF-8 text \(byte 12\)"),
+    ("non-UTF-8 classes file", _non_utf8, r"tail.txt: not UTF-8 text \(byte 11\)"),
     ("missing image folder", _missing_folder, r"--images .*no-such-folder: not a folder"),
     ("corrupt image with --strict", _corrupt_image_strict, r"9.png: not a readable image .*--strict"),
     ("K < 1", lambda d, a: _set(a, "--target-per-class", "0"), r"--target-per-class: must be an integer >= 1"),
@@ -114,7 +114,7 @@ def test_unreadable_image_folder_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Path, "iterdir", iterdir)
     assert main(agent_argv(data, tmp_path / "run", "http://127.0.0.1:9/v1")) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert "tail.txt:2" in line and "cannot list" in line and "Permission denied" in line
+    assert "tail.txt:3" in line and "cannot list" in line and "Permission denied" in line
     assert not (tmp_path / "run").exists()
 
 

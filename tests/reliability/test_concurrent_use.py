@@ -32,40 +32,49 @@ def test_lock_refuses_a_second_holder_and_frees_on_release(tmp_path):
     assert (tmp_path / "run" / LOCK_NAME).exists()
 
 
-def test_a_killed_holder_does_not_keep_the_lock(tmp_path):
+def hold_lock(folder: Path) -> subprocess.Popen[bytes]:
+    """A process that takes the run folder's lock and sleeps (what a running agent.run looks like to the lock)."""
     code = ("import sys, time; from pathlib import Path; from agent.lock import RunLock; "
-            "RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run")], cwd=REPO, env=agent_env(),
+            "RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=REPO, env=agent_env(),
                               stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+    return holder
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_a_killed_holder_does_not_keep_the_lock(tmp_path):
+    holder = hold_lock(tmp_path / "run")
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
         with pytest.raises(RunLocked, match=f"pid {holder.pid}"):
             RunLock(tmp_path / "run").acquire()
     finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=10)
+        kill(holder)
     with RunLock(tmp_path / "run"):  # the kernel dropped the dead process's lock
         pass
 
 
-def test_second_run_on_a_folder_in_use_refuses_then_resumes_after_a_kill(tmp_path, capsys):
+def test_second_run_on_a_folder_in_use_refuses_then_runs_once_the_holder_died(tmp_path, capsys):
     data = make_dataset(tmp_path / "data", CLASSES)
     out = tmp_path / "run"
-    with Simulator(SimConfig(seed=0, latency_ms=150)) as sim:
-        argv = agent_argv(data, out, sim.base_url, k=4)
-        first = spawn(argv)
-        try:
-            wait_for_requests(sim, first, 2, "its first requests")
-            config = (out / "config.json").read_bytes()
-            for extra in ([], ["--resume"]):
-                assert main([*argv, *extra]) == 2
-                err = capsys.readouterr().err.strip().splitlines()
-                assert len(err) == 1 and f"in use by another agent.run (pid {first.pid} since" in err[0], err
-            assert (out / "config.json").read_bytes() == config  # the refused runs touched nothing
-        finally:
-            first.send_signal(signal.SIGKILL)
-            first.wait(timeout=30)
-        assert main([*argv, "--resume"]) in (0, 1)  # the dead run's lock is gone
+    holder = hold_lock(out)
+    try:
+        with Simulator(SimConfig(seed=0)) as sim:
+            argv = agent_argv(data, out, sim.base_url, k=3)
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and f"in use by another agent.run (pid {holder.pid} since" in err[0], err
+            assert [p.name for p in out.iterdir()] == [LOCK_NAME]  # the refused run wrote nothing
+            assert sim.stats()["total"] == 0
+            kill(holder)
+            assert main(argv) in (0, 1)  # a dead holder's lock is gone (see test_crash_resume: SIGKILLed runs)
+    finally:
+        if holder.poll() is None:
+            kill(holder)
     assert rows_as_dicts(out)
 
 
@@ -82,6 +91,7 @@ def test_two_runs_sharing_one_cache_file_stay_correct(tmp_path):
         sim.reset_stats()
         other = spawn(agent_argv(data, b, sim.base_url, k=4))
         try:
+            wait_for_requests(sim, other, 1, "the other run's first request")  # both really run at once
             code_a = main(agent_argv(data, a, sim.base_url, k=4))
             code_b = other.wait(timeout=240)
             err_b = other.stderr.read().decode() if other.stderr else ""

@@ -97,3 +97,21 @@ def test_sigterm_then_sigint_stop_gracefully_and_resume(tmp_path):
         total = sim.stats()["total"]
     same_outputs(out, tmp_path / "reference")
     assert total == full, "a graceful stop must not repay any request"
+
+
+async def test_first_signal_asks_for_a_stop_and_leaving_clears_it():
+    import asyncio
+    import os
+
+    from agent import shutdown
+
+    with shutdown.graceful_stop() as seen:
+        assert not shutdown.stop_requested()
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by the loop: sets the flag, does not end the process
+        for _ in range(100):
+            if shutdown.stop_requested():
+                break
+            await asyncio.sleep(0.01)
+        assert shutdown.stop_signal() == signal.SIGTERM
+    assert seen.signum == signal.SIGTERM and shutdown.exit_code(seen.signum) == 143
+    assert not shutdown.stop_requested()  # library callers after the block are not refused
