@@ -12,11 +12,11 @@ The phases run one after another in ONE process, so their ratios share the machi
    and c = 1 is the sequential reference on the same code path. bound = requests x mean latency / c.
    floor = the same number of chat / image requests sent by the bare openai SDK at concurrency c to a fresh
    simulator: what the machine, the client library and the simulator allow before any agent code runs.
-2. **overhead** — latency 0, one class at a time, one request in flight. Per call: provider wall (cache +
-   limiter + retry + trace + image decode/blob write) minus the SDK call's wall minus the time queued for
-   the limiter slot (waiting for the previous request is not cost), p50 / p95; checkpoint
-   writes (``aput`` / ``aput_writes``) p50 / p95 and their share per call; and all of the agent's own time
-   per call: (run wall - SDK time) / calls, which adds node logic, parsing and CLIP scoring.
+2. **overhead** — latency 0. Provider calls one at a time (``scripts/bench_overhead_calls.py``): per
+   call, provider wall (cache + limiter + retry + trace, + image decode / blob write) minus the SDK call's
+   wall, p50 / p95, cache misses and hits. Then a sequential graph run (one class, one request at a time):
+   checkpoint writes (``aput`` / ``aput_writes``) p50 / p95 and their share per call, and all of the agent's
+   own time per call, (run wall - SDK time) / calls, which adds node logic, parsing and CLIP scoring.
 3. **warm rerun** — a 100-class run at latency 0, then the same run again into the same folder (a fresh
    run, not ``--resume``: every class restarts at describe and every call must be a cache hit).
    Wall time and simulator requests of the second run; checkpoint DB bytes per class; peak RSS.
@@ -72,7 +72,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--per-class", type=int, default=4, help="M_y, real images per class")
     p.add_argument("--latency-ms", type=float, default=200.0, help="MEAN simulator latency (log-normal)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64], help="requests in flight")
-    p.add_argument("--overhead-classes", type=int, default=10, help="classes of the latency-0 overhead run")
+    p.add_argument("--overhead-classes", type=int, default=10, help="classes of the latency-0 graph run")
+    p.add_argument("--overhead-calls", type=int, default=200, help="text chats of the provider overhead pass")
     p.add_argument("--warm-classes", type=int, default=100, help="classes of the warm-rerun run")
     p.add_argument("--workdir", default="", help="keep run folders here (default: a temp dir, removed)")
     p.add_argument("--quick", action="store_true", help="tiny sizes for CI; the numbers mean nothing")
@@ -80,7 +81,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.classes, args.k, args.per_class, args.latency_ms = 3, 6, 2, 20.0
-        args.concurrency, args.overhead_classes, args.warm_classes = [1, 8], 2, 4
+        args.concurrency, args.overhead_classes, args.warm_classes, args.overhead_calls = [1, 8], 2, 4, 10
     if min(args.classes, args.k, args.per_class, args.overhead_classes, args.warm_classes, *args.concurrency) < 1:
         p.error("sizes and concurrency levels must be >= 1")
     return args
@@ -151,33 +152,24 @@ def _floor(stats: dict[str, Any], c: int, median: float) -> tuple[float, int | N
 
 
 def _overhead(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Provider calls one at a time (bench_overhead_calls), then a sequential graph run for what a call
+    costs all in: checkpoint writes, node logic, parsing, CLIP scoring — (wall - SDK time) / calls."""
+    from scripts.bench_overhead_calls import run as provider_overhead
+
     inputs = make_inputs(root / "inputs-overhead", args.overhead_classes, args.per_class)
-    out = root / "overhead"
     with SimProcess(median_ms=0) as sim:
-        with Probe(shared_cap=1) as cold:
-            wall = _run_agent(inputs, out, sim.base_url, args, cap=1, classes_in_flight=1)
-        with Probe(shared_cap=1) as warm:
-            warm_wall = _run_agent(inputs, out, sim.base_url, args, cap=1, classes_in_flight=1)
-        stats = sim.stats()
-    misses = [t for t in cold.calls if not t.hit]
-    over = [1000 * t.overhead_s for t in misses]
-    by_kind = {kind: [1000 * t.overhead_s for t in misses if t.kind == kind] for kind in ("chat", "image")}
-    ckpt = [1000 * s for s in cold.checkpoint_s]
-    hits = [1000 * t.overhead_s for t in warm.calls if t.hit]
-    n = max(len(cold.calls), 1)
+        calls = provider_overhead(sim.base_url, args.overhead_calls)
+        before = int(sim.stats()["total"])
+        with Probe(shared_cap=1) as graph:
+            wall = _run_agent(inputs, root / "overhead", sim.base_url, args, cap=1, classes_in_flight=1)
+        requests = int(sim.stats()["total"]) - before
+    ckpt = [1000 * s for s in graph.checkpoint_s]
+    n = max(len(graph.calls), 1)
     return {
-        "calls": len(cold.calls), "misses": len(misses), "requests": stats["total"],
-        "provider_overhead_ms": {"p50": _r(percentile(over, 50)), "p95": _r(percentile(over, 95))},
-        **{f"provider_overhead_{kind}_ms": {"p50": _r(percentile(v, 50)), "p95": _r(percentile(v, 95))}
-           for kind, v in by_kind.items()},
+        "provider": calls, "graph_calls": len(graph.calls), "graph_requests": requests,
         "checkpoint_write_ms": {"p50": _r(percentile(ckpt, 50)), "p95": _r(percentile(ckpt, 95)),
                                 "writes_per_call": _r(len(ckpt) / n), "ms_per_call": _r(sum(ckpt) / n)},
-        "overhead_incl_checkpoint_ms": {"p50": _r(percentile(over, 50) + sum(ckpt) / n),
-                                        "p95": _r(percentile(over, 95) + sum(ckpt) / n)},
-        "agent_ms_per_call_all_in": _r(1000 * (wall - sum(t.sdk_s for t in cold.calls)) / n),
-        "sdk_ms_per_call": _r(1000 * sum(t.sdk_s for t in misses) / max(len(misses), 1)),
-        "cache_hit_ms": {"p50": _r(percentile(hits, 50)), "p95": _r(percentile(hits, 95)), "hits": len(hits)},
-        "warm_wall_s": _r(warm_wall),
+        "agent_ms_per_call_all_in": _r(1000 * (wall - sum(t.sdk_s for t in graph.calls)) / n),
     }
 
 
@@ -215,19 +207,20 @@ def _print(res: dict[str, Any]) -> None:
         print(f"| {t['concurrency']} | {t['requests']} | {t['wall_s']} | {t['bound_s']} | {t['ratio']} "
               f"| {floor} | {t['ratio_to_floor']} | {t['peak_in_flight']} | {t['mean_in_flight']} "
               f"| {t['agent_cpu_ms_per_call']} |")
-    o = res["overhead"]
-    print(f"\n## overhead at latency 0 ({o['calls']} calls, one class at a time)")
+    o, p = res["overhead"], res["overhead"]["provider"]
+    ck = o["checkpoint_write_ms"]
+    print(f"\n## overhead at latency 0 (provider calls one at a time; {p['calls']} calls per pass)")
     print("| per call | p50 ms | p95 ms |\n|---|---|---|")
-    for key, label in (("provider_overhead_ms", "cache + limiter + retry + trace (provider - SDK - queueing)"),
-                       ("provider_overhead_chat_ms", "... chat calls only"),
-                       ("provider_overhead_image_ms", "... image calls only (+ b64 decode, blob write)"),
-                       ("checkpoint_write_ms", "one checkpoint write"),
-                       ("overhead_incl_checkpoint_ms", "the above + checkpoint writes per call"),
-                       ("cache_hit_ms", "a cache hit (warm rerun), same subtraction")):
-        print(f"| {label} | {o[key]['p50']} | {o[key]['p95']} |")
-    print(f"checkpoint writes per call {o['checkpoint_write_ms']['writes_per_call']} "
-          f"({o['checkpoint_write_ms']['ms_per_call']} ms/call); all agent time per call "
-          f"{o['agent_ms_per_call_all_in']} ms; SDK call {o['sdk_ms_per_call']} ms")
+    for key, label in (("chat_miss_ms", "chat, cache miss: cache + limiter + retry + trace (provider - SDK)"),
+                       ("image_miss_ms", "image, cache miss: the same + b64 decode + blob write (fsync)"),
+                       ("chat_hit_ms", "chat, cache hit"), ("image_hit_ms", "image, cache hit")):
+        print(f"| {label} | {p[key]['p50']} | {p[key]['p95']} |")
+    print(f"| one checkpoint write (graph run, {o['graph_calls']} calls) | {ck['p50']} | {ck['p95']} |")
+    print(f"| disk fsync of a 4 KB file | {p['fsync_ms']['p50']} | {p['fsync_ms']['p95']} |")
+    print(f"checkpoint writes per call {ck['writes_per_call']} ({ck['ms_per_call']} ms/call); chat miss "
+          f"incl. checkpointing p50 {_r(p['chat_miss_ms']['p50'] + ck['ms_per_call'])} ms; all agent time "
+          f"per call in a sequential graph run (node logic, parsing, CLIP, checkpoints) "
+          f"{o['agent_ms_per_call_all_in']} ms")
     w = res["warm"]
     print(f"\n## warm rerun ({w['classes']} classes)")
     print("| cold requests | cold wall s | warm wall s | warm requests | checkpoint DB KB/class | peak RSS MiB |")

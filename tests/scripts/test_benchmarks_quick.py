@@ -44,8 +44,10 @@ def test_bench_agent_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert t["wall_s"] > 0 and t["bound_s"] > 0 and t["sdk_floor_s"] > 0
     assert levels[0]["peak_in_flight"] == 1  # c = 1 really is sequential
     over = res["overhead"]
-    assert over["misses"] == over["requests"] > 0  # one request per cache miss, no retries at latency 0
-    assert over["cache_hit_ms"]["hits"] == over["calls"]  # the rerun is all hits
+    calls = over["provider"]
+    assert calls["chat_miss_ms"]["n"] == calls["chat_hit_ms"]["n"] == 10 + 5  # llm + lmm, cold then warm
+    assert calls["image_miss_ms"]["n"] == calls["image_hit_ms"]["n"] == 5
+    assert over["graph_requests"] == over["graph_calls"] > 0  # fresh run: one request per call
     assert over["checkpoint_write_ms"]["writes_per_call"] > 0
     warm = res["warm"]
     assert warm["cold_requests"] > 0 and warm["warm_requests"] == 0
