@@ -75,8 +75,14 @@ class BlobStore:
         _check_sha(sha)
         folder = self.root / sha[:2]
         # Temp files start with a dot and never match ``<sha>.*``, so a half-written blob is invisible.
-        matches = sorted(folder.glob(f"{sha}.*")) if folder.is_dir() else []
-        return matches[0] if matches else None
+        # A plain listdir + prefix test, not Path.glob: glob compiles a new pattern for every hash, which
+        # made lookups the largest CPU cost of a warm rerun (scripts/bench_agent.py).
+        prefix = f"{sha}."
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.startswith(prefix))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return folder / names[0] if names else None
 
     def exists(self, sha: str) -> bool:
         """Whether a blob with this hash is stored."""
