@@ -58,13 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     with Simulator(SimConfig(latency_ms=args.latency_ms, seed=0)) as sim:
         role_flags = []
         for role in ("lmm", "llm", "t2i"):
-            role_flags += [f"--{role}-base-url", sim.base_url, f"--{role}-model", f"sim-{role}"]
+            # The simulator has no rate limit: lift the OpenAI-tier defaults (t2i: 5 images/min).
+            role_flags += [f"--{role}-base-url", sim.base_url, f"--{role}-model", f"sim-{role}",
+                           f"--{role}-per-minute", "100000", f"--{role}-max-in-flight", "16"]
         rc = agent_main([
             "--classes", str(data / "tail.txt"),
             "--train-list", str(data / "train.txt"), "--data-root", str(data),
             "--class-names", str(data / "classnames.txt"),
             "--out", str(out / "run"), "--run-id", "demo",
-            "--target-per-class", str(args.k), "--max-rounds", "2",
+            # A randomly initialised CLIP gives cosines near 0: threshold 0 keeps about half of the images
+            # and sends the rest through refinement, so every step of the graph runs.
+            "--target-per-class", str(args.k), "--max-rounds", "2", "--threshold", "0.0",
             "--clip-model", str(clip_cfg), "--clip-pretrained", "none",
             *role_flags,
         ])
