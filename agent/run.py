@@ -25,7 +25,14 @@ from agent.config import (
     read_toml,
     role_overrides_from_args,
 )
-from agent.controls import ControlError, RunControls, add_control_arguments, controls_from_args, dry_run
+from agent.controls import (
+    ControlError,
+    RunControls,
+    add_control_arguments,
+    controls_from_args,
+    dry_run,
+    log_function,
+)
 from agent.inputs import InputError, load_inputs
 from agent.lock import RunLock, RunLocked
 from agent.preflight import check_keys, check_reachable
@@ -111,7 +118,8 @@ def _run_locked(settings: RunSettings, providers_config: Any, inputs: Any, contr
 
     async def execute() -> tuple[Any, int | None]:
         with graceful_stop() as stop:
-            outcome = await runner.execute(settings, providers_config, inputs, log=_log, controls=controls)
+            outcome = await runner.execute(settings, providers_config, inputs, log=log_function(controls, _log),
+                                           controls=controls)
         return outcome, stop.signum
 
     try:

@@ -69,7 +69,8 @@ def rejected_rows(state: ClassState, run_id: str) -> list[dict[str, Any]]:
         {
             "run_id": run_id, "class_name": state["class_name"], "label": state["label"],
             "index": item["index"], "status": item["status"], "description": item["description"],
-            "history": item["history"], "scores": item["scores"], "round": item["round"],
+            "history": item["history"], "history_images": item.get("history_images", []),
+            "scores": item["scores"], "round": item["round"],
             "sha256": item["sha256"], "error": item["error"],
         }
         for item in state.get("items", [])

@@ -48,6 +48,8 @@ async def refine(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str, ob
             item["status"] = "rejected"
             continue
         item["history"].append(item["description"])
+        # The earlier drawing's hash, for report.html's before / after view (a new list: never mutate state).
+        item["history_images"] = [*item.get("history_images", []), item["sha256"] or ""]
         item["description"], item["round"], item["status"] = text, item["round"] + 1, "pending"
         item["sha256"] = item["ext"] = None
     return {"items": items, "usage": sum_usage(usage), "counters": {"refine_unusable": unusable}}

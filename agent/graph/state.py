@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypedDict
 
+from typing_extensions import NotRequired  # typing has it from 3.11 only; we support 3.10
+
 if TYPE_CHECKING:
     from agent.providers import CallContext, ChatResult, ImageResult
     from store.blobs import BlobStore
@@ -54,6 +56,7 @@ class Item(TypedDict):
     index: int
     description: str  # the latest text: refine works on this, render draws it
     history: list[str]  # every earlier text, oldest first
+    history_images: NotRequired[list[str]]  # sha256 of each earlier text's image ("" if none): report.html
     sha256: str | None
     ext: str | None
     scores: list[float]  # one per evaluation round

@@ -14,6 +14,7 @@ from observe_helpers import CLASSES, finished_run
 from PIL import Image
 
 from agent.report import ClassView, ReportData, ReportError, main, render_html, write_report
+from agent.traces import read_class_states
 from store.manifest import ManifestRow, read_manifest
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "source"}
@@ -78,6 +79,12 @@ def test_report_of_a_real_run_is_valid_offline_html(tmp_path: Path) -> None:
         template = summary_classes[name].get("template")
         if template:
             assert template in body  # C_y is shown
+    # Refined items keep one earlier image hash per refinement; accepted ones show it as "before".
+    for status in read_class_states(run).values():
+        for item in status.values.get("items", []):
+            assert len(item.get("history_images", [])) == item["round"] == len(item["history"])
+            if item["round"] and item["status"] == "accepted" and item["history_images"][0]:
+                assert any(src.endswith(f"{item['history_images'][0]}.png") for src in sources)
     rejected_lines = (run / "rejected.jsonl").read_text().splitlines()
     assert body.count("scores ") >= len(rejected_lines)  # each rejected item shows its round scores
 
