@@ -33,7 +33,7 @@ from agent.controls import (
     dry_run,
     log_function,
 )
-from agent.inputs import InputError, load_inputs
+from agent.inputs import InputError, check_images, load_inputs
 from agent.lock import RunLock, RunLocked
 from agent.preflight import check_keys, check_reachable
 from agent.settings import RunSettings, SettingsError, resolve
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--train-list", help="list file: 'relative/path.jpg <label>' per line")
     inputs.add_argument("--data-root", help="folder the --train-list paths start from")
     inputs.add_argument("--class-names", help="label<TAB>name per line, or one name per line (index = label)")
+    inputs.add_argument("--strict", action="store_true",
+                        help="a corrupt real image is an error (default: skipped with a warning)")
     run = p.add_argument_group("run")
     run.add_argument("--out", help="run folder (created; holds caches, checkpoints, images, manifest)")
     run.add_argument("--run-id", help="id of this run (default: a timestamp); part of every thread id")
@@ -156,6 +158,7 @@ def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any]:
         raise InputError("give the real images: --images DIR, or --train-list FILE --data-root DIR")
     inputs = load_inputs(settings.classes, images_dir=settings.images, train_list=settings.train_list,
                          data_root=settings.data_root, class_names_file=settings.class_names)
+    inputs = check_images(inputs, strict=args.strict)  # opens every real image: after the cheap checks
     return settings, providers_config, inputs
 
 
