@@ -185,6 +185,8 @@ def read_class_states(run_dir: Path) -> dict[str, ClassStatus]:
                 continue
             latest = history[0]
             last = tuple(history[1].next) if len(history) > 1 else ()
+            if not last and latest.values.get("done"):
+                last = ("finalize",)  # a finished class may keep only its latest checkpoint; finalize ends it
             step = (latest.metadata or {}).get("step")
             name = thread[len(run_id) + 1:] if run_id else thread
             out[name] = ClassStatus(dict(latest.values), last, tuple(latest.next), step)

@@ -1,6 +1,6 @@
 """Shared by the observe/control tests (traces, report, budget, dry run): a tiny real run on the simulator.
 
-Everything is local and small: three classes with 0-2 real 16x16 images each, K = 5, a randomly
+Everything is local and small: three classes with 1-2 real 16x16 images each, K = 5, a randomly
 initialised ~1M-parameter open_clip config, the loopback simulator. Model names are real OpenAI names so
 the packaged price table prices every call.
 """
@@ -22,7 +22,7 @@ TINY_CLIP = {
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
 }
-CLASSES = {"red fox": 2, "snowy owl": 1, "axolotl": 0}
+CLASSES = {"red fox": 2, "snowy owl": 1, "axolotl": 1}
 MODELS = {"lmm": "gpt-4o", "llm": "gpt-4o-mini", "t2i": "gpt-image-1"}
 
 

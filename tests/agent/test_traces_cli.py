@@ -45,7 +45,8 @@ def test_summary_counts_every_call_and_prices_it(capsys: pytest.CaptureFixture[s
         assert row["state"] == "complete"
         assert row["accepted"] == summary[name]["accepted"] and row["rejected"] == summary[name]["rejected"]
         assert row["cost_usd"] > 0  # real OpenAI model names: every call is priced
-    assert "lmm" not in rows["axolotl"]["calls"]  # no real image: nothing to describe
+    for name, m_y in CLASSES.items():  # describe: one vision call per real image (+ at most one re-ask)
+        assert m_y <= rows[name]["calls"]["lmm"]["calls"] <= 2 * m_y
     total = data["total"]
     # A first run: every traced call was one simulator request.
     assert sum(c["calls"] for c in total["calls"].values()) == stats["total"]
