@@ -52,9 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _warm_up(root, args)
         results: dict[str, Any] = {"settings": {k: v for k, v in vars(args).items() if k != "json"}}
-        results["throughput"] = [_throughput(root, args, c) for c in args.concurrency]
-        results["overhead"] = _overhead(root, args)
-        results["warm"] = _warm_rerun(root, args)
+        if "throughput" in args.phases:
+            results["throughput"] = [_throughput(root, args, c) for c in args.concurrency]
+        if "overhead" in args.phases:
+            results["overhead"] = _overhead(root, args)
+        if "warm" in args.phases:
+            results["warm"] = _warm_rerun(root, args)
         results["peak_rss_mib"] = round(peak_rss_mib(), 1)
     finally:
         if not args.workdir:
@@ -75,10 +78,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--overhead-classes", type=int, default=10, help="classes of the latency-0 graph run")
     p.add_argument("--overhead-calls", type=int, default=200, help="text chats of the provider overhead pass")
     p.add_argument("--warm-classes", type=int, default=100, help="classes of the warm-rerun run")
+    p.add_argument("--phases", default="throughput,overhead,warm",
+                   help="comma-separated subset of throughput, overhead, warm (default: all)")
     p.add_argument("--workdir", default="", help="keep run folders here (default: a temp dir, removed)")
     p.add_argument("--quick", action="store_true", help="tiny sizes for CI; the numbers mean nothing")
     p.add_argument("--json", default="", help="write every number here")
     args = p.parse_args(argv)
+    args.phases = [x.strip() for x in args.phases.split(",") if x.strip()]
+    if not args.phases or set(args.phases) - {"throughput", "overhead", "warm"}:
+        p.error("--phases: use a comma-separated subset of throughput, overhead, warm")
     if args.quick:
         args.classes, args.k, args.per_class, args.latency_ms = 3, 6, 2, 20.0
         args.concurrency, args.overhead_classes, args.warm_classes, args.overhead_calls = [1, 8], 2, 4, 10
@@ -198,6 +206,15 @@ def _r(x: float) -> float:
 
 
 def _print(res: dict[str, Any]) -> None:
+    if "throughput" in res:
+        _print_throughput(res)
+    if "overhead" in res:
+        _print_overhead(res)
+    if "warm" in res:
+        _print_warm(res)
+
+
+def _print_throughput(res: dict[str, Any]) -> None:
     print("## throughput (bound = requests x mean latency / concurrency)")
     print("| concurrency | requests | wall s | bound s | wall / bound | bare-SDK floor s | wall / floor "
           "| peak in flight | mean in flight | agent CPU ms/call |")
@@ -207,6 +224,9 @@ def _print(res: dict[str, Any]) -> None:
         print(f"| {t['concurrency']} | {t['requests']} | {t['wall_s']} | {t['bound_s']} | {t['ratio']} "
               f"| {floor} | {t['ratio_to_floor']} | {t['peak_in_flight']} | {t['mean_in_flight']} "
               f"| {t['agent_cpu_ms_per_call']} |")
+
+
+def _print_overhead(res: dict[str, Any]) -> None:
     o, p = res["overhead"], res["overhead"]["provider"]
     ck = o["checkpoint_write_ms"]
     print(f"\n## overhead at latency 0 (provider calls one at a time; {p['calls']} calls per pass)")
@@ -221,6 +241,9 @@ def _print(res: dict[str, Any]) -> None:
           f"incl. checkpointing p50 {_r(p['chat_miss_ms']['p50'] + ck['ms_per_call'])} ms; all agent time "
           f"per call in a sequential graph run (node logic, parsing, CLIP, checkpoints) "
           f"{o['agent_ms_per_call_all_in']} ms")
+
+
+def _print_warm(res: dict[str, Any]) -> None:
     w = res["warm"]
     print(f"\n## warm rerun ({w['classes']} classes)")
     print("| cold requests | cold wall s | warm wall s | warm requests | checkpoint DB KB/class | peak RSS MiB |")
