@@ -17,6 +17,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from langgraph.checkpoint.serde.event_hooks import register_serde_event_listener
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from agent.checkpoints import strict_serializer
 from store.manifest import ManifestRow, read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,3 +120,29 @@ def wait_for_requests(sim: Any, proc: subprocess.Popen[bytes], at_least: int, wh
             raise AssertionError(f"the run ended (code {proc.returncode}) before {what}: {err}")
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def load_checkpoints(path: Path, serde: JsonPlusSerializer) -> list[tuple[str, Any, Any]]:
+    """``(checkpoint id, channel values, pending writes)`` of every checkpoint of every thread in ``path``."""
+    conn = sqlite3.connect(path)
+    try:
+        saver = SqliteSaver(conn, serde=serde)
+        return [(t.config["configurable"]["checkpoint_id"], t.checkpoint["channel_values"], t.pending_writes)
+                for t in saver.list(None)]
+    finally:
+        conn.close()
+
+
+def strict_load(path: Path) -> list[tuple[str, Any, Any]]:
+    """Load every checkpoint in LangGraph's strict msgpack mode; assert nothing was blocked and that the
+    values equal what the permissive (default) mode revives."""
+    events: list[dict[str, Any]] = []
+    unregister = register_serde_event_listener(lambda e: events.append(dict(e)))
+    try:
+        strict = load_checkpoints(path, strict_serializer())
+    finally:
+        unregister()
+    assert strict, f"no checkpoint in {path}"
+    assert not [e for e in events if "blocked" in e["kind"]], events
+    assert strict == load_checkpoints(path, JsonPlusSerializer(allowed_msgpack_modules=True))
+    return strict

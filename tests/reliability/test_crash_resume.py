@@ -8,15 +8,26 @@ server saw is in the traces), exits 143 (SIGTERM) or 130 (SIGINT), and repays no
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 from agent.run import main
 from scripts.simulator import SimConfig, Simulator
 from tests.agent.run_helpers import agent_argv, make_dataset
-from tests.reliability.helpers import requests_sent, role_flags, spawn, summary, traces, wait_for_requests
+from tests.reliability.helpers import (
+    requests_sent,
+    role_flags,
+    spawn,
+    strict_load,
+    summary,
+    traces,
+    wait_for_requests,
+)
 
 CLASSES = {"red fox": 1, "snow owl": 2, "sea turtle": 1, "pine marten": 2, "sand cat": 1}
 IN_FLIGHT = 2  # per role
@@ -76,32 +87,56 @@ def test_five_sigkills_at_random_moments_then_resume(tmp_path):
     assert full <= total <= full + KILLS * IN_FLIGHT_LIMIT, (total, full)
 
 
-def test_sigterm_then_sigint_stop_gracefully_and_resume(tmp_path):
+def test_sigterm_then_sigint_stop_gracefully_and_resume(tmp_path, capsys):
     data = make_dataset(tmp_path / "data", CLASSES)
     out = tmp_path / "run"
-    with Simulator(SimConfig(seed=0, latency_ms=150)) as sim:
+    with Simulator(SimConfig(seed=0, latency_ms=100)) as sim:
         full = reference(tmp_path, data, sim)
-        for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
-            start = sim.stats()["total"]
-            proc = spawn(argv(data, out, sim.base_url, *([] if sig == signal.SIGTERM else ["--resume"])))
-            wait_for_requests(sim, proc, start + full // 4, sig.name)
-            assert stop(proc, sig) == code
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            assert "--resume" in err and "Traceback" not in err, err
-            # In-flight calls finished: every request the server saw is on a trace row (none abandoned).
-            assert requests_sent(traces(out)) == sim.stats()["total"]
-            assert sim.stats()["in_flight"] == 0
-            statuses = {v["status"] for v in summary(out)["classes"].values()}
-            assert statuses - {"complete", "failed"}, "the stop came too late to interrupt any class"
+        # SIGTERM to a `python -m agent.run` process: its default action would end it on the spot.
+        proc = spawn(argv(data, out, sim.base_url))
+        wait_for_requests(sim, proc, full // 4, "SIGTERM")
+        assert stop(proc, signal.SIGTERM) == 143
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert "--resume" in err and "Traceback" not in err, err
+        check_stopped(out, sim)
+        # SIGINT (Ctrl-C) to a resumed run, in this process: saves a process start, same handlers.
+        start = sim.stats()["total"]
+        sender = threading.Thread(target=signal_at, args=(sim, start + full // 4, signal.SIGINT))
+        sender.start()
+        try:
+            assert main(argv(data, out, sim.base_url, "--resume")) == 130
+        finally:
+            sender.join(timeout=60)
+        assert "--resume" in capsys.readouterr().err
+        check_stopped(out, sim)
         assert main(argv(data, out, sim.base_url, "--resume")) in (0, 1)
         total = sim.stats()["total"]
     same_outputs(out, tmp_path / "reference")
     assert total == full, "a graceful stop must not repay any request"
 
 
+def signal_at(sim: Simulator, requests: int, sig: int) -> None:
+    """Send ``sig`` to this process once the simulator has seen ``requests`` requests (far from the end of
+    the run, so the run's own handlers are installed and take it)."""
+    deadline = time.monotonic() + 120
+    while sim.stats()["total"] < requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(os.getpid(), sig)
+
+
+def check_stopped(out: Path, sim: Simulator) -> None:
+    """What a graceful stop leaves: no abandoned request, resumable classes, strict-loadable checkpoints."""
+    # In-flight calls finished: every request the server saw is on a trace row (none abandoned).
+    assert requests_sent(traces(out)) == sim.stats()["total"]
+    assert sim.stats()["in_flight"] == 0
+    statuses = {v["status"] for v in summary(out)["classes"].values()}
+    assert statuses - {"complete", "failed"}, "the stop came too late to interrupt any class"
+    # Mid-run history (stopped nodes' pending writes included) loads in strict msgpack mode.
+    assert len(strict_load(out / "checkpoints.sqlite")) > len(CLASSES)
+
+
 async def test_first_signal_asks_for_a_stop_and_leaving_clears_it():
     import asyncio
-    import os
 
     from agent import shutdown
 
