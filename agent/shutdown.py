@@ -10,9 +10,11 @@ Contract:
   the last checkpoint (``durability="sync"``), and ``--resume`` re-runs that node from the cache.
 - The exit code after a graceful stop is ``128 + signal``: 130 for SIGINT, 143 for SIGTERM (the shell
   convention), see :func:`exit_code`.
-- A second signal while stopping means "now": the default action is restored and the signal re-raised
-  (SIGINT -> ``KeyboardInterrupt``, SIGTERM -> the process ends). A hard stop is as safe as SIGKILL
-  (the cache and the checkpoints commit per write), it only repays the requests that were in flight.
+- A second signal while stopping means "now": the signal's default action (``SIG_DFL``) is restored and
+  the signal re-raised, so the process ends at once, killed by that signal. Not ``KeyboardInterrupt``:
+  unwinding through asyncio leaves the SQLite and executor threads to be joined at exit, which can hang.
+  A hard stop is as safe as SIGKILL (the cache and the checkpoints commit per write); it only repays the
+  requests that were in flight and loses trace rows not yet flushed.
 - The flag is process-wide because signals are. Entering the context clears it; leaving restores the
   previous handlers, clears it again and leaves the signal on the yielded :class:`StopState` for the
   caller. Outside the context nothing is installed and nothing is refused (library callers, tests).
@@ -86,6 +88,7 @@ def _on_signal(sig: int, loop: asyncio.AbstractEventLoop) -> None:
     if not stop_requested():
         request_stop(sig)
         return
-    # Second signal: stop waiting. remove_signal_handler restores the default action for `sig`.
+    # Second signal: stop now, as the signal's default action would have (see the module docstring).
     loop.remove_signal_handler(sig)
+    signal.signal(sig, signal.SIG_DFL)
     signal.raise_signal(sig)

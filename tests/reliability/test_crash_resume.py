@@ -150,3 +150,4 @@ async def test_first_signal_asks_for_a_stop_and_leaving_clears_it():
         assert shutdown.stop_signal() == signal.SIGTERM
     assert seen.signum == signal.SIGTERM and shutdown.exit_code(seen.signum) == 143
     assert not shutdown.stop_requested()  # library callers after the block are not refused
+
