@@ -79,3 +79,16 @@ def test_gpu_bench_sh_rejects_an_unknown_verb() -> None:
                           text=True, timeout=30)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("usage: bash scripts/gpu_bench.sh fetch|run|dry")
+
+
+def test_bench_loader_ab_measures_both_pipelines(capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts import bench_loader_ab
+
+    assert bench_loader_ab.main(["--rounds", "1", "--steps", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rates = {line.split()[0]: float(line.split()[2]) for line in lines[1:]}
+    assert set(rates) == {"torchvision", "trainer.data"} and all(r > 0 for r in rates.values())
+    import trainer.run
+    from trainer.data import build_transforms
+
+    assert trainer.run.build_transforms is build_transforms  # the swap is undone
