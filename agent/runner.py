@@ -42,6 +42,7 @@ from agent.graph.state import ClassState, GraphDeps, ScorerLike, initial_state
 from agent.graph.summarize import fallback_text
 from agent.inputs import ClassSpec, Inputs
 from agent.providers import ProviderError, Providers
+from agent.score_cache import CachedScorer
 from agent.scorer import ClipScorer
 from agent.settings import RunSettings
 from store.blobs import BlobStore
@@ -102,6 +103,8 @@ async def execute(
         if controls is not None:  # budget metering, progress display (agent/controls.py)
             await attach(controls, providers=providers, traces=traces, run_id=settings.run_id,
                          plan=plan_for(settings, providers_config, inputs, controls.prices))
+        if getattr(scorer, "cache_identity", None):  # scores of a known model: cached (agent/score_cache.py)
+            scorer = CachedScorer(scorer, cache)
         deps = GraphDeps(providers=providers, scorer=watch_scorer(controls, scorer), blobs=blobs,
                          settings=settings.graph_settings(), run_id=settings.run_id, out_dir=out, traces=traces)
         async with _checkpointer(out / "checkpoints.sqlite") as saver:

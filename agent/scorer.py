@@ -16,6 +16,8 @@ Contract:
   never drive the model at once. Text embeddings are cached by text (softmax re-reads every class's text).
 - ``count_tokens(text)`` counts with the model's own tokenizer (start and end tokens included), so
   callers can tell whether ``context_length`` will truncate a text.
+- ``cache_identity``: set by ``load`` (sha256 of model config, weights, device, versions); the run wraps a
+  scorer that has one in ``agent.score_cache.CachedScorer``, so a rerun reads its scores from the call cache.
 
 Default thresholds μ (``DEFAULT_THRESHOLDS``):
 
@@ -85,6 +87,9 @@ class ClipScorer:
         self.logit_scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
         self._lock = threading.Lock()  # a thread lock: correct whichever event loop or thread calls in
         self._text_cache: dict[str, torch.Tensor] = {}
+        # What fixes a score besides image and text (agent/score_cache.py); set by ``load``. None: the
+        # model's origin is unknown, so its scores are never cached.
+        self.cache_identity: str | None = None
 
     @classmethod
     def load(cls, model: str, pretrained: str | None, *, batch_size: int = 64, device: str | None = None) -> ClipScorer:
@@ -107,7 +112,11 @@ class ClipScorer:
                 f"({first}); pass an open_clip model name or config JSON and a tag, weights file or 'none'"
             ) from None
         context = int(getattr(tokenizer, "context_length", None) or getattr(clip, "context_length", None) or 77)
-        return cls(clip, preprocess, tokenizer, context_length=context, batch_size=batch_size, device=device)
+        scorer = cls(clip, preprocess, tokenizer, context_length=context, batch_size=batch_size, device=device)
+        from agent.score_cache import scorer_identity
+
+        scorer.cache_identity = scorer_identity(name, pretrained, device)
+        return scorer
 
     def count_tokens(self, text: str) -> int:
         """Tokens the text tower would read before truncation, start/end tokens included."""

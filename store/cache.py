@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -144,6 +144,32 @@ class CallCache:
             return None
         self._hits += 1
         return value
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored values of those ``keys`` that hit (one query per 500 keys); misses are absent."""
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._conn.execute_fetchall(f"SELECT key, value FROM calls WHERE key IN ({marks})", chunk)
+            for key, text in rows:
+                value = _decode(text)
+                if value is None:
+                    LOG.warning("cache %s: entry %s is not a JSON object; treating it as a miss", self.path, key)
+                    self._corrupt += 1
+                else:
+                    found[str(key)] = value
+        self._hits += len(found)
+        self._misses += len(unique) - len(found)
+        return found
+
+    async def put_many(self, values: Mapping[str, Mapping[str, Any]], *, role: str, model: str) -> None:
+        """``put`` of each (key, value), one after another (each its own transaction)."""
+        # Not executemany: its unclosed cursor, finalised on the loop thread while aiosqlite's thread uses
+        # the connection, failed a run with "InterfaceError: bad parameter or other API misuse".
+        for key, value in values.items():
+            await self.put(key, value, role=role, model=model)
 
     async def put(self, key: str, value: Mapping[str, Any], *, role: str, model: str) -> None:
         """Store ``value`` under ``key`` (replacing any older value); committed when this returns."""
