@@ -32,6 +32,8 @@ from typing import Any
 
 import aiosqlite
 
+from store.sqlite import open_wal
+
 __all__ = ["CacheError", "CallCache", "cache_key", "canonical_json"]
 
 LOG = logging.getLogger(__name__)
@@ -112,20 +114,8 @@ class CallCache:
     async def open(cls, path: Path | str) -> CallCache:
         """Open (creating if needed) the cache file at ``path``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: autocommit, so every put is one self-contained transaction and no
-        # coroutine can leave a transaction open that another coroutine's statements would join.
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        try:
-            await conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a power cut may lose the last commits, never corrupt the file;
-            # a lost entry is only a re-asked question.
-            await conn.execute("PRAGMA synchronous=NORMAL")
-            await conn.execute("PRAGMA busy_timeout=10000")
-            await conn.execute(_SCHEMA)
-        except BaseException:
-            await conn.close()
-            raise
+        # A lost cache entry (power cut, NORMAL sync) is only a re-asked question.
+        conn = await open_wal(path, _SCHEMA)
         return cls(conn, path)
 
     async def get(self, key: str) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import aiosqlite
 
+from store.sqlite import open_wal
 from store.trace_schema import (
     INSERT_SQL,
     SCHEMA,
@@ -76,18 +77,9 @@ class TraceStore:
                 f"traces: batch_size must be >= 1 and flush_interval_s > 0, "
                 f"got {batch_size} and {flush_interval_s}"
             )
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit: transactions are opened explicitly (BEGIN ... COMMIT) under the write lock.
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        try:
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA synchronous=NORMAL")
-            await conn.execute("PRAGMA busy_timeout=10000")
-            await conn.executescript(SCHEMA)
-        except BaseException:
-            await conn.close()
-            raise
+        path = Path(path)
+        conn = await open_wal(path, SCHEMA)
         store = cls(conn, path, batch_size, flush_interval_s)
         store._flusher = asyncio.get_running_loop().create_task(store._flush_loop())
         return store

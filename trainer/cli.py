@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 
 class Parser(argparse.ArgumentParser):
@@ -87,3 +88,35 @@ def _number(text: str, kind: type[int] | type[float]) -> int | float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                          f"got {text!r}") from None
+
+
+def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, body: Callable[[Any], int]) -> int:
+    """Parse ``argv`` and run ``body(args)``: a data or model error is one ``error:`` line and exit 2.
+
+    torch is imported only after parsing, so ``--help`` and option errors are instant.
+    """
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    from trainer.data import DataError
+    from trainer.model import ModelError
+
+    try:
+        return body(args)
+    except (DataError, ModelError) as exc:
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    finally:
+        from trainer.loop import teardown_runtime
+
+        teardown_runtime()
+
+
+def one_line(message: str) -> str:
+    """A worker-raised error arrives wrapped in a traceback: keep only the original message."""
+    last = [ln for ln in message.strip().splitlines() if ln.strip()][-1]
+    for prefix in ("trainer.data.DataError: ", "DataError: "):
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last

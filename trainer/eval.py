@@ -34,22 +34,8 @@ def build_parser() -> cli.Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    from trainer.data import DataError  # torch comes with these: after parsing, so --help is instant
-    from trainer.model import ModelError
-
-    try:
-        return _evaluate(args)
-    except (DataError, ModelError) as exc:
-        print(f"error: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
-        return 2
-    finally:
-        from trainer.loop import teardown_runtime
-
-        teardown_runtime()
+    """Entry point; returns the process exit code."""
+    return cli.run_main(build_parser(), argv, _evaluate)
 
 
 def _evaluate(args: Any) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,33 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    from trainer.data import DataError  # torch comes with these: after parsing, so --help is instant
-    from trainer.model import ModelError
-
-    try:
-        from trainer.run import run_training
-
-        return run_training(args, TRAJECTORY_KEYS)
-    except (DataError, ModelError) as exc:
-        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
-        return 2
-    finally:
-        from trainer.loop import teardown_runtime
-
-        teardown_runtime()
+    return cli.run_main(build_parser(), argv, _train)
 
 
-def _one_line(message: str) -> str:
-    """A worker-raised error arrives wrapped in a traceback: keep only the original message."""
-    last = [ln for ln in message.strip().splitlines() if ln.strip()][-1]
-    for prefix in ("trainer.data.DataError: ", "DataError: "):
-        if last.startswith(prefix):
-            return last[len(prefix):]
-    return last
+def _train(args: Any) -> int:
+    from trainer.run import run_training
+
+    return run_training(args, TRAJECTORY_KEYS)
 
 
 def load_json(path: Path) -> Any:
