@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] agent exit code {rc}; simulator requests: {stats.get('total')}")
     if rc not in (0, 1):
         return rc
+    # The agent's rerun is a cache replay; the short training run simply starts over each time.
+    shutil.rmtree(out / "train", ignore_errors=True)
     rc = train_main([
         "--train", str(data / "train.txt"), "--data-root", str(data),
         "--generated", str(out / "run" / "manifest.jsonl"),
