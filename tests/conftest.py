@@ -1,0 +1,7 @@
+"""Suite-wide environment: tests run offline (no pretrained-weight downloads; subprocesses inherit this)."""
+
+import os
+
+# Without it, a `pretrained=` load waits ~54 s for the hub before failing (ENV-NOTES).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
