@@ -253,8 +253,8 @@ class ImageLoader:
         return image
 
 
-class PairDataset(Dataset[dict[str, Any]]):
-    """Map-style dataset keyed by ``(i, j, lam)``: x_i, and x_j when ``j >= 0`` (indices into ``samples``)."""
+class _ImageDataset:
+    """Samples + transform + loader; subclasses say what one item is."""
 
     def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor],
                  loader: ImageLoader) -> None:
@@ -264,6 +264,10 @@ class PairDataset(Dataset[dict[str, Any]]):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+
+class PairDataset(_ImageDataset, Dataset[dict[str, Any]]):
+    """Map-style dataset keyed by ``(i, j, lam)``: x_i, and x_j when ``j >= 0`` (indices into ``samples``)."""
 
     def __getitem__(self, key: tuple[int, int, float]) -> dict[str, Any]:  # type: ignore[override]
         i, j, lam = key
@@ -274,17 +278,8 @@ class PairDataset(Dataset[dict[str, Any]]):
                 "lam": torch.tensor(lam, dtype=torch.float32)}
 
 
-class EvalDataset(Dataset[tuple[torch.Tensor, int]]):
+class EvalDataset(_ImageDataset, Dataset[tuple[torch.Tensor, int]]):
     """Plain (image, label) dataset for evaluation."""
-
-    def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor],
-                 loader: ImageLoader) -> None:
-        self.samples = list(samples)
-        self.transform = transform
-        self.loader = loader
-
-    def __len__(self) -> int:
-        return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         s = self.samples[index]
