@@ -9,6 +9,11 @@ open_clip, langgraph) happen only after the inputs check out, so ``--help`` and 
 
 from __future__ import annotations
 
+from store.interrupt import exit_on_interrupt
+
+if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
+    exit_on_interrupt("agent.run", "still starting up, nothing was sent")
+
 import argparse
 import asyncio
 import json

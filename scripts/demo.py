@@ -15,6 +15,11 @@ run is answered entirely from the cache (0 requests).
 
 from __future__ import annotations
 
+from store.interrupt import exit_on_interrupt
+
+if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
+    exit_on_interrupt("scripts.demo", "run it again to continue (finished agent calls are cached)")
+
 import argparse
 import json
 import random

@@ -10,6 +10,11 @@ Each command is a ``main(argv) -> int`` in :mod:`scripts.lt` (``inspect_split``,
 
 from __future__ import annotations
 
+from store.interrupt import exit_on_interrupt
+
+if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
+    exit_on_interrupt("lt_tools", "the command did not finish; run it again")
+
 import sys
 from collections.abc import Callable, Sequence
 

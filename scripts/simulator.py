@@ -26,6 +26,11 @@ interrupted (SIGINT/SIGTERM → exit 0). Bad flags exit 2 with one error line.
 
 from __future__ import annotations
 
+from store.interrupt import exit_on_interrupt
+
+if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
+    exit_on_interrupt("simulator", "it was not serving yet")
+
 import argparse
 import dataclasses
 import signal

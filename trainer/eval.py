@@ -12,6 +12,11 @@ Contract
 
 from __future__ import annotations
 
+from store.interrupt import exit_on_interrupt
+
+if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
+    exit_on_interrupt("trainer.eval", "the evaluation did not finish")
+
 import json
 import sys
 import tempfile

@@ -14,6 +14,11 @@ Contract (issue 4; DESIGN.md §5)
 
 from __future__ import annotations
 
+from store.interrupt import exit_on_interrupt
+
+if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
+    exit_on_interrupt("trainer.train", "finished epochs are in checkpoints/last of --out (continue with --resume)")
+
 import argparse
 import json
 from pathlib import Path

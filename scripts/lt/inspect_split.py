@@ -10,6 +10,11 @@ object with ``--json``); bad input is one ``file:line: reason`` line on stderr a
 
 from __future__ import annotations
 
+from store.interrupt import exit_on_interrupt
+
+if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
+    exit_on_interrupt("inspect", "nothing was written")
+
 import argparse
 import json
 import sys

@@ -23,6 +23,11 @@ Labels keep the source's numbering; the class order only decides which class get
 
 from __future__ import annotations
 
+from store.interrupt import exit_on_interrupt
+
+if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
+    exit_on_interrupt("make-lt", "the split was not finished; run it again")
+
 import argparse
 import json
 import sys

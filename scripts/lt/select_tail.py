@@ -14,6 +14,11 @@ line as ``label<TAB>name``, in label order.
 
 from __future__ import annotations
 
+from store.interrupt import exit_on_interrupt
+
+if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
+    exit_on_interrupt("select-tail", "the command did not finish; run it again")
+
 import argparse
 import sys
 from collections.abc import Sequence
