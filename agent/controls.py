@@ -108,7 +108,9 @@ def dry_run(settings: Any, providers_config: Any, inputs: Any, controls: RunCont
 
 async def attach(controls: RunControls, *, providers: Any, traces: Any, run_id: str, plan: Any = None) -> None:
     """Seed the budget from earlier trace rows of ``run_id``, meter the providers, start the display."""
-    earlier = await traces.query(run_id=run_id)
+    # Cache hits are never billable (Budget.seeded skips them): not reading them keeps a run folder's
+    # start-up cost flat however many warm reruns its traces hold (scripts/bench_agent.py).
+    earlier = await traces.query(run_id=run_id, cache_hit=False)
     controls.budget = Budget.seeded(earlier, max_cost_usd=controls.max_cost_usd, max_calls=controls.max_calls,
                                     prices=controls.prices)
     controls.progress = Progress(mode=controls.mode, expected=expected_by_stage(plan) if plan else None)

@@ -18,6 +18,7 @@ Contract:
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ from typing import IO, Any, Literal
 __all__ = ["STAGES", "Progress", "StageCount", "stage_of"]
 
 STAGES = ("describe", "extend", "render", "evaluate", "refine")
+REFRESH_S = 0.1  # rich's own redraw period (refresh_per_second=10)
 Mode = Literal["live", "quiet", "log_json"]
 _TEXT_STEPS = {"extend", "dedupe", "summarize"}
 
@@ -70,6 +72,7 @@ class Progress:
         self._started = clock()
         self._bars: Any = None
         self._tasks: dict[str, Any] = {}
+        self._refreshed_at = -math.inf
 
     # ------------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> Progress:
@@ -148,7 +151,12 @@ class Progress:
             self._stream.write(json.dumps(line, default=str) + "\n")
             self._stream.flush()
         elif self._bars is not None:
-            self._refresh_bars()
+            # rich redraws the bars REFRESH_S apart on its own thread; updating them more often than that
+            # only costs CPU (a warm rerun makes thousands of calls a second). stop() always refreshes.
+            now = self._clock()
+            if now - self._refreshed_at >= REFRESH_S:
+                self._refreshed_at = now
+                self._refresh_bars()
 
     def _start_bars(self) -> None:
         # Imported here: rich's progress machinery is only needed for a live display.
@@ -159,7 +167,7 @@ class Progress:
         console = self._console if self._console is not None else Console(stderr=True)
         self._bars = Bars(TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[note]}"), TimeRemainingColumn(), console=console,
-                          transient=False)
+                          transient=False, refresh_per_second=round(1 / REFRESH_S))
         for name in STAGES:
             self._tasks[name] = self._bars.add_task(name, total=self.stages[name].expected, note="")
         self._tasks["_total"] = self._bars.add_task("spend", total=None, note="")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,13 +78,21 @@ def load_report_data(run_dir: Path, states: Mapping[str, Mapping[str, Any]] | No
     rejected = _read_jsonl(run_dir / "rejected.jsonl")
     if states is None:
         states = _states_from_checkpoints(run_dir)
+    accepted: dict[str, list[ManifestRow]] = {}
+    for r in rows:
+        if r.source == "generated":
+            accepted.setdefault(r.class_name, []).append(r)
+    rejected_by: dict[str, list[dict[str, Any]]] = {}
+    for rej in rejected:
+        if isinstance(rej.get("class_name"), str):
+            rejected_by.setdefault(rej["class_name"], []).append(rej)
     classes = []
     for name, entry in (summary.get("classes") or {}).items():
         state = states.get(name, {})
         classes.append(ClassView(
             name=name, summary=dict(entry),
-            accepted=[r for r in rows if r.class_name == name and r.source == "generated"],
-            rejected=[r for r in rejected if r.get("class_name") == name],
+            accepted=accepted.get(name, []),
+            rejected=rejected_by.get(name, []),
             existing=list(state.get("existing", [])), new=list(state.get("new", [])),
             items=[dict(i) for i in state.get("items", [])],
         ))
@@ -126,16 +135,9 @@ def _blob_paths(run_dir: Path, classes: Sequence[ClassView]) -> dict[str, str]:
             wanted.update(str(sha) for sha in (item.get("history_images") or []) if sha)
             if item.get("sha256"):
                 wanted.add(str(item["sha256"]))
-    blobs = BlobStore(run_dir / "blobs")
-    out = {}
-    for sha in sorted(wanted):
-        try:
-            found = blobs.find(sha)
-        except ValueError:  # not a sha256: nothing to show
-            continue
-        if found is not None:
-            out[sha] = found.relative_to(run_dir).as_posix()
-    return out
+    valid = [sha for sha in sorted(wanted) if _SHA_RE.fullmatch(sha)]  # anything else: nothing to show
+    found = BlobStore(run_dir / "blobs").find_many(valid)
+    return {sha: found[sha].relative_to(run_dir).as_posix() for sha in valid if sha in found}
 
 
 def _states_from_checkpoints(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -147,6 +149,8 @@ def _states_from_checkpoints(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------- render
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ccc}

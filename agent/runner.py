@@ -31,7 +31,7 @@ from typing import Any, cast
 import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import RunnableConfig
+from langgraph.types import Durability, RunnableConfig
 
 from agent.checkpoints import strict_serializer
 from agent.config import ProvidersConfig, redacted_dump
@@ -56,6 +56,10 @@ __all__ = ["ClassOutcome", "RunOutcome", "execute", "thread_id"]
 EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
 # ProviderError kinds that stop a class without failing it: a spent budget, a requested shutdown.
 STOP_KINDS = frozenset({"budget", "stopped"})
+# LangGraph writes each step's checkpoint while the next step runs ("async") instead of before it ("sync"):
+# a crash can lose the last step, which a resume re-runs with every completed call a cache hit, so no
+# request is paid twice; the write leaves the call path (scripts/bench_agent.py measures both modes).
+DURABILITY: Durability = "async"
 
 
 @dataclass
@@ -112,7 +116,7 @@ async def execute(
             driver = _Driver(graph, saver, deps, settings, inputs, log)
             outcomes = await driver.run_all()
             states = {spec.name: await driver.state_of(spec) for spec in inputs.classes}
-        costs = await _costs_by_class(traces, settings.run_id) if controls is not None else {}
+        costs = await traces.cost_by_class(settings.run_id) if controls is not None else {}
     finally:
         if providers is not None:
             await providers.close()
@@ -205,7 +209,7 @@ class _Driver:
         if fresh and values:
             await self.saver.adelete_thread(config["configurable"]["thread_id"])
         payload = self._initial(spec) if fresh else None
-        await self.graph.ainvoke(payload, config, context=self.deps, durability="sync",
+        await self.graph.ainvoke(payload, config, context=self.deps, durability=DURABILITY,
                                  interrupt_before=[RENDER_GATE] if gate else None)
         state = (await self.graph.aget_state(config)).values
         if not state.get("done"):
@@ -284,18 +288,6 @@ def _totals(classes: dict[str, Any]) -> dict[str, Any]:
     statuses = [c.get("status") for c in classes.values()]
     totals["status"] = {s: statuses.count(s) for s in sorted({str(s) for s in statuses})}
     return totals
-
-
-async def _costs_by_class(traces: TraceStore, run_id: str) -> dict[str, float | None]:
-    """Spend per class from this run's trace rows (``None`` when no row of the class has a price)."""
-    await traces.flush()
-    costs: dict[str, float | None] = {}
-    for row in await traces.query(run_id=run_id):
-        if row.cost_usd is not None:
-            costs[row.class_name] = (costs.get(row.class_name) or 0.0) + row.cost_usd
-        else:
-            costs.setdefault(row.class_name, None)
-    return costs
 
 
 def _exit_code(outcomes: list[ClassOutcome]) -> int:

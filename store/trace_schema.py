@@ -108,6 +108,11 @@ INSERT_SQL = (
     f"INSERT OR REPLACE INTO traces ({', '.join(_q(c) for c in COLUMNS.values())}) "
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
+# Spend per class of one run (SUM / COUNT skip NULL costs: COUNT 0 = no row of the class is priced).
+COST_BY_CLASS_SQL = (
+    f"SELECT {_q('class_name')}, SUM({_q('cost_usd')}), COUNT({_q('cost_usd')}) FROM traces "
+    f"WHERE {_q('run_id')} = ? GROUP BY {_q('class_name')} ORDER BY {_q('class_name')}"
+)
 _SELECT = f"SELECT {', '.join(_q(c) for c in COLUMNS.values())} FROM traces"
 
 

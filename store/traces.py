@@ -35,6 +35,7 @@ import aiosqlite
 
 from store.sqlite import open_wal
 from store.trace_schema import (
+    COST_BY_CLASS_SQL,
     INSERT_SQL,
     SCHEMA,
     TraceRecord,
@@ -133,6 +134,14 @@ class TraceStore:
         async with self._conn.execute(sql, params) as cur:
             rows = await cur.fetchall()
         return [record_from_row(tuple(r)) for r in rows]
+
+    async def cost_by_class(self, run_id: str) -> dict[str, float | None]:
+        """Spend per class of ``run_id``: the sum of its rows' ``cost_usd``, ``None`` for a class none of
+        whose rows has a price. One aggregate query: no row is decoded, so the cost does not grow with the
+        cache-hit rows that every warm rerun of the folder adds."""
+        await self.flush()
+        rows = await self._conn.execute_fetchall(COST_BY_CLASS_SQL, (run_id,))
+        return {str(name): (float(total) if count else None) for name, total, count in rows}
 
     async def get(self, call_id: str) -> TraceRecord | None:
         """The record with this ``call_id``, or ``None``."""
