@@ -11,7 +11,8 @@ Contract:
     sorted folder list (torchvision's ImageFolder convention).
   - ``--train-list FILE --data-root DIR``: ImageNet-LT style lines ``relative/path.jpg <label>``.
 - ``--class-names FILE``: ``label<TAB>name`` lines, or one name per line (label = index among non-blank,
-  non-comment lines). It names every class of the dataset; softmax scoring uses all of them.
+  non-comment lines). It names every class of the dataset; softmax scoring uses all of them. Both it and
+  ``--train-list`` are read by :mod:`store.lists`, the reader the trainer and the data tools share.
 - ``check_images(inputs, strict=)`` (a separate step: it opens every image) checks each real image with
   ``PIL`` ``verify`` (headers and checksums, no full decode). A corrupt one is left out of its class with
   a warning, or, with ``strict=True`` (``--strict``), is an ``InputError``. A tail class with no
@@ -31,6 +32,7 @@ from pathlib import Path
 from PIL import Image
 
 from agent.parse import normalise
+from store.lists import ListFileError, read_class_map, read_list_file
 from store.slug import slugify
 
 __all__ = ["ClassSpec", "InputError", "Inputs", "check_images", "image_problem", "load_inputs", "read_class_names",
@@ -116,20 +118,12 @@ def read_tail(path: Path) -> tuple[list[TailEntry], list[str]]:
 
 
 def read_class_names(path: Path) -> dict[int, str]:
-    """``label<TAB>name`` lines, or one name per line (label = index among the non-blank lines)."""
-    lines = [(n, raw.strip()) for n, raw in enumerate(_read_lines(path, "--class-names"), start=1)]
-    lines = [(n, s) for n, s in lines if s and not s.startswith("#")]
-    if not lines:
-        raise InputError(f"{path}: no class names; write one name (or label<TAB>name) per line")
-    labelled = all(_LABELLED.match(s) for _, s in lines)
-    names: dict[int, str] = {}
-    for index, (lineno, text) in enumerate(lines):
-        match = _LABELLED.match(text) if labelled else None
-        label, name = (int(match.group(1)), match.group(2)) if match else (index, text)
-        if label in names:
-            raise InputError(f"{path}:{lineno}: label {label} is used twice; each label names one class")
-        names[label] = name
-    return names
+    """``label<TAB>name`` lines, or one name per line (label = index among the non-blank lines); labels may
+    have gaps. The reader is :func:`store.lists.read_class_map`; its errors become :class:`InputError`."""
+    try:
+        return read_class_map(path)
+    except ListFileError as exc:
+        raise InputError(f"--class-names {exc}") from None
 
 
 def _from_image_folder(
@@ -165,18 +159,16 @@ def _from_train_list(
     labels = {e.name: _label_for(e, known, fallback=None) for e in entries}
     wanted = set(labels.values())
     by_label: dict[int, list[str]] = {label: [] for label in wanted}
-    for lineno, raw in enumerate(_read_lines(list_path, "--train-list"), start=1):
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        parts = raw.strip().rsplit(None, 1)
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise InputError(f"{list_path}:{lineno}: expected 'relative/path.jpg <label>', got {raw.strip()!r}")
-        label = int(parts[1])
-        if label in wanted:
-            image = (data_root / parts[0]).resolve()
+    try:
+        listed = read_list_file(list_path)
+    except ListFileError as exc:
+        raise InputError(f"--train-list {exc}") from None
+    for entry in listed:
+        if entry.label in wanted:
+            image = (data_root / entry.path).resolve()
             if not image.is_file():
-                raise InputError(f"{list_path}:{lineno}: image {image} does not exist; check --data-root")
-            by_label[label].append(str(image))
+                raise InputError(f"{entry.where}: image {image} does not exist; check --data-root")
+            by_label[entry.label].append(str(image))
     classes = [ClassSpec(e.name, labels[e.name], tuple(sorted(by_label[labels[e.name]]))) for e in entries]
     _check_unique_labels(classes, entries)
     names = dict(known)

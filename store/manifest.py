@@ -13,7 +13,8 @@ A manifest is JSON Lines, one object per image (DESIGN.md §4):
   rows always give the same bytes.
 - The reader rejects a malformed row with ``file:line: reason`` (:class:`ManifestError`).
 
-This module imports only the standard library: the trainer depends on it and on nothing else of ours.
+This module imports only the standard library and :mod:`store.lists` (the same), whose list-file and
+class-names readers it re-exports: the trainer depends on this module and on nothing else of ours.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from store.lists import ListEntry, ListFileError, read_class_map, read_class_names, read_list_file
+
+__all__ = ["ListEntry", "ListFileError", "ManifestError", "ManifestRow", "atomic_write_text", "parse_row",
+           "read_class_map", "read_class_names", "read_list_file", "read_manifest", "write_manifest"]
 
 SOURCES = ("original", "generated")
 _GENERATED_FIELDS = ("description", "score", "round", "run_id")

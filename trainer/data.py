@@ -31,7 +31,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from store.manifest import ManifestError, read_manifest
+from store import manifest  # also the list-file and class-names readers (store.lists), re-exported
+from store.manifest import ListFileError, ManifestError, read_manifest
 
 
 class DataError(ValueError):
@@ -50,25 +51,13 @@ class Sample:
 def read_class_names(path: Path | str) -> list[str]:
     """Read a class-names file: ``label<TAB>name`` lines, or one name per line (line index = label).
 
-    Both ``"1<TAB>dog\\n0<TAB>cat\\n"`` and ``"cat\\ndog\\n"`` give ``["cat", "dog"]``.
+    Both ``"1<TAB>dog\\n0<TAB>cat\\n"`` and ``"cat\\ndog\\n"`` give ``["cat", "dog"]``
+    (:func:`store.manifest.read_class_names`, with :class:`DataError` for its errors).
     """
-    path = Path(path)
-    lines = [ln for ln in _read_text(path).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        raise DataError(f"{path}: no class names found (one name per line, or 'label<TAB>name')")
-    if not all("\t" in ln and ln.split("\t", 1)[0].strip().isdigit() for ln in lines):
-        return [ln.strip() for ln in lines]
-    by_label: dict[int, str] = {}
-    for n, ln in enumerate(lines, start=1):
-        label_text, name = ln.split("\t", 1)
-        label = int(label_text)
-        if label in by_label:
-            raise DataError(f"{path}:{n}: label {label} listed twice")
-        by_label[label] = name.strip()
-    missing = [i for i in range(len(by_label)) if i not in by_label]
-    if missing:
-        raise DataError(f"{path}: labels must be 0..{len(by_label) - 1} without gaps; missing {missing[:5]}")
-    return [by_label[i] for i in range(len(by_label))]
+    try:
+        return manifest.read_class_names(path)
+    except ListFileError as exc:
+        raise _data_error(exc) from None
 
 
 def read_samples(spec: Path | str, num_classes: int, data_root: Path | str | None = None) -> list[Sample]:
@@ -93,25 +82,16 @@ def is_manifest(path: Path) -> bool:
 
 
 def read_list_file(path: Path | str, data_root: Path | str | None = None) -> list[Sample]:
-    """Parse ``path label`` lines; the label is the last whitespace-separated field, so paths may hold spaces."""
+    """Parse ``path label`` lines (:func:`store.manifest.read_list_file`); paths are joined to ``data_root``."""
     path = Path(path)
     root = Path(data_root) if data_root is not None else path.parent
-    samples: list[Sample] = []
-    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        where = f"{path}:{lineno}"
-        parts = text.rsplit(maxsplit=1)
-        if len(parts) != 2:
-            raise DataError(f"{where}: expected 'relative/path.jpg <label>', got {text[:60]!r}")
-        rel, label_text = parts
-        if not label_text.isdigit():
-            raise DataError(f"{where}: label must be a non-negative integer, got {label_text!r}")
-        samples.append(Sample(root / rel, int(label_text), where))
-    if not samples:
+    try:
+        entries = manifest.read_list_file(path)
+    except ListFileError as exc:
+        raise _data_error(exc) from None
+    if not entries:
         raise DataError(f"{path}: no samples listed (expected lines 'relative/path.jpg <label>')")
-    return samples
+    return [Sample(root / e.path, e.label, e.where) for e in entries]
 
 
 def class_counts(samples: Sequence[Sample], num_classes: int) -> list[int]:
@@ -325,6 +305,12 @@ def _verify_image(s: Sample) -> str | None:
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         return f"{s.where}: cannot read image {s.path}: {_reason(exc)}"
     return None
+
+
+def _data_error(exc: ListFileError) -> DataError:
+    if exc.label is not None:  # the trainer's wording for a bad label since issue 4 (users grep for it)
+        return DataError(f"{exc.where}: label must be a non-negative integer, got {exc.label!r}")
+    return DataError(str(exc))
 
 
 def _read_text(path: Path) -> str:
