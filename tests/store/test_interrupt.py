@@ -92,7 +92,7 @@ def test_entry_points_install_the_guard_before_other_imports(path: str) -> None:
 
 def test_every_main_module_is_listed() -> None:
     """A new ``python -m`` command joins ENTRY_POINTS (benchmarks and the report CLI excepted, for now)."""
-    found = {str(p.relative_to(REPO)) for folder in ("agent", "trainer", "scripts") for p in (REPO / folder).rglob("*.py")
-             if 'if __name__ == "__main__"' in p.read_text(encoding="utf-8")}
+    found = {str(p.relative_to(REPO)) for folder in ("agent", "trainer", "scripts")
+             for p in (REPO / folder).rglob("*.py") if 'if __name__ == "__main__"' in p.read_text(encoding="utf-8")}
     not_yet = {p for p in found if Path(p).name.startswith(("bench_", "gpu_bench"))} | {"agent/report.py"}
     assert found - not_yet == set(ENTRY_POINTS)
