@@ -35,9 +35,11 @@ import io
 import json
 import math
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warm-classes", type=int, default=100, help="classes of the warm-rerun run")
     p.add_argument("--phases", default="throughput,overhead,warm",
                    help="comma-separated subset of throughput, overhead, warm (default: all)")
+    p.add_argument("--durability", nargs="+", default=["sync", "async"], choices=["sync", "async", "exit"],
+                   help="LangGraph checkpoint modes compared side by side in the overhead and warm phases "
+                        "(agent.runner.DURABILITY; the product uses 'async')")
+    p.add_argument("--warm-repeats", type=int, default=2, help="warm reruns per durability mode (interleaved)")
     p.add_argument("--workdir", default="", help="keep run folders here (default: a temp dir, removed)")
     p.add_argument("--quick", action="store_true", help="tiny sizes for CI; the numbers mean nothing")
     p.add_argument("--json", default="", help="write every number here")
@@ -90,7 +96,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.classes, args.k, args.per_class, args.latency_ms = 3, 6, 2, 20.0
         args.concurrency, args.overhead_classes, args.warm_classes, args.overhead_calls = [1, 8], 2, 4, 10
-    if min(args.classes, args.k, args.per_class, args.overhead_classes, args.warm_classes, *args.concurrency) < 1:
+    if min(args.classes, args.k, args.per_class, args.overhead_classes, args.warm_classes, args.warm_repeats,
+           *args.concurrency) < 1:
         p.error("sizes and concurrency levels must be >= 1")
     return args
 
@@ -160,38 +167,63 @@ def _floor(stats: dict[str, Any], c: int, median: float) -> tuple[float, int | N
 
 
 def _overhead(root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Provider calls one at a time (bench_overhead_calls), then a sequential graph run for what a call
-    costs all in: checkpoint writes, node logic, parsing, CLIP scoring — (wall - SDK time) / calls."""
+    """Provider calls one at a time (bench_overhead_calls), then a sequential graph run per checkpoint
+    durability mode for what a call costs all in: checkpoint writes, node logic, parsing, CLIP scoring —
+    (wall - SDK time) / calls."""
     from scripts.bench_overhead_calls import run as provider_overhead
 
     inputs = make_inputs(root / "inputs-overhead", args.overhead_classes, args.per_class)
+    graph_runs: dict[str, Any] = {}
     with SimProcess(median_ms=0) as sim:
         calls = provider_overhead(sim.base_url, args.overhead_calls)
-        before = int(sim.stats()["total"])
-        with Probe(shared_cap=1) as graph:
-            wall = _run_agent(inputs, root / "overhead", sim.base_url, args, cap=1, classes_in_flight=1)
-        requests = int(sim.stats()["total"]) - before
-    ckpt = [1000 * s for s in graph.checkpoint_s]
-    n = max(len(graph.calls), 1)
-    return {
-        "provider": calls, "graph_calls": len(graph.calls), "graph_requests": requests,
-        "checkpoint_write_ms": {"p50": _r(percentile(ckpt, 50)), "p95": _r(percentile(ckpt, 95)),
-                                "writes_per_call": _r(len(ckpt) / n), "ms_per_call": _r(sum(ckpt) / n)},
-        "agent_ms_per_call_all_in": _r(1000 * (wall - sum(t.sdk_s for t in graph.calls)) / n),
-    }
+        for mode in args.durability:
+            before = int(sim.stats()["total"])
+            with _durability(mode), Probe(shared_cap=1) as graph:
+                wall = _run_agent(inputs, root / f"overhead-{mode}", sim.base_url, args, cap=1,
+                                  classes_in_flight=1)
+            requests = int(sim.stats()["total"]) - before
+            ckpt = [1000 * s for s in graph.checkpoint_s]
+            n = max(len(graph.calls), 1)
+            graph_runs[mode] = {
+                "graph_calls": len(graph.calls), "graph_requests": requests,
+                "checkpoint_write_ms": {"p50": _r(percentile(ckpt, 50)), "p95": _r(percentile(ckpt, 95)),
+                                        "writes_per_call": _r(len(ckpt) / n), "ms_per_call": _r(sum(ckpt) / n)},
+                "agent_ms_per_call_all_in": _r(1000 * (wall - sum(t.sdk_s for t in graph.calls)) / n),
+            }
+    return {"provider": calls, "graph": graph_runs}
+
+
+@contextlib.contextmanager
+def _durability(mode: str) -> Iterator[None]:
+    """Run the agent with LangGraph durability ``mode`` (restored afterwards)."""
+    import agent.runner as runner
+
+    saved = runner.DURABILITY
+    runner.DURABILITY = mode  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        runner.DURABILITY = saved
 
 
 def _warm_rerun(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One cold run, then fresh reruns into the same folder, each durability mode in turn (interleaved, so
+    the modes share the machine's load); per mode the median warm wall time."""
     inputs = make_inputs(root / "inputs-warm", args.warm_classes, args.per_class)
     out = root / "warm"
+    walls: dict[str, list[float]] = {mode: [] for mode in args.durability}
     with SimProcess(median_ms=0) as sim:
         cold = _run_agent(inputs, out, sim.base_url, args, cap=64, classes_in_flight=8)
         after_cold = int(sim.stats()["total"])
         ckpt_bytes = _db_bytes(out / "checkpoints.sqlite")
-        warm = _run_agent(inputs, out, sim.base_url, args, cap=64, classes_in_flight=8)
+        for _ in range(args.warm_repeats):
+            for mode in args.durability:
+                with _durability(mode):
+                    walls[mode].append(_r(_run_agent(inputs, out, sim.base_url, args, cap=64, classes_in_flight=8)))
         warm_requests = int(sim.stats()["total"]) - after_cold
     return {"classes": args.warm_classes, "cold_requests": after_cold, "cold_wall_s": _r(cold),
-            "warm_wall_s": _r(warm), "warm_requests": warm_requests,
+            "warm_wall_s": {mode: _r(statistics.median(w)) for mode, w in walls.items()}, "warm_walls_s": walls,
+            "warm_requests": warm_requests,
             "checkpoint_db_bytes": ckpt_bytes, "checkpoint_kb_per_class": _r(ckpt_bytes / 1024 / args.warm_classes),
             "cache_db_bytes": _db_bytes(out / "cache.sqlite"), "traces_db_bytes": _db_bytes(out / "traces.sqlite")}
 
@@ -228,28 +260,33 @@ def _print_throughput(res: dict[str, Any]) -> None:
 
 def _print_overhead(res: dict[str, Any]) -> None:
     o, p = res["overhead"], res["overhead"]["provider"]
-    ck = o["checkpoint_write_ms"]
     print(f"\n## overhead at latency 0 (provider calls one at a time; {p['calls']} calls per pass)")
     print("| per call | p50 ms | p95 ms |\n|---|---|---|")
     for key, label in (("chat_miss_ms", "chat, cache miss: cache + limiter + retry + trace (provider - SDK)"),
                        ("image_miss_ms", "image, cache miss: the same + b64 decode + blob write (fsync)"),
                        ("chat_hit_ms", "chat, cache hit"), ("image_hit_ms", "image, cache hit")):
         print(f"| {label} | {p[key]['p50']} | {p[key]['p95']} |")
-    print(f"| one checkpoint write (graph run, {o['graph_calls']} calls) | {ck['p50']} | {ck['p95']} |")
     print(f"| disk fsync of a 4 KB file | {p['fsync_ms']['p50']} | {p['fsync_ms']['p95']} |")
-    print(f"checkpoint writes per call {ck['writes_per_call']} ({ck['ms_per_call']} ms/call); chat miss "
-          f"incl. checkpointing p50 {_r(p['chat_miss_ms']['p50'] + ck['ms_per_call'])} ms; all agent time "
-          f"per call in a sequential graph run (node logic, parsing, CLIP, checkpoints) "
-          f"{o['agent_ms_per_call_all_in']} ms")
+    print("\nsequential graph run (one request at a time), per checkpoint durability mode:")
+    print("| durability | calls | checkpoint write p50 ms | p95 ms | writes / call | write ms / call "
+          "| agent ms / call, all in |\n|---|---|---|---|---|---|---|")
+    for mode, g in o["graph"].items():
+        ck = g["checkpoint_write_ms"]
+        print(f"| {mode} | {g['graph_calls']} | {ck['p50']} | {ck['p95']} | {ck['writes_per_call']} "
+              f"| {ck['ms_per_call']} | {g['agent_ms_per_call_all_in']} |")
 
 
 def _print_warm(res: dict[str, Any]) -> None:
     w = res["warm"]
-    print(f"\n## warm rerun ({w['classes']} classes)")
-    print("| cold requests | cold wall s | warm wall s | warm requests | checkpoint DB KB/class | peak RSS MiB |")
-    print("|---|---|---|---|---|---|")
-    print(f"| {w['cold_requests']} | {w['cold_wall_s']} | {w['warm_wall_s']} | {w['warm_requests']} "
-          f"| {w['checkpoint_kb_per_class']} | {res['peak_rss_mib']} |")
+    print(f"\n## warm rerun ({w['classes']} classes; median of {len(next(iter(w['warm_walls_s'].values())))} "
+          "interleaved reruns per durability mode)")
+    print("| cold requests | cold wall s | durability | warm wall s (runs) | warm requests (all reruns) "
+          "| checkpoint DB KB/class | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for mode, wall in w["warm_wall_s"].items():
+        runs = ", ".join(str(x) for x in w["warm_walls_s"][mode])
+        print(f"| {w['cold_requests']} | {w['cold_wall_s']} | {mode} | {wall} ({runs}) | {w['warm_requests']} "
+              f"| {w['checkpoint_kb_per_class']} | {res['peak_rss_mib']} |")
 
 
 if __name__ == "__main__":

@@ -47,10 +47,13 @@ def test_bench_agent_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     calls = over["provider"]
     assert calls["chat_miss_ms"]["n"] == calls["chat_hit_ms"]["n"] == 10 + 5  # llm + lmm, cold then warm
     assert calls["image_miss_ms"]["n"] == calls["image_hit_ms"]["n"] == 5
-    assert over["graph_requests"] == over["graph_calls"] > 0  # fresh run: one request per call
-    assert over["checkpoint_write_ms"]["writes_per_call"] > 0
+    assert set(over["graph"]) == {"sync", "async"}  # both checkpoint modes, side by side
+    for graph in over["graph"].values():
+        assert graph["graph_requests"] == graph["graph_calls"] > 0  # fresh folder: one request per call
+        assert graph["checkpoint_write_ms"]["writes_per_call"] > 0
     warm = res["warm"]
-    assert warm["cold_requests"] > 0 and warm["warm_requests"] == 0
+    assert warm["cold_requests"] > 0 and warm["warm_requests"] == 0  # no rerun of either mode sent one
+    assert {m: len(w) for m, w in warm["warm_walls_s"].items()} == {"sync": 2, "async": 2}
     assert warm["checkpoint_db_bytes"] > 0 and res["peak_rss_mib"] > 0
     printed = capsys.readouterr().out
     assert "## throughput" in printed and "## warm rerun" in printed
