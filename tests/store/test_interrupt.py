@@ -36,8 +36,8 @@ if mode == "child":  # a forked child (a DataLoader worker) behaves as if no gua
 time.sleep(60)
 """
 
-# Command-line entry points: each installs the guard before its other imports. Not yet: agent/report.py.
-ENTRY_POINTS = ("agent/run.py", "agent/traces.py", "trainer/train.py", "trainer/eval.py", "scripts/lt_tools.py",
+# Command-line entry points: each installs the guard before its other imports.
+ENTRY_POINTS = ("agent/run.py", "agent/traces.py", "agent/report.py", "trainer/train.py", "trainer/eval.py", "scripts/lt_tools.py",
                 "scripts/lt/inspect_split.py", "scripts/lt/make_lt.py", "scripts/lt/select_tail.py",
                 "scripts/demo.py", "scripts/simulator.py")
 
@@ -91,8 +91,8 @@ def test_entry_points_install_the_guard_before_other_imports(path: str) -> None:
 
 
 def test_every_main_module_is_listed() -> None:
-    """A new ``python -m`` command joins ENTRY_POINTS (benchmarks and the report CLI excepted, for now)."""
+    """A new ``python -m`` command joins ENTRY_POINTS (benchmarks excepted)."""
     found = {str(p.relative_to(REPO)) for folder in ("agent", "trainer", "scripts")
              for p in (REPO / folder).rglob("*.py") if 'if __name__ == "__main__"' in p.read_text(encoding="utf-8")}
-    not_yet = {p for p in found if Path(p).name.startswith(("bench_", "gpu_bench"))} | {"agent/report.py"}
+    not_yet = {p for p in found if Path(p).name.startswith(("bench_", "gpu_bench"))}
     assert found - not_yet == set(ENTRY_POINTS)
