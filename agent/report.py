@@ -142,7 +142,8 @@ def _blob_paths(run_dir: Path, classes: Sequence[ClassView]) -> dict[str, str]:
                 wanted.add(str(item["sha256"]))
     valid = [sha for sha in sorted(wanted) if _SHA_RE.fullmatch(sha)]  # anything else: nothing to show
     found = BlobStore(run_dir / "blobs").find_many(valid)
-    return {sha: found[sha].relative_to(run_dir).as_posix() for sha in valid if sha in found}
+    # blobs/<shard>/<name>: the store's layout, as strings (relative_to per image cost ~0.3 ms each).
+    return {sha: f"blobs/{found[sha].parent.name}/{found[sha].name}" for sha in valid if sha in found}
 
 
 def _states_from_checkpoints(run_dir: Path) -> dict[str, dict[str, Any]]:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -138,12 +139,8 @@ async def call_with_retry(
                 on_failure(failure, attempts)
             raise
 
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(max_attempts),
-        wait=_WaitAtLeastRetryAfter(initial_s, max_s),
-        retry=retry_if_exception(_is_retryable),
-        reraise=True,
-    )
+    stop, wait, retry = _policy(max_attempts, initial_s, max_s)
+    retrying = AsyncRetrying(stop=stop, wait=wait, retry=retry, reraise=True)
     try:
         result: T = await retrying(attempt)
     except Exception as exc:
@@ -155,6 +152,14 @@ async def call_with_retry(
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+@functools.lru_cache(maxsize=64)
+def _policy(max_attempts: int, initial_s: float, max_s: float) -> tuple[Any, Any, Any]:
+    """The stateless stop / wait / retry parts of a policy, built once per setting: building the jitter
+    wait parses its durations, a measurable share of a call's CPU at 64 requests in flight."""
+    return (stop_after_attempt(max_attempts), _WaitAtLeastRetryAfter(initial_s, max_s),
+            retry_if_exception(_is_retryable))
+
+
 class _WaitAtLeastRetryAfter(wait_base):
     """Exponential jitter, raised to the server's Retry-After when it sent one."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +117,8 @@ def _place(src: Path, dest: Path) -> None:
     if dest.exists() and dest.stat().st_size == src.stat().st_size:
         return  # finalize re-run on resume: the image is already in place
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    os.unlink(tmp)
+    # A unique temp name in the same folder (hidden, never listed), then one atomic rename onto dest.
+    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.tmp"
     try:
         os.link(src, tmp)  # same file system: no copy, the blob's bytes are shared
     except OSError:
