@@ -142,28 +142,33 @@ def _throughput(root: Path, args: argparse.Namespace, c: int) -> dict[str, Any]:
         stats = sim.stats()
     cpu = time.process_time() - cpu0
     requests = int(stats["total"])
-    floor, scaled = _floor(stats, c, median)
+    sdk, plain = _floor(stats, c, median, "sdk"), _floor(stats, c, median, "httpx")
     bound = requests * args.latency_ms / 1000 / c
     busy = sum(t.sdk_s for t in probe.calls)
     return {"concurrency": c, "classes": args.classes, "requests": requests, "wall_s": round(wall, 2),
-            "bound_s": round(bound, 2), "ratio": round(wall / bound, 3), "sdk_floor_s": round(floor, 2),
-            "floor_scaled_from": scaled, "ratio_to_floor": round(wall / floor, 3),
+            "bound_s": round(bound, 2), "ratio": round(wall / bound, 3), "sdk_floor_s": sdk["wall_s"],
+            "floor_scaled_from": sdk["scaled_from"], "ratio_to_floor": round(wall / sdk["wall_s"], 3),
+            "sdk_cpu_ms_per_request": sdk["cpu_ms_per_request"], "httpx_floor_s": plain["wall_s"],
+            "httpx_cpu_ms_per_request": plain["cpu_ms_per_request"],
             "peak_in_flight": stats.get("max_in_flight"), "mean_in_flight": round(busy / wall, 1),
             "agent_cpu_ms_per_call": round(1000 * cpu / max(requests, 1), 2)}
 
 
-def _floor(stats: dict[str, Any], c: int, median: float) -> tuple[float, int | None]:
-    """The same request mix sent by the bare SDK at concurrency c, on a fresh simulator with the same
-    latency law. Sequential (c = 1) is timed on a 200-request sample and scaled: the full run would
-    double the benchmark's length to confirm a sum."""
+def _floor(stats: dict[str, Any], c: int, median: float, client: str) -> dict[str, Any]:
+    """The same request mix sent by a bare client (the openai SDK, or plain httpx) at concurrency c, on a
+    fresh simulator with the same latency law: wall s and the client's CPU ms per request. Sequential
+    (c = 1) is timed on a 200-request sample and scaled: the full run would double the benchmark's length
+    to confirm a sum."""
     chats, images = int(stats["requests"].get("chat", 0)), int(stats["requests"].get("images", 0))
     total = chats + images
     sample = 200 if c == 1 and total > 200 else None
     if sample is not None:
         chats, images = round(sample * chats / total), sample - round(sample * chats / total)
     with SimProcess(median_ms=median, sigma=SIGMA, seed=1) as sim:
-        wall = asyncio.run(sdk_floor(sim.base_url, chats=chats, images=images, concurrency=c))
-    return (wall * total / sample, sample) if sample else (wall, None)
+        wall, cpu = asyncio.run(sdk_floor(sim.base_url, chats=chats, images=images, concurrency=c, client=client))
+    sent = chats + images
+    return {"wall_s": round(wall * total / sent, 2), "scaled_from": sample,
+            "cpu_ms_per_request": round(1000 * cpu / max(sent, 1), 2)}
 
 
 def _overhead(root: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -249,12 +254,14 @@ def _print(res: dict[str, Any]) -> None:
 def _print_throughput(res: dict[str, Any]) -> None:
     print("## throughput (bound = requests x mean latency / concurrency)")
     print("| concurrency | requests | wall s | bound s | wall / bound | bare-SDK floor s | wall / floor "
-          "| peak in flight | mean in flight | agent CPU ms/call |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| SDK CPU ms/request | plain-httpx floor s | httpx CPU ms/request | peak in flight | mean in flight "
+          "| agent CPU ms/call |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for t in res["throughput"]:
         floor = f"{t['sdk_floor_s']}" + (f" (scaled from {t['floor_scaled_from']})" if t["floor_scaled_from"] else "")
         print(f"| {t['concurrency']} | {t['requests']} | {t['wall_s']} | {t['bound_s']} | {t['ratio']} "
-              f"| {floor} | {t['ratio_to_floor']} | {t['peak_in_flight']} | {t['mean_in_flight']} "
+              f"| {floor} | {t['ratio_to_floor']} | {t['sdk_cpu_ms_per_request']} | {t['httpx_floor_s']} "
+              f"| {t['httpx_cpu_ms_per_request']} | {t['peak_in_flight']} | {t['mean_in_flight']} "
               f"| {t['agent_cpu_ms_per_call']} |")
 
 

@@ -230,30 +230,55 @@ def _timed_into(sink: list[float]) -> Callable[[Any], Any]:
     return make
 
 
-async def sdk_floor(base_url: str, *, chats: int, images: int, concurrency: int) -> float:
-    """Wall time of ``chats`` + ``images`` requests sent straight through the openai SDK at ``concurrency``
-    (no agent): what this machine, client library and simulator allow, the agent's floor."""
-    import openai
-
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0, timeout=60,
-                                http_client=openai.DefaultAsyncHttpxClient(
-                                    limits=_pool_limits(concurrency)))
+async def sdk_floor(base_url: str, *, chats: int, images: int, concurrency: int,
+                    client: str = "sdk") -> tuple[float, float]:
+    """``(wall s, CPU s of this process)`` of ``chats`` + ``images`` requests sent straight through the openai
+    SDK (``client="sdk"``) or a plain ``httpx.AsyncClient`` posting the same JSON (``client="httpx"``) at
+    ``concurrency`` (no agent): what this machine, client library and simulator allow, the agent's floor."""
     slots = asyncio.Semaphore(concurrency)
+    chat_body = {"model": "sim-llm", "messages": [{"role": "user", "content": ""}]}
+    if client == "sdk":
+        import openai
+
+        sdk = openai.AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0, timeout=60,
+                                 http_client=openai.DefaultAsyncHttpxClient(limits=_pool_limits(concurrency)))
+
+        async def send(i: int, image: bool) -> None:
+            if image:
+                await sdk.images.generate(model="sim-t2i", prompt=f"A photo of the class floor {i}.")
+            else:
+                await sdk.chat.completions.create(**{**chat_body, "messages": [{"role": "user", "content": (
+                    f"Please summarize the most distinctive features of class [floor {i}]")}]})
+        close = sdk.close
+    else:
+        import httpx
+
+        plain = httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", timeout=60,
+                                  headers={"Authorization": "Bearer sk-bench"},
+                                  limits=httpx.Limits(max_connections=max(100, 2 * concurrency),
+                                                      max_keepalive_connections=max(20, concurrency)))
+
+        async def send(i: int, image: bool) -> None:
+            if image:
+                resp = await plain.post("images/generations", json={
+                    "model": "sim-t2i", "prompt": f"A photo of the class floor {i}.", "response_format": "b64_json"})
+            else:
+                resp = await plain.post("chat/completions", json={**chat_body, "messages": [{"role": "user", "content": (
+                    f"Please summarize the most distinctive features of class [floor {i}]")}]})
+            resp.raise_for_status()
+            resp.json()
+        close = plain.aclose
 
     async def one(i: int) -> None:
         async with slots:
-            if i < images:
-                await client.images.generate(model="sim-t2i", prompt=f"A photo of the class floor {i}.")
-            else:
-                await client.chat.completions.create(model="sim-llm", messages=[
-                    {"role": "user", "content": f"Please summarize the most distinctive features of class [floor {i}]"}])
+            await send(i, i < images)
 
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
     try:
         await asyncio.gather(*(one(i) for i in range(chats + images)))
     finally:
-        await client.close()
-    return time.perf_counter() - start
+        await close()
+    return time.perf_counter() - start, time.process_time() - cpu0
 
 
 def _pool_limits(concurrency: int) -> Any:

@@ -41,7 +41,8 @@ def test_bench_agent_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert len({t["requests"] for t in levels}) == 1 and levels[0]["requests"] > 0
     for t in levels:
         assert 1 <= t["peak_in_flight"] <= t["concurrency"]  # one shared limiter of c slots
-        assert t["wall_s"] > 0 and t["bound_s"] > 0 and t["sdk_floor_s"] > 0
+        assert t["wall_s"] > 0 and t["bound_s"] > 0 and t["sdk_floor_s"] > 0 and t["httpx_floor_s"] > 0
+        assert t["sdk_cpu_ms_per_request"] > 0 and t["httpx_cpu_ms_per_request"] > 0
     assert levels[0]["peak_in_flight"] == 1  # c = 1 really is sequential
     over = res["overhead"]
     calls = over["provider"]
