@@ -57,10 +57,10 @@ __all__ = ["ClassOutcome", "RunOutcome", "execute", "thread_id"]
 EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
 # ProviderError kinds that stop a class without failing it: a spent budget, a requested shutdown.
 STOP_KINDS = frozenset({"budget", "stopped"})
-# LangGraph writes each step's checkpoint while the next step runs ("async") instead of before it ("sync"):
-# a crash can lose the last step, which a resume re-runs with every completed call a cache hit, so no
-# request is paid twice; the write leaves the call path (scripts/bench_agent.py measures both modes).
-DURABILITY: Durability = "async"
+# Each step's checkpoint is committed before the next step starts ("sync"), so a resume restarts a class at
+# the node it was in. "async" (written while the next step runs) measured no faster, side by side, in a
+# sequential run or a warm rerun (scripts/bench_agent.py --durability sync async).
+DURABILITY: Durability = "sync"
 
 
 @dataclass

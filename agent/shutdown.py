@@ -7,8 +7,7 @@ Contract:
   (:func:`stop_requested`); the providers check it before every request attempt and raise
   ``ProviderError(kind="stopped")`` instead of sending. Requests already sent finish (and are cached);
   the class that needed the refused request stops like a budget stop: its node raises, LangGraph keeps
-  the checkpoints of its finished steps (``runner.DURABILITY``: LangGraph awaits its pending writes on
-  the way out), and ``--resume`` re-runs that node from the cache.
+  the last checkpoint (``runner.DURABILITY = "sync"``), and ``--resume`` re-runs that node from the cache.
 - The exit code after a graceful stop is ``128 + signal``: 130 for SIGINT, 143 for SIGTERM (the shell
   convention), see :func:`exit_code`.
 - A second signal while stopping means "now": the signal's default action (``SIG_DFL``) is restored and

@@ -84,7 +84,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="comma-separated subset of throughput, overhead, warm (default: all)")
     p.add_argument("--durability", nargs="+", default=["sync", "async"], choices=["sync", "async", "exit"],
                    help="LangGraph checkpoint modes compared side by side in the overhead and warm phases "
-                        "(agent.runner.DURABILITY; the product uses 'async')")
+                        "(agent.runner.DURABILITY; the product uses 'sync')")
     p.add_argument("--warm-repeats", type=int, default=2, help="warm reruns per durability mode (interleaved)")
     p.add_argument("--workdir", default="", help="keep run folders here (default: a temp dir, removed)")
     p.add_argument("--quick", action="store_true", help="tiny sizes for CI; the numbers mean nothing")
