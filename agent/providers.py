@@ -29,6 +29,7 @@ import json
 import os
 import ssl
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -53,6 +54,8 @@ T = TypeVar("T")
 CHAT_ROLES = ("lmm", "llm")
 # Traces refuse requests over 64 KB of JSON; long prompts (an 800-item list) are cut for the trace only.
 _TRACE_TEXT_LIMIT = 12_000
+# An image URL's download stops here: a generated image is a few MB (4096 px PNG ~ 30 MB at worst).
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -219,10 +222,25 @@ class Providers:
         return value
 
     async def _download_once(self, url: str) -> dict[str, Any]:
-        resp = await self._download.get(url)
-        resp.raise_for_status()
-        ext = await asyncio.to_thread(image_format, resp.content)
-        return {"data": resp.content, "ext": ext}
+        """Fetch an image URL, streamed and capped at ``MAX_DOWNLOAD_BYTES`` (a server, or a URL hijacked in
+        transit, must not be able to fill memory); over the cap is a final ``bad_response``, not retried."""
+        async with self._download.stream("GET", url) as resp:
+            if resp.is_error:
+                await resp.aread()  # the error path reads the body for its message
+                resp.raise_for_status()
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_DOWNLOAD_BYTES:
+                raise _too_large(url, f"{int(declared)} bytes announced")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_DOWNLOAD_BYTES:
+                    raise _too_large(url, f"more than {MAX_DOWNLOAD_BYTES} bytes sent")
+                chunks.append(chunk)
+        data = b"".join(chunks)
+        ext = await asyncio.to_thread(image_format, data)
+        return {"data": data, "ext": ext}
 
     # --------------------------------------------------------------------------------------- helpers
     async def _retry(
@@ -301,6 +319,14 @@ def _tls_context() -> ssl.SSLContext:
         return ssl.create_default_context(cafile=certifi.where())
     except ImportError:  # pragma: no cover - certifi ships with httpx
         return ssl.create_default_context()
+
+
+def _too_large(url: str, what: str) -> ProviderError:
+    """The over-the-cap error; the URL without its query (pre-signed URLs carry tokens there)."""
+    parts = urllib.parse.urlsplit(url)
+    where = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    return ProviderError("bad_response", f"image download {where}: {what}, over the "
+                         f"{MAX_DOWNLOAD_BYTES // (1024 * 1024)} MiB limit for one image", attempts=0)
 
 
 def _blob_on_disk(blobs: BlobStore, value: Mapping[str, Any]) -> bool:

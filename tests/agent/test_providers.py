@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+import agent.providers as providers_module
 from agent.budget import Budget, CallMeter
 from agent.config import ConfigError, ProvidersConfig, load_providers_config, redacted_dump
 from agent.images import prepare_image
@@ -151,6 +152,55 @@ async def test_image_url_answers_are_downloaded(sim: Simulator, tmp_path: Path) 
         result = await env.providers.generate_image("A photo of the class red fox, at dusk.", ctx=CTX)
         assert env.blobs.exists(result.sha256)
         assert sim.stats()["requests"]["files"] == 1
+    finally:
+        await _close(env)
+
+
+async def test_an_image_download_over_the_cap_fails_once_with_one_line(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulator announces its PNG's length: over the cap, the body is not read and not retried."""
+    monkeypatch.setattr(providers_module, "MAX_DOWNLOAD_BYTES", 40)
+    env = await _open(sim, tmp_path, _config(sim, response_format="url"))
+    try:
+        with pytest.raises(ProviderError) as info:
+            await env.providers.generate_image("A photo of the class red fox, at noon.", ctx=CTX)
+        assert info.value.kind == "bad_response" and "announced" in info.value.message
+        assert "MiB limit for one image" in info.value.message and "\n" not in str(info.value)
+        assert sim.stats()["requests"]["files"] == 1  # a too-large image is not fetched again
+        (row,) = await env.rows()
+        assert (row.status, row.error_kind) == ("error", "bad_response")
+    finally:
+        await _close(env)
+
+
+async def test_a_streamed_download_without_length_is_cut_at_the_cap(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Content-Length (chunked): the download stops once the bytes pass the cap; the query (a pre-signed
+    token) never reaches the message."""
+    import httpx
+
+    sent = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(1000):
+            sent.append(1)
+            yield b"x" * 1024
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=endless())
+
+    monkeypatch.setattr(providers_module, "MAX_DOWNLOAD_BYTES", 8 * 1024)
+    env = await _open(sim, tmp_path, _config(sim, response_format="url"))
+    try:
+        await env.providers._download.aclose()
+        env.providers._download = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        with pytest.raises(ProviderError) as info:
+            await env.providers._download_once("https://cdn.example/img/a.png?sig=SECRET")
+        assert info.value.kind == "bad_response" and "more than 8192 bytes sent" in info.value.message
+        assert "https://cdn.example/img/a.png" in info.value.message and "SECRET" not in info.value.message
+        assert len(sent) < 20  # stopped near the cap, not after the whole 1 MB
     finally:
         await _close(env)
 
