@@ -24,6 +24,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 _EPS = 1e-9
+ABORT_POLL_S = 0.25  # how often a waiter with an ``abort`` check looks at it
+
+
+class LimiterAborted(Exception):
+    """``acquire(abort=...)`` gave up because ``abort()`` said so; nothing was sent."""
 
 
 class TokenBucket:
@@ -99,10 +104,18 @@ class RoleLimiter:
         return self._bucket.capacity
 
     @asynccontextmanager
-    async def acquire(self, cost: int = 1) -> AsyncIterator[None]:
-        """Hold one in-flight slot and ``cost`` tokens for the body of the ``async with``."""
+    async def acquire(self, cost: int = 1, *, abort: Callable[[], bool] | None = None) -> AsyncIterator[None]:
+        """Hold one in-flight slot and ``cost`` tokens for the body of the ``async with``.
+
+        ``abort`` (e.g. "a stop was requested") is checked while waiting for tokens, at least every
+        ``ABORT_POLL_S``, and once more when slot and tokens are held: when it says so, :class:`LimiterAborted`
+        is raised and the body never runs (a queue behind a low per-minute limit drains at once, not at the
+        token rate).
+        """
         async with self._slots:
-            await self._take(cost)
+            await self._take(cost, abort)
+            if abort is not None and abort():
+                raise LimiterAborted("aborted before sending")
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             try:
@@ -110,12 +123,16 @@ class RoleLimiter:
             finally:
                 self.in_flight -= 1
 
-    async def _take(self, cost: int) -> None:
+    async def _take(self, cost: int, abort: Callable[[], bool] | None = None) -> None:
         async with self._bucket_lock:
             while True:
+                if abort is not None and abort():
+                    raise LimiterAborted("aborted while waiting for tokens")
                 wait = self._bucket.reserve(cost, self._clock())
                 if wait <= 0:
                     self.granted += cost
                     return
+                if abort is not None:
+                    wait = min(wait, ABORT_POLL_S)
                 self.waited_s += wait
                 await self._sleep(wait)

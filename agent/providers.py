@@ -41,7 +41,7 @@ import openai
 from agent.budget import CallMeter
 from agent.config import ProvidersConfig, RoleConfig, resolve_api_key
 from agent.images import InputImageError, data_uri, decode_b64_image, image_format, prepare_image
-from agent.limiter import RoleLimiter
+from agent.limiter import LimiterAborted, RoleLimiter
 from agent.retry import BadResponse, Failure, ProviderError, call_with_retry
 from agent.shutdown import stop_requested
 from store.blobs import BlobStore
@@ -170,8 +170,11 @@ class Providers:
                           hit, row.call_id)
 
     async def _chat_once(self, role: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with self.limiters[role].acquire(1):
-            resp = await self._clients[role].chat.completions.create(**body)
+        try:
+            async with self.limiters[role].acquire(1, abort=stop_requested):
+                resp = await self._clients[role].chat.completions.create(**body)
+        except LimiterAborted:
+            raise _stopped() from None
         return _chat_value(resp)
 
     # ---------------------------------------------------------------------------------------- images
@@ -214,8 +217,11 @@ class Providers:
         return value
 
     async def _image_once(self, body: dict[str, Any]) -> dict[str, Any]:
-        async with self.limiters["t2i"].acquire(int(body.get("n", 1))):
-            resp = await self._clients["t2i"].images.generate(**body)
+        try:
+            async with self.limiters["t2i"].acquire(int(body.get("n", 1)), abort=stop_requested):
+                resp = await self._clients["t2i"].images.generate(**body)
+        except LimiterAborted:
+            raise _stopped() from None
         value = _image_value(resp)
         if "b64" in value:
             value["data"], value["ext"] = await asyncio.to_thread(decode_b64_image, value.pop("b64"))
@@ -259,6 +265,8 @@ class Providers:
             return await call_with_retry(fn, max_attempts=cfg.max_attempts, initial_s=cfg.backoff_initial_s,
                                          max_s=cfg.backoff_max_s, on_failure=note)
         except ProviderError as exc:
+            if exc.kind == "stopped":  # refused at the limiter: that last attempt sent nothing
+                exc.attempts -= 1
             exc.attempts += base_attempts
             self._fail(row, started, exc)
         except Exception as exc:  # a bug, not a provider failure: still leave a trace row, then re-raise
@@ -270,7 +278,7 @@ class Providers:
     def _admit(self, row: TraceRecord, started: float) -> None:
         """Ask the budget before a request is sent; a refusal is traced and raised like any failure."""
         if stop_requested():  # a class stopped here resumes at this node; the call is made then
-            self._fail(row, started, ProviderError("stopped", "the run is stopping (signal); not sent", attempts=0))
+            self._fail(row, started, _stopped())
         if self.meter is not None:
             try:
                 self.meter.admit(row)
@@ -319,6 +327,12 @@ def _tls_context() -> ssl.SSLContext:
         return ssl.create_default_context(cafile=certifi.where())
     except ImportError:  # pragma: no cover - certifi ships with httpx
         return ssl.create_default_context()
+
+
+def _stopped() -> ProviderError:
+    """A call refused because the run is stopping: checked before the budget, and again at the limiter
+    (a call queued there when the signal came is never sent)."""
+    return ProviderError("stopped", "the run is stopping (signal); not sent", attempts=0)
 
 
 def _too_large(url: str, what: str) -> ProviderError:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agent.limiter import RoleLimiter, TokenBucket
+from agent.limiter import ABORT_POLL_S, LimiterAborted, RoleLimiter, TokenBucket
 
 
 class FakeClock:
@@ -133,3 +133,32 @@ async def test_slot_is_released_when_the_body_raises() -> None:
     async with asyncio.timeout(1):
         async with limiter.acquire():
             assert limiter.in_flight == 1
+
+
+async def test_a_waiter_gives_up_within_one_poll_once_abort_says_so() -> None:
+    """1 token a minute: the second caller would wait 60 s; a stop 1 s in ends its wait at the next poll, and
+    its body never runs. Without ``abort`` the same wait is one uninterrupted sleep (the rate bound holds)."""
+    clock = FakeClock()
+    limiter = RoleLimiter(max_in_flight=4, per_minute=1, capacity=1, clock=clock, sleep=clock.sleep)
+    start = clock()
+    stop = {"now": False}
+
+    def abort() -> bool:
+        stop["now"] = stop["now"] or clock() - start >= 1.0
+        return stop["now"]
+
+    async with limiter.acquire(abort=abort):  # the bucket's one token: no wait
+        pass
+    ran = []
+    with pytest.raises(LimiterAborted):
+        async with limiter.acquire(abort=abort):
+            ran.append(1)
+    assert ran == [] and limiter.in_flight == 0 and limiter.granted == 1
+    assert clock() - start == pytest.approx(1.0, abs=ABORT_POLL_S + 1e-6)  # not the 60 s of a full token
+    # Held slot and tokens, then told to stop: still not sent.
+    answers = iter([False, True])  # no stop while taking tokens, a stop just before sending
+    limiter2 = RoleLimiter(max_in_flight=1, per_minute=6000)
+    with pytest.raises(LimiterAborted, match="before sending"):
+        async with limiter2.acquire(abort=lambda: next(answers)):
+            ran.append(2)
+    assert ran == [] and limiter2.in_flight == 0 and limiter2.granted == 1

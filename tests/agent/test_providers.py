@@ -21,6 +21,7 @@ from agent.budget import Budget, CallMeter
 from agent.config import ConfigError, ProvidersConfig, load_providers_config, redacted_dump
 from agent.images import prepare_image
 from agent.providers import CallContext, ProviderError, Providers
+from agent.shutdown import graceful_stop, request_stop
 from prompts import render
 from scripts.simulator import SimConfig, Simulator
 from store.blobs import BlobStore
@@ -201,6 +202,32 @@ async def test_a_streamed_download_without_length_is_cut_at_the_cap(
         assert info.value.kind == "bad_response" and "more than 8192 bytes sent" in info.value.message
         assert "https://cdn.example/img/a.png" in info.value.message and "SECRET" not in info.value.message
         assert len(sent) < 20  # stopped near the cap, not after the whole 1 MB
+    finally:
+        await _close(env)
+
+
+async def test_calls_queued_at_a_slow_rate_limit_end_at_once_on_stop_and_are_never_sent(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """per_minute 2 (one token per 30 s): the first chat goes out, four more queue for tokens. A stop
+    request ends their wait within a poll instead of draining the queue at the token rate (2 minutes) and
+    then sending them; each ends as ``stopped``, and the server saw one request."""
+    env = await _open(sim, tmp_path, _config(sim, per_minute=2))
+    try:
+        with graceful_stop():
+            first = await env.providers.chat("llm", "hello 0", ctx=CTX)
+            queued = [asyncio.create_task(env.providers.chat("llm", f"hello {i}", ctx=CTX)) for i in range(1, 5)]
+            await asyncio.sleep(0.3)  # all four now wait at the limiter (past the pre-budget stop check)
+            assert not any(t.done() for t in queued)
+            t0 = time.perf_counter()
+            request_stop()
+            results = await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), timeout=5)
+            assert time.perf_counter() - t0 < 2.0
+        assert first.text and sim.stats()["requests"]["chat"] == 1
+        assert all(isinstance(r, ProviderError) and r.kind == "stopped" for r in results), results
+        rows = await env.rows()
+        assert sorted(r.error_kind or "ok" for r in rows) == ["ok", "stopped", "stopped", "stopped", "stopped"]
+        assert sum(r.attempts for r in rows) == 1  # attempts count requests sent: the stopped ones sent none
     finally:
         await _close(env)
 
