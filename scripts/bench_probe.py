@@ -203,11 +203,11 @@ def _sdk_wrapper(spans: contextvars.ContextVar[dict[str, float] | None]) -> Call
 def _acquire_wrapper(spans: contextvars.ContextVar[dict[str, float] | None]) -> Callable[[Any], Any]:
     """``RoleLimiter.acquire`` is an async context manager: time only the wait to enter it."""
     def make(original: Any) -> Any:
-        def acquire(limiter: Any, cost: int = 1) -> Any:
+        def acquire(limiter: Any, cost: int = 1, **kwargs: Any) -> Any:
             @contextlib.asynccontextmanager
             async def timed() -> AsyncIterator[None]:
                 start = time.perf_counter()
-                async with original(limiter, cost):
+                async with original(limiter, cost, **kwargs):
                     spent = spans.get()
                     if spent is not None:
                         spent["queued"] += time.perf_counter() - start
