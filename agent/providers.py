@@ -23,6 +23,7 @@ Contract (docs/INTERFACES.md § agent/providers):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -30,7 +31,7 @@ import os
 import ssl
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -170,12 +171,18 @@ class Providers:
                           hit, row.call_id)
 
     async def _chat_once(self, role: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self._slot(role, 1):
+            resp = await self._clients[role].chat.completions.create(**body)
+        return _chat_value(resp)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, role: str, cost: int) -> AsyncIterator[None]:
+        """The role's limiter for one request; a stop signal while queued there means ``stopped``, unsent."""
         try:
-            async with self.limiters[role].acquire(1, abort=stop_requested):
-                resp = await self._clients[role].chat.completions.create(**body)
+            async with self.limiters[role].acquire(cost, abort=stop_requested):
+                yield
         except LimiterAborted:
             raise _stopped() from None
-        return _chat_value(resp)
 
     # ---------------------------------------------------------------------------------------- images
     async def generate_image(self, prompt: str, *, ctx: CallContext) -> ImageResult:
@@ -217,11 +224,8 @@ class Providers:
         return value
 
     async def _image_once(self, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            async with self.limiters["t2i"].acquire(int(body.get("n", 1)), abort=stop_requested):
-                resp = await self._clients["t2i"].images.generate(**body)
-        except LimiterAborted:
-            raise _stopped() from None
+        async with self._slot("t2i", int(body.get("n", 1))):
+            resp = await self._clients["t2i"].images.generate(**body)
         value = _image_value(resp)
         if "b64" in value:
             value["data"], value["ext"] = await asyncio.to_thread(decode_b64_image, value.pop("b64"))
@@ -344,7 +348,7 @@ def _too_large(url: str, what: str) -> ProviderError:
 
 
 def _blob_on_disk(blobs: BlobStore, value: Mapping[str, Any]) -> bool:
-    """The cached image's blob file exists. One stat of its known path: ``BlobStore.exists`` globs the
+    """The cached image's blob file exists. One stat of its known path: ``BlobStore.exists`` lists the
     folder for any extension, which cost a third of a warm rerun's CPU time (scripts/bench_agent.py)."""
     try:
         return blobs.path(str(value.get("sha256", "")), str(value.get("ext", ""))).is_file()

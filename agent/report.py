@@ -26,14 +26,13 @@ if __name__ == "__main__":  # before the imports below: Ctrl-C while they load i
 import argparse
 import html
 import json
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from store.blobs import BlobStore
+from store.blobs import BlobStore, is_sha256
 from store.manifest import ManifestError, ManifestRow, atomic_write_text, read_manifest
 
 __all__ = ["ClassView", "ReportData", "ReportError", "load_report_data", "main", "render_html", "write_report"]
@@ -140,7 +139,7 @@ def _blob_paths(run_dir: Path, classes: Sequence[ClassView]) -> dict[str, str]:
             wanted.update(str(sha) for sha in (item.get("history_images") or []) if sha)
             if item.get("sha256"):
                 wanted.add(str(item["sha256"]))
-    valid = [sha for sha in sorted(wanted) if _SHA_RE.fullmatch(sha)]  # anything else: nothing to show
+    valid = [sha for sha in sorted(wanted) if is_sha256(sha)]  # anything else: nothing to show
     found = BlobStore(run_dir / "blobs").find_many(valid)
     # blobs/<shard>/<name>: the store's layout, as strings (relative_to per image cost ~0.3 ms each).
     return {sha: f"blobs/{found[sha].parent.name}/{found[sha].name}" for sha in valid if sha in found}
@@ -155,8 +154,6 @@ def _states_from_checkpoints(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------- render
-_SHA_RE = re.compile(r"[0-9a-f]{64}")
-
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ccc}

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["BlobError", "BlobStore", "normalise_ext"]
+__all__ = ["BlobError", "BlobStore", "is_sha256", "normalise_ext"]
 
 _EXT_RE = re.compile(r"[a-z0-9]{1,5}")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
@@ -73,17 +73,7 @@ class BlobStore:
 
     def find(self, sha: str) -> Path | None:
         """The stored file for ``sha`` whatever its extension, or ``None``."""
-        _check_sha(sha)
-        folder = self.root / sha[:2]
-        # Temp files start with a dot and never match ``<sha>.*``, so a half-written blob is invisible.
-        # A plain listdir + prefix test, not Path.glob: glob compiles a new pattern for every hash, which
-        # made lookups the largest CPU cost of a warm rerun (scripts/bench_agent.py).
-        prefix = f"{sha}."
-        try:
-            names = sorted(n for n in os.listdir(folder) if n.startswith(prefix))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return folder / names[0] if names else None
+        return self.find_many([sha]).get(sha)
 
     def find_many(self, shas: Iterable[str]) -> dict[str, Path]:
         """``find`` for many hashes, listing each fan-out folder once: ``{sha: path}`` of those stored.
@@ -96,6 +86,9 @@ class BlobStore:
             _check_sha(sha)
             wanted.setdefault(sha[:2], set()).add(sha)
         found: dict[str, Path] = {}
+        # A plain listdir + name test, not Path.glob: glob compiles a new pattern for every hash, which made
+        # lookups the largest CPU cost of a warm rerun (scripts/bench_agent.py). Temp files start with a
+        # dot, so their name never starts with a hash: a half-written blob is invisible.
         for shard, group in wanted.items():
             folder = self.root / shard
             try:
@@ -120,8 +113,13 @@ class BlobStore:
         return found.read_bytes()
 
 
+def is_sha256(text: object) -> bool:
+    """Whether ``text`` is a blob hash: 64 lowercase hex digits (``is_sha256("ab") -> False``)."""
+    return isinstance(text, str) and _SHA_RE.fullmatch(text) is not None
+
+
 def _check_sha(sha: str) -> None:
-    if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
+    if not is_sha256(sha):
         raise BlobError(f"blob hash {sha!r} is invalid: expected 64 lowercase hex digits (a sha256)")
 
 
