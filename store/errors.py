@@ -1,0 +1,34 @@
+"""The one base class for "the user gave us something we cannot use": one line on stderr, exit status 2.
+
+Contract:
+
+- Every error that means *bad input, flag, setting or file* (not a bug, not a provider failure) subclasses
+  :class:`UsageError`. Its message is the whole user interface: one line saying what is wrong, where
+  (``file:line``, the flag, the setting) and how to fix it — no type name, no traceback.
+- Entry points catch ``UsageError`` once, print ``error: <message>`` and return :data:`EXIT_USAGE`;
+  :func:`usage_line` is that line. Subclasses keep their own names (``ConfigError``, ``DataError``, …) so
+  callers can still tell them apart, and stay ``ValueError`` subclasses for code that catches those.
+- Standard library only: the trainer imports it.
+
+>>> class ShapeError(UsageError): ...
+>>> usage_line(ShapeError("--size: must be WxH, got '12'"))
+"error: --size: must be WxH, got '12'"
+"""
+
+from __future__ import annotations
+
+__all__ = ["EXIT_USAGE", "UsageError", "usage_line"]
+
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """Bad input, flag, setting or file: one line for the user, exit status 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def usage_line(exc: BaseException) -> str:
+    """``error: <first line of the message>`` — what an entry point prints for a :class:`UsageError`."""
+    text = str(exc).strip().splitlines()
+    return f"error: {text[0] if text else type(exc).__name__}"
