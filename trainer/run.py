@@ -46,7 +46,7 @@ from trainer.loop import (
     setup_runtime,
     train_one_epoch,
 )
-from trainer.losses import TrainingLoss
+from trainer.losses import TrainingLoss, sampler_prior
 from trainer.model import Classifier, ModelConfig, ModelError, build_classifier, count_parameters
 
 
@@ -56,7 +56,7 @@ class DataBundle:
     original: list[Sample]
     generated: list[Sample]
     test: list[Sample]
-    train_counts: list[int]  # per class, original data only: defines many/medium/few and the LA prior
+    train_counts: list[int]  # per class, original data only: defines many/medium/few (and --la-prior original)
 
 
 def run_training(args: argparse.Namespace, trajectory_keys: Sequence[str]) -> int:
@@ -95,12 +95,14 @@ def run_training(args: argparse.Namespace, trajectory_keys: Sequence[str]) -> in
         _check_resumable(resume_dir, args, trajectory_keys)
         start = load_checkpoint(resume_dir, net, optimizer, scheduler, sampler, rt)
         log(f"resumed from {resume_dir} after epoch {start}")
+    prior = la_prior(args, data)
     config = _resolved_config(args, data, rt, len(sampler) * rt.world, trainable)
+    config["la_prior_resolved"] = [round(p, 6) for p in prior]
     if rt.is_main:
         atomic_write_text(out / "config.json", dump_json(config))
     info = _model_info(cfg, data, args, preprocess)
     ctx = _EpochContext(args, rt, net, model, optimizer, scheduler, sampler, train_loader, test_loader,
-                        TrainingLoss(args.loss, data.train_counts, args.la_tau), data, out, info, log)
+                        build_loss(args, data, prior), data, out, info, log)
     end = min(args.epochs, args.stop_after_epoch or args.epochs)
     images, seconds = run_epochs(ctx, start, end)
     if end < args.epochs:
@@ -164,6 +166,21 @@ def run_epochs(ctx: _EpochContext, start: int, end: int) -> tuple[int, float]:
             ctx.log(f"epoch {epoch + 1}/{ctx.args.epochs}: loss {stats.loss:.4f}, "
                     f"{stats.images_per_s:.0f} images/s")
     return images, seconds
+
+
+def la_prior(args: argparse.Namespace, data: DataBundle) -> list[float]:
+    """The class prior of the logit-adjusted loss: the sampler's label prior, or D_o's (``--la-prior``)."""
+    counts_g = class_counts(data.generated, len(data.class_names))
+    if args.la_prior == "original":
+        return sampler_prior("plain", data.train_counts, [0] * len(counts_g))
+    return sampler_prior(args.mode, data.train_counts, counts_g, args.gen_sampling)
+
+
+def build_loss(args: argparse.Namespace, data: DataBundle, prior: list[float]) -> TrainingLoss:
+    """The training loss; for logit adjustment, ``prior`` (from :func:`la_prior`) as expected pool counts."""
+    # The prior in expected images of the training pool: a class the sampler never draws counts as one image.
+    pool = len(data.original) + len(data.generated) if args.la_prior == "sampler" else len(data.original)
+    return TrainingLoss(args.loss, [p * pool for p in prior], args.la_tau)
 
 
 def load_data(args: argparse.Namespace, log: Any) -> DataBundle:

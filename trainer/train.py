@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from trainer import cli
-from trainer.choices import HEADS, LOSSES, MODES, TUNES
+from trainer.choices import HEADS, LA_PRIORS, LOSSES, MODES, TUNES
 
 # Options that shape the training trajectory: a resumed run must use the same values.
 TRAJECTORY_KEYS = ("train", "generated", "data_root", "mode", "alpha", "gen_sampling", "samples_per_epoch",
                    "epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "clip_grad", "model",
                    "pretrained", "tune", "head", "lora_r", "lora_alpha", "lora_dropout", "image_size", "seed",
-                   "loss", "la_tau", "crop_min_scale")
+                   "loss", "la_tau", "la_prior", "crop_min_scale")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training samples per epoch (default |D_o| + |D_g|): equal compute across modes")
     s.add_argument("--loss", choices=LOSSES, default="ce", help="ce, or logit-adjust (Menon et al. 2020)")
     s.add_argument("--la-tau", type=float, default=1.0, help="logit-adjustment strength τ (default 1.0)")
+    s.add_argument("--la-prior", choices=LA_PRIORS, default="sampler",
+                   help="logit adjustment's class prior: the label prior the --mode's sampler produces "
+                        "(default; trainer/losses.py derives it) or D_o's counts (original)")
     m = p.add_argument_group("model")
     m.add_argument("--model", default="ViT-B-32", help="open_clip model name or model-config JSON path")
     m.add_argument("--pretrained", default="openai", help="open_clip tag, weights file, or 'none' (random init)")

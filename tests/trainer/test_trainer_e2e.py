@@ -13,6 +13,7 @@ import torch
 
 from tests.trainer.trainer_helpers import TinyData, train_argv
 from trainer import eval as trainer_eval
+from trainer.losses import sampler_prior
 from trainer.train import main
 
 
@@ -39,6 +40,9 @@ def test_main_trains_and_reports_in_every_mode(tiny_data: TinyData, tmp_path: Pa
     assert config["mode"] == mode and config["generated_images"] == n_gen
     assert config["samples_per_epoch_resolved"] == 20 + n_gen  # default: |D_o| + |D_g|
     assert config["train_counts"] == [12, 6, 2]
+    # Logit adjustment's prior is what this mode's sampler draws (trainer/losses.py derives it).
+    prior = sampler_prior(mode, [12, 6, 2], [4, 4, 4] if n_gen else [0, 0, 0])
+    assert config["la_prior_resolved"] == pytest.approx(prior, abs=1e-6)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_images"] == 12 and metrics["epochs"] == epochs and metrics["images_per_s"] > 0
     assert {g: metrics["splits"][g]["classes"] for g in ("many", "medium", "few")} == \

@@ -1,14 +1,16 @@
-"""Soft-target cross-entropy and logit adjustment (Menon et al. 2020)."""
+"""Soft-target cross-entropy, logit adjustment (Menon et al. 2020) and the label prior of each sampler."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.losses import TrainingLoss, adjust_logits, log_prior, soft_cross_entropy
+from trainer.balancemix import PairSampler, SamplingConfig, mix_batch
+from trainer.losses import TrainingLoss, adjust_logits, log_prior, sampler_prior, soft_cross_entropy
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -61,3 +63,78 @@ def test_log_prior_is_finite_for_classes_missing_from_the_original_data() -> Non
 def test_unknown_loss_is_rejected() -> None:
     with pytest.raises(ValueError, match="ce, logit-adjust"):
         TrainingLoss("focal", counts=[1, 2])
+
+
+# --- the label prior each sampler produces (derived in trainer/losses.py, counted here) --------------------
+
+# Long-tailed D_o, and a D_g that fills classes up to K = 60 (the head class gets none), as the benchmark does.
+COUNTS_O = [60, 25, 9, 3]
+COUNTS_G = [0, 35, 51, 57]
+
+
+def _labels(counts: list[int]) -> list[int]:
+    return [c for c, n in enumerate(counts) for _ in range(n)]
+
+
+def empirical_prior(mode: str, gen_sampling: str, samples: int) -> torch.Tensor:
+    """Mean soft target over ``samples`` draws of the real sampler, mixed by the trainer's own mix_batch."""
+    labels_o, labels_g = _labels(COUNTS_O), _labels(COUNTS_G)
+    labels = torch.tensor(labels_o + labels_g)
+    cfg = SamplingConfig(mode=mode, alpha=0.4, gen_sampling=gen_sampling, samples_per_epoch=samples, seed=7)
+    keys = list(PairSampler(cfg, labels_o, labels_g))
+    i = torch.tensor([k[0] for k in keys])
+    j = torch.tensor([k[1] for k in keys])
+    lam = torch.tensor([k[2] for k in keys])
+    x = torch.zeros(len(keys), 1)  # the inputs do not matter here; mix_batch needs an x_j to mix at all
+    partner = x if (j >= 0).all() else torch.empty(0)
+    _, target = mix_batch(x, labels[i], partner, labels[j.clamp(min=0)], lam, len(COUNTS_O))
+    return target.mean(dim=0)
+
+
+@pytest.mark.parametrize(("mode", "gen_sampling"), [
+    ("plain", "uniform"), ("balanced", "uniform"), ("mixup", "uniform"),
+    ("balancemix", "uniform"), ("balancemix", "balanced"),
+])
+def test_sampler_prior_matches_an_empirical_count_from_the_real_sampler(mode: str, gen_sampling: str) -> None:
+    samples = 40_000
+    derived = torch.tensor(sampler_prior(mode, COUNTS_O, COUNTS_G, gen_sampling))
+    counted = empirical_prior(mode, gen_sampling, samples)
+    assert math.isclose(float(derived.sum()), 1.0, rel_tol=1e-9)
+    # A soft label's component lies in [0, 1]: its mean has a standard error <= 0.5 / sqrt(n) = 0.0025.
+    assert (counted - derived).abs().max() < 0.01, (counted.tolist(), derived.tolist())
+
+
+def test_balancemix_prior_is_tail_heavy_unlike_the_original_data() -> None:
+    bm = sampler_prior("balancemix", COUNTS_O, COUNTS_G)
+    original = sampler_prior("plain", COUNTS_O, [0, 0, 0, 0])
+    assert bm == sorted(bm) and original == sorted(original, reverse=True)
+    # ... and the empirical count tells them apart: the test above would fail for the D_o prior.
+    counted = empirical_prior("balancemix", "uniform", 20_000)
+    assert (counted - torch.tensor(original)).abs().max() > 0.3
+
+
+def test_sampler_prior_rejects_mismatched_counts_and_unknown_modes() -> None:
+    with pytest.raises(ValueError, match="classes"):
+        sampler_prior("plain", [1, 2], [1])
+    with pytest.raises(ValueError, match="mode must be one of"):
+        sampler_prior("focal", [1], [1])
+
+
+def test_the_trainer_adjusts_by_the_sampler_prior_or_by_the_original_counts() -> None:
+    from argparse import Namespace
+
+    from trainer.data import Sample
+    from trainer.run import DataBundle, build_loss, la_prior
+
+    def samples(counts: list[int]) -> list[Sample]:
+        return [Sample(Path(f"{c}_{k}.png"), c, "x") for c, n in enumerate(counts) for k in range(n)]
+
+    data = DataBundle(["a", "b", "c", "d"], samples(COUNTS_O), samples(COUNTS_G), [], COUNTS_O)
+    args = Namespace(mode="balancemix", gen_sampling="uniform", loss="logit-adjust", la_tau=1.0, la_prior="sampler")
+    prior = la_prior(args, data)
+    assert prior == sampler_prior("balancemix", COUNTS_O, COUNTS_G)
+    assert torch.allclose(build_loss(args, data, prior).log_pi.exp(), torch.tensor(prior, dtype=torch.float32))
+    args.la_prior = "original"  # D_o's counts, Menon et al.'s prior for instance sampling
+    original = la_prior(args, data)
+    assert torch.allclose(build_loss(args, data, original).log_pi.exp(),
+                          torch.tensor(COUNTS_O, dtype=torch.float32) / sum(COUNTS_O))
