@@ -6,6 +6,7 @@ needs neither the dataset package nor pretrained weights; it asserts the table's
 
 from __future__ import annotations
 
+import doctest
 import json
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 from PIL import Image
 
 from scripts import bench_fmnist_lt as bench
+from scripts.lt.profile import lt_counts
+from scripts.lt.runner import CONVERGED_STEPS, DEFAULT_MODEL
 from scripts.lt.simulated_gen import domain_shift, fill_counts
 from store.manifest import read_manifest
 from tests.scripts.test_lt_tools import fake_fashion_mnist
@@ -58,6 +61,11 @@ def test_rows_share_compute_and_differ_only_in_mode_loss_and_dg(tmp_path: Path) 
     assert opt(argvs["balancemix"], "--generated") == "gs.jsonl"
     assert opt(argvs["balancemix_clean"], "--generated") == "gc.jsonl"
     assert opt(argvs["balancemix_do"], "--generated") == "do.txt"
+    # The new row: BalanceMix's sampler and D_g, with the logit-adjusted loss (its prior is the sampler's).
+    assert [opt(argvs["balancemix_la"], f) for f in ("--mode", "--loss", "--generated")] == [
+        "balancemix", "logit-adjust", "gs.jsonl"]
+    assert "--la-prior" not in argvs["balancemix_la"]  # the trainer's default: the sampler's prior
+    assert opt(argvs["ce"], "--samples-per-epoch") == str(cfg.steps * cfg.batch_size)  # one epoch of `steps`
     assert [opt(argvs[k], "--mode") for k in ("plain", "balanced", "mixup", "balancemix")] == [
         "plain", "balanced", "mixup", "balancemix"]
 
@@ -79,16 +87,22 @@ def test_quick_benchmark_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     data_dir = fake_fashion_mnist(tmp_path / "fm", train_per_class=60, test_per_class=10)
     work = tmp_path / "work"
     assert bench.main(["--quick", "--data-dir", str(data_dir), "--work", str(work)]) == 0
+    printed = capsys.readouterr().out
+    assert "not converged" in printed  # 4 steps: far below the measured converged budget
 
     results = json.loads((work / "results.json").read_text())
+    assert results["budget"]["converged"] is False and "not converged" in results["budget"]["note"]
+    assert results["machine"]["start"]["load_average"] and results["wall_s"] > 0
     assert [t["row"] for t in results["table"]] == [r.key for r in bench.ROWS]
     for entry in results["table"]:
         assert entry["seeds"] == 1
         for group in bench.GROUPS:
             assert 0.0 <= entry[group]["mean"] <= 100.0 and entry[group]["std"] == 0.0
     assert len(results["runs"]) == len(bench.ROWS) and all(r["status"] == 0 for r in results["runs"])
-    table_lines = (work / "results.md").read_text().splitlines()
-    assert len(table_lines) == 2 + len(bench.ROWS) and all(ln.count("|") == 6 for ln in table_lines)
+    lines = (work / "results.md").read_text().splitlines()
+    table_lines, rest = lines[:2 + len(bench.ROWS)], lines[2 + len(bench.ROWS):]
+    assert all(ln.count("|") == 6 for ln in table_lines)
+    assert rest[0] == "" and "not converged" in rest[1] and len(rest) == 2
 
     # D_g: filled up to K per class, same source images in both variants, none of them in D_o.
     shifted, clean = (read_manifest(work / f"gen-{v}" / "manifest.jsonl") for v in ("shift", "clean"))
@@ -104,3 +118,80 @@ def test_quick_benchmark_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert bench.main(["--quick", "--data-dir", str(data_dir), "--work", str(work)]) == 0
     assert capsys.readouterr().out.count("reusing the finished run") == len(bench.ROWS)
     assert json.loads((work / "results.json").read_text())["table"] == results["table"]
+
+
+def test_split_profile_flags_shape_the_split_and_are_recorded(tmp_path: Path) -> None:
+    data_dir = fake_fashion_mnist(tmp_path / "fm", train_per_class=60, test_per_class=10)
+    work = tmp_path / "work"
+    argv = ["--quick", "--data-dir", str(data_dir), "--work", str(work), "--rows", "ce", "--steps", "1",
+            "--n-max", "30", "--imbalance", "6", "--k", "12", "--split-seed", "3"]
+    assert bench.main(argv) == 0
+    results = json.loads((work / "results.json").read_text())
+    config = results["config"]
+    assert (config["n_max"], config["imbalance"], config["k"], config["split_seed"]) == (30, 6.0, 12, 3)
+    counts = list(results["data"]["train"].values())
+    assert counts == lt_counts(30, 6.0, 10)
+    assert list(results["data"]["generated"].values()) == [max(0, 12 - n) for n in counts]
+    split = json.loads((work / "split" / "split.json").read_text())
+    assert split["config"]["seed"] == 3
+    # Another split seed picks other images for the same profile.
+    other = tmp_path / "other"
+    assert bench.main([*argv[:4], str(other), *argv[5:-1], "4"]) == 0
+    assert (other / "split" / "train.txt").read_text() != (work / "split" / "train.txt").read_text()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--steps", "5", "--epochs", "2"], "not a multiple of --epochs"),
+    (["--imbalance", "0.5"], "--imbalance must be >= 1"),
+    (["--n-max", "3", "--imbalance", "10"], "raise --n-max"),
+])
+def test_unusable_settings_are_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              flags: list[str], message: str) -> None:
+    data_dir = fake_fashion_mnist(tmp_path / "fm", train_per_class=20, test_per_class=10)
+    rc = bench.main(["--quick", "--data-dir", str(data_dir), "--work", str(tmp_path / "w"), *flags])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("bench_fmnist_lt: error:") and "\n" not in err and message in err
+
+
+def test_budget_note_says_not_converged_below_the_measured_budget() -> None:
+    converged = bench.BenchConfig()
+    assert converged.converged() and "not converged" not in bench.budget_note(converged)
+    short = bench.BenchConfig(steps=CONVERGED_STEPS // 2)
+    assert not short.converged() and "not converged" in bench.budget_note(short)
+    # The budget is in samples: half the steps at twice the batch is the same budget.
+    assert bench.BenchConfig(steps=CONVERGED_STEPS // 2, batch_size=256).converged()
+
+
+def test_docstring_examples_hold() -> None:
+    from scripts import bench_fmnist_sweep
+
+    for module in (bench, bench_fmnist_sweep):
+        assert doctest.testmod(module).failed == 0
+
+
+def test_converged_budget_is_the_smallest_whose_doubling_moves_accuracy_less_than_a_point() -> None:
+    from scripts.bench_fmnist_sweep import converged_budget
+
+    budgets = [250, 500, 1000, 2000, 4000]
+    assert converged_budget(budgets, [40.0, 60.0, 70.0, 70.9, 71.5]) == 1000
+    assert converged_budget(budgets, [40.0, 60.0, 70.0, 71.0, 71.5]) == 2000  # exactly 1 point: not < 1
+    assert converged_budget(budgets, [40.0, 60.0, 70.0, 69.5, 72.0]) == 1000  # a drop counts by its size
+    assert converged_budget(budgets, [40.0, 50.0, 60.0, 70.0, 80.0]) is None
+    assert converged_budget([500, 1000, 4000], [60.0, 60.5, 61.0]) == 500  # needs the doubled budget measured
+
+
+def test_sweep_quick_writes_table_plot_and_converged_budget(tmp_path: Path) -> None:
+    from scripts import bench_fmnist_sweep
+
+    data_dir = fake_fashion_mnist(tmp_path / "fm", train_per_class=60, test_per_class=10)
+    work = tmp_path / "sweep"
+    assert bench_fmnist_sweep.main(["budget", "--quick", "--budgets", "1", "2", "--data-dir", str(data_dir),
+                                    "--work", str(work)]) == 0
+    results = json.loads((work / "budget.json").read_text())
+    assert [(p["model"], p["steps"]) for p in results["summary"]] == [(DEFAULT_MODEL, 1), (DEFAULT_MODEL, 2)]
+    assert len(results["runs"]) == 4 and {r["row"] for r in results["runs"]} == {"ce", "balancemix"}
+    expected = bench_fmnist_sweep.converged_budget([1, 2], [p["ce"]["overall"] for p in results["summary"]])
+    assert results["converged_steps"] == expected
+    assert (work / "budget.png").stat().st_size > 1000
+    assert (work / "budget.md").read_text().count("| " + DEFAULT_MODEL) == 2
