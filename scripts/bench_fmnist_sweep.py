@@ -53,10 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = BenchConfig(data_dir=args.data_dir, work=args.work, seeds=(0,), rows=SWEEP_ROWS)
     if args.quick:
         base = replace(base, **{k: v for k, v in QUICK.items() if k != "steps"})
-    overrides = {k: getattr(args, k) for k in ("n_max", "imbalance", "split_seed", "k", "epochs", "batch_size",
-                                               "lr", "threads", "jobs") if getattr(args, k) is not None}
-    base = replace(base, trainer_args=tuple(args.trainer_arg), **overrides,
-                   **({"seeds": tuple(args.seeds)} if args.seeds else {}))
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in ("n_max", "imbalance", "split_seed", "k", "epochs",
+                                                               "batch_size", "lr", "threads", "jobs")
+                                 if getattr(args, k) is not None}
+    if args.seeds:
+        overrides["seeds"] = tuple(args.seeds)
+    base = replace(base, trainer_args=tuple(args.trainer_arg), **overrides)
     try:
         for model, steps in points:
             replace(base, model=model, steps=steps).check()
