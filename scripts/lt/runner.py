@@ -23,7 +23,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -184,18 +184,28 @@ def trainer_argv(cfg: BenchConfig, data: dict[str, Any], row: Row, seed: int, ou
     return argv + list(cfg.trainer_args)
 
 
-def run_jobs(jobs: Sequence[Job], parallel: int = 1) -> list[dict[str, Any]]:
-    """Run every job, ``parallel`` at a time (longest first); results in the order of ``jobs``."""
+def run_jobs(jobs: Sequence[Job], parallel: int = 1,
+             runner: Callable[[Job], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Run every job, ``parallel`` at a time (longest first); results in the order of ``jobs``.
+
+    ``runner`` (default :func:`run_one`) must be a module-level function: workers are spawned processes.
+    """
+    run = runner or run_one
     if parallel <= 1 or len(jobs) <= 1:
-        return [run_one(job) for job in jobs]
-    order = sorted(range(len(jobs)), key=lambda k: -jobs[k].cost)
+        return [run(job) for job in jobs]
+    order = longest_first(jobs)
     results: list[dict[str, Any]] = [{} for _ in jobs]
     # spawn, not fork: torch's thread pools do not survive a fork, and each worker sets its own threads.
     with ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn")) as pool:
-        futures = {k: pool.submit(run_one, jobs[k]) for k in order}
+        futures = {k: pool.submit(run, jobs[k]) for k in order}
         for k, future in futures.items():
             results[k] = future.result()
     return results
+
+
+def longest_first(jobs: Sequence[Job]) -> list[int]:
+    """Indices of ``jobs`` by decreasing cost (ties in input order): long runs first pack workers best."""
+    return sorted(range(len(jobs)), key=lambda k: -jobs[k].cost)
 
 
 def run_one(job: Job) -> dict[str, Any]:

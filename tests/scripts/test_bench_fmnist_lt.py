@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import doctest
 import json
+import os
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from scripts import bench_fmnist_lt as bench
+from scripts.lt import runner
 from scripts.lt.profile import lt_counts
-from scripts.lt.runner import CONVERGED_STEPS, DEFAULT_MODEL
+from scripts.lt.runner import CONVERGED_STEPS, DEFAULT_MODEL, Job
 from scripts.lt.simulated_gen import domain_shift, fill_counts
 from store.manifest import read_manifest
 from tests.scripts.test_lt_tools import fake_fashion_mnist
@@ -195,3 +199,25 @@ def test_sweep_quick_writes_table_plot_and_converged_budget(tmp_path: Path) -> N
     assert results["converged_steps"] == expected
     assert (work / "budget.png").stat().st_size > 1000
     assert (work / "budget.md").read_text().count("| " + DEFAULT_MODEL) == 2
+
+
+def _fake_run(job: Job) -> dict[str, Any]:
+    """Stands in for a training run in a spawned worker: waits (up to 30 s) until two processes have
+    checked in under the job's folder, so a pool that runs one job at a time fails instead of passing."""
+    folder = job.out.parent
+    (folder / f"{os.getpid()}.pid").touch()
+    deadline = time.monotonic() + 30
+    while len(list(folder.glob("*.pid"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"row": job.row.key, "seed": job.seed, "pid": os.getpid()}
+
+
+def test_parallel_jobs_run_in_separate_processes_and_keep_their_order(tmp_path: Path) -> None:
+    row = bench.ROWS[0]
+    jobs = [Job(row, seed, tmp_path / str(seed), (), cost=float(cost)) for seed, cost in enumerate([1, 5, 3, 9])]
+    results = runner.run_jobs(jobs, parallel=2, runner=_fake_run)
+    assert [r["seed"] for r in results] == [0, 1, 2, 3]  # the order of the jobs, not of completion
+    assert len({r["pid"] for r in results}) == 2 and os.getpid() not in {r["pid"] for r in results}
+    assert runner.longest_first(jobs) == [3, 1, 2, 0]  # submitted by decreasing cost
+    (tmp_path / "other.pid").touch()  # in-process, one at a time: no waiting for a second process
+    assert [r["pid"] for r in runner.run_jobs(jobs[:2], parallel=1, runner=_fake_run)] == [os.getpid()] * 2
