@@ -116,8 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "converged": cfg.converged(), "note": note},
                "data": data["counts"], "wall_s": round(time.monotonic() - started, 1),
                "machine": {"start": before, "end": machine_state()}, "table": table, "runs": runs}
-    (cfg.work / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    judged = verdict(table)
+    results["verdict"] = judged
     markdown = format_table(table, len(cfg.seeds))
+    if judged is not None:
+        markdown += "\n\n" + format_verdict(judged)
+    (cfg.work / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (cfg.work / "results.md").write_text(markdown + "\n\n" + note + "\n", encoding="utf-8")
     print(markdown)
     print(f"\n{note}")
@@ -172,6 +176,48 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             entry[group] = {"mean": round(statistics.fmean(values), 2), "std": round(std, 2)}
         table.append(entry)
     return table
+
+
+# The question the new row asks (issue 13): better than both of these, on these groups, by more than one std?
+CHALLENGER, RIVALS, VERDICT_GROUPS = "balancemix_la", ("balancemix", "logit_adjust"), ("overall", "few")
+
+
+def verdict(table: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Does :data:`CHALLENGER` beat every row in :data:`RIVALS` on every group in :data:`VERDICT_GROUPS` by
+    more than one standard deviation (the larger of the two rows' sample stds)? None when a row is missing or
+    has fewer than 2 seeds (no std to judge by).
+
+    >>> t = [{"row": "balancemix_la", "seeds": 3, "overall": {"mean": 80.0, "std": 0.5}, "few": {"mean": 70.0, "std": 2.0}},
+    ...      {"row": "balancemix", "seeds": 3, "overall": {"mean": 78.0, "std": 1.0}, "few": {"mean": 69.0, "std": 1.0}},
+    ...      {"row": "logit_adjust", "seeds": 3, "overall": {"mean": 75.0, "std": 1.0}, "few": {"mean": 60.0, "std": 3.0}}]
+    >>> v = verdict(t)
+    >>> v["beats_all"], [(c["rival"], c["group"], c["beats"]) for c in v["comparisons"] if not c["beats"]]
+    (False, [('balancemix', 'few', False)])
+    """
+    rows = {e["row"]: e for e in table}
+    if any(r not in rows or rows[r]["seeds"] < 2 for r in (CHALLENGER, *RIVALS)):
+        return None
+    comparisons = []
+    for rival in RIVALS:
+        for group in VERDICT_GROUPS:
+            mine, theirs = rows[CHALLENGER][group], rows[rival][group]
+            if mine is None or theirs is None:
+                return None
+            delta = round(mine["mean"] - theirs["mean"], 2)
+            margin = max(mine["std"], theirs["std"])
+            comparisons.append({"rival": rival, "group": group, "delta": delta, "std": margin,
+                                "beats": delta > margin})
+    return {"challenger": CHALLENGER, "beats_all": all(c["beats"] for c in comparisons), "comparisons": comparisons}
+
+
+def format_verdict(v: dict[str, Any]) -> str:
+    """One line per comparison, and the answer."""
+    lines = [f"{v['challenger']} vs {c['rival']} on {'all' if c['group'] == 'overall' else c['group']}: "
+             f"{c['delta']:+.2f} points (larger std {c['std']:.2f}): "
+             f"{'better by more than one std' if c['beats'] else 'NOT better by more than one std'}"
+             for c in v["comparisons"]]
+    answer = "yes" if v["beats_all"] else "no"
+    return "\n".join([*lines, f"beats both on all and few by more than one std: {answer}"])
 
 
 def format_table(table: Sequence[dict[str, Any]], seeds: int) -> str:

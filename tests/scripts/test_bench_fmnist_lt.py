@@ -106,7 +106,9 @@ def test_quick_benchmark_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     lines = (work / "results.md").read_text().splitlines()
     table_lines, rest = lines[:2 + len(bench.ROWS)], lines[2 + len(bench.ROWS):]
     assert all(ln.count("|") == 6 for ln in table_lines)
-    assert rest[0] == "" and "not converged" in rest[1] and len(rest) == 2
+    assert rest == ["", rest[1]] and "not converged" in rest[1]
+    assert results["verdict"] is None  # one seed: no std, so no "better by more than one std" either way
+
 
     # D_g: filled up to K per class, same source images in both variants, none of them in D_o.
     shifted, clean = (read_manifest(work / f"gen-{v}" / "manifest.jsonl") for v in ("shift", "clean"))
@@ -221,3 +223,24 @@ def test_parallel_jobs_run_in_separate_processes_and_keep_their_order(tmp_path: 
     assert runner.longest_first(jobs) == [3, 1, 2, 0]  # submitted by decreasing cost
     (tmp_path / "other.pid").touch()  # in-process, one at a time: no waiting for a second process
     assert [r["pid"] for r in runner.run_jobs(jobs[:2], parallel=1, runner=_fake_run)] == [os.getpid()] * 2
+
+
+def test_verdict_needs_every_comparison_above_one_std_and_two_seeds() -> None:
+    def entry(row: str, seeds: int, overall: tuple[float, float], few: tuple[float, float]) -> dict[str, Any]:
+        return {"row": row, "seeds": seeds, "overall": {"mean": overall[0], "std": overall[1]},
+                "few": {"mean": few[0], "std": few[1]}}
+
+    table = [entry("balancemix_la", 3, (80.0, 0.5), (75.0, 1.0)), entry("balancemix", 3, (78.0, 1.0), (73.0, 1.5)),
+             entry("logit_adjust", 3, (74.0, 1.0), (60.0, 4.0))]
+    v = bench.verdict(table)
+    assert v is not None and v["beats_all"] is True
+    assert [(c["rival"], c["group"], c["delta"], c["std"]) for c in v["comparisons"]] == [
+        ("balancemix", "overall", 2.0, 1.0), ("balancemix", "few", 2.0, 1.5),
+        ("logit_adjust", "overall", 6.0, 1.0), ("logit_adjust", "few", 15.0, 4.0)]
+    table[1] = entry("balancemix", 3, (78.0, 1.0), (73.0, 2.5))  # few: +2.0 within the larger std 2.5
+    v = bench.verdict(table)
+    assert v is not None and v["beats_all"] is False
+    assert "balancemix on few: +2.00 points (larger std 2.50): NOT better" in bench.format_verdict(v)
+    assert bench.format_verdict(v).endswith("by more than one std: no")
+    table[2] = entry("logit_adjust", 1, (74.0, 0.0), (60.0, 0.0))
+    assert bench.verdict(table) is None and bench.verdict(table[:2]) is None
