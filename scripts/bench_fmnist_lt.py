@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "budget": {"steps": cfg.steps, "batch_size": cfg.batch_size, "converged_steps": CONVERGED_STEPS,
                           "converged": cfg.converged(), "note": note},
                "data": data["counts"], "wall_s": round(time.monotonic() - started, 1),
-               "machine": {"start": before, "end": machine_state()}, "table": table, "runs": runs}
+               "machine": {"start": before, "end": machine_state(commit=False)}, "table": table, "runs": runs}
     judged = verdict(table)
     results["verdict"] = judged
     markdown = format_table(table, len(cfg.seeds))

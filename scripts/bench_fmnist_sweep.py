@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize(runs, base.batch_size)
     results = {"sweep": args.sweep, "config": jsonable(asdict(base)), "points": [list(p) for p in points],
                "wall_s": round(time.monotonic() - started, 1),
-               "machine": {"start": before, "end": machine_state()}, "summary": summary, "runs": runs}
+               "machine": {"start": before, "end": machine_state(commit=False)}, "summary": summary, "runs": runs}
     if args.sweep == "budget":
         results["converged_steps"] = converged_budget(args.budgets, [summary[(args.models[0], s)]["ce"]["overall"]
                                                                       for s in args.budgets])

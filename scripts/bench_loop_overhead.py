@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         s["ratio_wall"] = round(s["trainer_wall"] / s["bare_wall"], 3)
         s["ratio_cpu"] = round(s["trainer_cpu"] / s["bare_cpu"], 3)
     result = {"model": cfg.model, "steps": cfg.steps, "batch_size": cfg.batch_size, "rounds": args.rounds,
-              "machine": {"start": before, "end": machine_state()}, "summary": summary, "rates": rates}
+              "machine": {"start": before, "end": machine_state(commit=False)}, "summary": summary, "rates": rates}
     print("\n| mode | bare loop img/s (wall / CPU) | trainer loop img/s (wall / CPU) | trainer / bare (wall / CPU) "
           "| trainer's DataLoader alone img/s (wall / CPU) |")
     print("|---|---|---|---|---|")

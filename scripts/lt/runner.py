@@ -256,15 +256,22 @@ def read_metrics(path: Path) -> dict[str, float | None]:
     return found
 
 
-def machine_state() -> dict[str, Any]:
-    """Load average (1, 5, 15 min) and the git commit of this checkout, to judge a wall time by."""
+def machine_state(commit: bool = True) -> dict[str, Any]:
+    """Load average (1, 5, 15 min) and (at the start of a run: the code that runs) the checkout's git commit."""
+    state: dict[str, Any] = {"load_average": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count()}
+    if commit:
+        state["git_commit"] = git_commit()
+    return state
+
+
+def git_commit() -> str | None:
+    """Short hash of this checkout's HEAD, or None outside a git checkout."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).resolve().parent, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return {"load_average": [round(x, 2) for x in os.getloadavg()], "git_commit": commit or None,
-            "cpu_count": os.cpu_count()}
+    return commit or None
 
 
 def jsonable(obj: Any) -> Any:
