@@ -85,14 +85,47 @@ def test_gpu_bench_sh_rejects_an_unknown_verb() -> None:
     assert proc.stderr.strip().startswith("usage: bash scripts/gpu_bench.sh fetch|run|dry")
 
 
-def test_bench_loader_ab_measures_both_pipelines(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_loader_ab_measures_every_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
     from scripts import bench_loader_ab
 
     assert bench_loader_ab.main(["--rounds", "1", "--steps", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rates = {line.split()[0]: float(line.split()[2]) for line in lines[1:]}
-    assert set(rates) == {"torchvision", "trainer.data"} and all(r > 0 for r in rates.values())
+    assert set(rates) == {"torchvision", "torch-normalize", "trainer.data"} and all(r > 0 for r in rates.values())
+    import trainer.data
     import trainer.run
     from trainer.data import build_transforms
 
-    assert trainer.run.build_transforms is build_transforms  # the swap is undone
+    assert trainer.run.build_transforms is build_transforms  # the swaps are undone
+    assert trainer.data.ToNormalizedTensor is not bench_loader_ab.TorchOpsNormalize
+
+
+def test_numpy_normalisation_equals_the_torch_ops_it_replaced() -> None:
+    import numpy as np
+    from PIL import Image
+
+    from scripts.bench_loader_ab import TorchOpsNormalize
+    from trainer.data import ToNormalizedTensor
+
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    rng = np.random.default_rng(3)
+    for side, mode in ((28, "RGB"), (31, "L")):
+        image = Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).convert(mode)
+        assert ToNormalizedTensor(mean, std)(image).equal(TorchOpsNormalize(mean, std)(image))
+
+
+def test_bench_loop_overhead_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts import bench_loop_overhead
+    from tests.scripts.test_lt_tools import fake_fashion_mnist
+
+    data_dir = fake_fashion_mnist(tmp_path / "fm", train_per_class=60, test_per_class=10)
+    out = tmp_path / "loop.json"
+    assert bench_loop_overhead.main(["--quick", "--rounds", "1", "--data-dir", str(data_dir),
+                                     "--work", str(tmp_path / "w"), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["summary"]) == {"plain", "balancemix"} and res["steps"] == 3
+    for s in res["summary"].values():
+        for key in ("trainer", "bare", "data"):
+            assert s[f"{key}_wall"] > 0 and s[f"{key}_cpu"] > 0
+        assert s["ratio_cpu"] == pytest.approx(s["trainer_cpu"] / s["bare_cpu"], rel=1e-2)
+    assert "| balancemix |" in capsys.readouterr().out
