@@ -233,7 +233,7 @@ def _from_status(
         return Failure(True, "rate_limited" if status == 429 else "server", status, message, hint)
     if code in _REFUSAL_CODES or any(w in lowered for w in _REFUSAL_WORDS):
         return Failure(False, "refused", status, message)
-    kind = {401: "auth", 403: "auth", 404: "not_found"}.get(status, "bad_request")
+    kind: ErrorKind = "auth" if status in (401, 403) else "not_found" if status == 404 else "bad_request"
     return Failure(False, kind, status, message)
 
 
