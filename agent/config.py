@@ -90,7 +90,11 @@ _ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
     # Conservative starting points for a low-tier OpenAI account; raise them in the TOML file.
     "lmm": {"model": "gpt-4o", "max_in_flight": 8, "per_minute": 60, "timeout_s": 90.0},
     "llm": {"model": "gpt-4o-mini", "max_in_flight": 16, "per_minute": 300, "timeout_s": 60.0},
-    "t2i": {"model": "gpt-image-1", "max_in_flight": 4, "per_minute": 5, "timeout_s": 180.0},
+    # Size and quality are always sent, so the bill matches --dry-run and --max-cost (gpt-image-1's own default,
+    # quality "auto", may pick "high" at ~4x the price). The trainer resizes every image to CLIP's 224 px, so
+    # the smallest size and the cheapest quality are the sensible defaults (README: "Image size and quality").
+    "t2i": {"model": "gpt-image-1", "max_in_flight": 4, "per_minute": 5, "timeout_s": 180.0,
+            "image_size": "1024x1024", "image_quality": "low"},
 }
 
 

@@ -188,7 +188,7 @@ def render_html(data: ReportData) -> str:
 def _totals_table(data: ReportData) -> str:
     keys = ("M_y", "N_y", "accepted", "rejected", "failed", "cost_usd")
     cells = [(k, data.totals[k]) for k in keys if k in data.totals]
-    # The same counts as the final line and agent.traces (store.trace_schema.COUNTS_SQL), named by scope.
+    # The same counts as the final line and agent.traces (store.trace_schema.counts_sql), named by scope.
     for scope in ("run", "session"):
         counts = data.totals.get(scope) or {}
         cells += [(f"{k} ({'whole run' if scope == 'run' else 'last session'})", counts[k])

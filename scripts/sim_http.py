@@ -66,6 +66,15 @@ class SimServer(ThreadingHTTPServer):
                 pass
 
 
+# gpt-image-1 image output tokens per (quality, size), from OpenAI's image generation guide.
+_IMAGE_TOKENS = {
+    ("low", "1024x1024"): 272, ("low", "1024x1536"): 408, ("low", "1536x1024"): 400,
+    ("medium", "1024x1024"): 1056, ("medium", "1024x1536"): 1584, ("medium", "1536x1024"): 1568,
+    ("high", "1024x1024"): 4160, ("high", "1024x1536"): 6240, ("high", "1536x1024"): 6208,
+    ("auto", "1024x1024"): 1056,
+}
+
+
 class _Abort(Exception):
     """Raised to end a request that answers nothing (hang, reset)."""
 
@@ -182,6 +191,8 @@ class SimHandler(BaseHTTPRequestHandler):
                 return _error(400, str(exc), None, "invalid_request_error")
             entry["model"] = body.get("model")
         kind = "image" if endpoint == "images" else None
+        if endpoint == "images":  # what the client asked to be billed for (the log shows it was stated)
+            entry["size"], entry["quality"] = body.get("size"), body.get("quality")
         if endpoint == "chat":
             kind = sim_content.classify(_last_user_text(body["messages"]))
         if kind is not None:
@@ -230,6 +241,8 @@ class SimHandler(BaseHTTPRequestHandler):
         return None  # nontemplate, bad_image: a 200 with altered content
 
     def _images(self, body: dict[str, Any], *, bad: bool) -> dict[str, Any]:
+        """gpt-image-1's answer shape; ``usage.output_tokens`` are its image tokens for the quality and size
+        asked for ("auto" and unset read as medium / 1024x1024, as the API documents)."""
         state = self.server.state
         cfg = state.config
         prompt, n = body["prompt"], body["n"]
@@ -247,9 +260,10 @@ class SimHandler(BaseHTTPRequestHandler):
                 data.append({"b64_json": base64.b64encode(png).decode("ascii")})
         state.count(images=n)
         text_tokens = estimate_tokens(prompt)
+        image_tokens = _IMAGE_TOKENS.get((body.get("quality") or "medium", body.get("size") or "1024x1024"), 1056) * n
         return {
             "created": int(time.time()), "data": data, "output_format": "png",
-            "usage": {"input_tokens": text_tokens, "output_tokens": 272 * n, "total_tokens": text_tokens + 272 * n,
+            "usage": {"input_tokens": text_tokens, "output_tokens": image_tokens, "total_tokens": text_tokens + image_tokens,
                       "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 0}},
         }
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from agent.graph.state import ClassState, GraphDeps, add_counts
 from agent.providers import CallContext, ProviderError
+from store.errors import is_disk_full
 
 if TYPE_CHECKING:
     from agent.providers import ChatResult, ImageResult
@@ -61,7 +62,7 @@ def is_item_failure(exc: BaseException) -> bool:
     """A failure that belongs to one item. A spent budget is not: it must stop the class (resumable)."""
     if isinstance(exc, ProviderError):
         return not exc.stops_class  # a spent budget, the server's quota, a requested shutdown stop the class
-    return isinstance(exc, OSError)
+    return isinstance(exc, OSError) and not is_disk_full(exc)  # a full disk stops the class (resumable)
 
 
 def describe_failure(exc: BaseException) -> str:
