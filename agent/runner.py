@@ -46,8 +46,8 @@ from agent.score_cache import CachedScorer
 from agent.scorer import ClipScorer
 from agent.settings import RunSettings
 from store.blobs import BlobStore
-from store.errors import is_disk_full
 from store.cache import CallCache
+from store.errors import is_disk_full
 from store.manifest import ManifestRow, atomic_write_text, write_manifest
 from store.slug import slugify
 from store.trace_schema import sum_counts
