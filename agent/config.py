@@ -74,6 +74,9 @@ class RoleConfig(BaseModel):
     image_size: str | None = Field(None, description="a size such as '1024x1024', or none")
     image_quality: str | None = Field(None, description="a quality word such as 'low', or none")
     response_format: Literal["b64_json", "url"] | None = Field(None, description="'b64_json', 'url' or none")
+    # Chat roles: ask for JSON-schema structured outputs (agent/structured.py); part of every request body,
+    # so of every cache key. A server that answers 400 to them is remembered and read as text instead.
+    structured: bool = Field(False, description="true or false (JSON-schema structured outputs)")
 
     @field_validator("base_url")
     @classmethod
@@ -110,6 +113,13 @@ class ProvidersConfig(BaseModel):
 
 
 ROLE_FIELDS: tuple[str, ...] = tuple(RoleConfig.model_fields)
+# Fields that mean something for some roles only; every other field applies to all three.
+ROLE_ONLY: dict[str, tuple[str, ...]] = {"structured": ("lmm", "llm")}
+
+
+def role_fields(role: str) -> tuple[str, ...]:
+    """The settings that apply to ``role``: ``"structured" in role_fields("t2i") -> False``."""
+    return tuple(f for f in ROLE_FIELDS if role in ROLE_ONLY.get(f, ROLES))
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -230,11 +240,13 @@ def add_role_arguments(parser: argparse.ArgumentParser) -> None:
     """
     group = parser.add_argument_group("model providers (CLI > LTGC_<ROLE>_<FIELD> env > TOML > defaults)")
     for role in ROLES:
-        for field in ROLE_FIELDS:
+        for field in role_fields(role):
             info = RoleConfig.model_fields[field]
+            # A bare boolean flag means true (--llm-structured); "--llm-structured false" still parses.
+            bare = {"nargs": "?", "const": "true"} if info.annotation is bool else {}
             group.add_argument(
                 _flag(role, field), dest=_dest(role, field), default=None, metavar=field.upper(),
-                help=f"{role} {field.replace('_', ' ')}: {info.description}",
+                help=f"{role} {field.replace('_', ' ')}: {info.description}", **bare,  # type: ignore[arg-type]
             )
     group.add_argument("--cache-namespace", dest="cache_namespace", default=None,
                        help="string mixed into every cache key; change it to force fresh calls")
@@ -244,7 +256,7 @@ def role_overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The flags actually given, as ``{"llm": {"model": ...}, "cache_namespace": ...}``."""
     out: dict[str, Any] = {}
     for role in ROLES:
-        given = {f: getattr(args, _dest(role, f)) for f in ROLE_FIELDS
+        given = {f: getattr(args, _dest(role, f)) for f in role_fields(role)
                  if getattr(args, _dest(role, f), None) is not None}
         if given:
             out[role] = given
@@ -275,7 +287,7 @@ def _toml_layer(doc: Mapping[str, Any], label: str) -> Layer:
             raise ConfigError(f"{label}: '{role}' must be a table like [{role}], got {type(table).__name__}")
         layer[role] = {}
         for field, value in table.items():
-            _check_field(field, f"{label} [{role}]", hint=f"known: {', '.join(ROLE_FIELDS)}")
+            _check_field(field, f"{label} [{role}]", role=role, hint=f"known: {', '.join(role_fields(role))}")
             layer[role][field] = (value, f"{label} [{role}] {field}")
     if "cache_namespace" in doc:
         layer["cache_namespace"] = (doc["cache_namespace"], f"{label} cache_namespace")
@@ -292,7 +304,8 @@ def _env_layer(env: Mapping[str, str]) -> Layer:
             prefix = f"LTGC_{role.upper()}_"
             if name.startswith(prefix):
                 field = name[len(prefix):].lower()
-                _check_field(field, name, hint=f"known suffixes: {', '.join(f.upper() for f in ROLE_FIELDS)}")
+                _check_field(field, name, role=role,
+                             hint=f"known suffixes: {', '.join(f.upper() for f in role_fields(role))}")
                 layer.setdefault(role, {})[field] = (value, name)
     return layer
 
@@ -305,16 +318,19 @@ def _overrides_layer(overrides: Mapping[str, Any]) -> Layer:
         elif key in ROLES:
             layer[key] = {}
             for field, v in dict(value).items():
-                _check_field(field, f"override {key}", hint=f"known: {', '.join(ROLE_FIELDS)}")
+                _check_field(field, f"override {key}", role=key, hint=f"known: {', '.join(role_fields(key))}")
                 layer[key][field] = (v, _flag(key, field))
         else:
             raise ConfigError(f"override {key!r}: unknown section (expected {', '.join(PROVIDER_TOP_KEYS)})")
     return layer
 
 
-def _check_field(field: str, where: str, *, hint: str) -> None:
+def _check_field(field: str, where: str, *, role: str, hint: str) -> None:
     if field not in RoleConfig.model_fields:
         raise ConfigError(f"{where}: unknown setting {field!r} ({hint})")
+    if field not in role_fields(role):
+        only = " and ".join(ROLE_ONLY[field])
+        raise ConfigError(f"{where}: {field!r} applies to the {only} roles only, not {role}; remove it")
 
 
 def _build_role(role: str, values: dict[str, Any], sources: dict[str, str]) -> RoleConfig:
