@@ -13,7 +13,8 @@ Contract (docs/INTERFACES.md § agent/reply): pure, deterministic, no I/O.
   sentence — "Template 2:", "Description:", "Summary —", "Here it is:" — or talk around a quoted sentence),
   ``quotes`` (quotes around the whole item), ``braces`` (the template's ``{...}`` left in, or ``[class]``),
   ``prefix`` ("A photo of a <class>" for "A photo of the class <class>"), ``fence`` (the item came from a
-  markdown code fence), ``wrapped`` (an item broken over lines).
+  markdown code fence), ``wrapped`` (an item broken over lines), ``table`` (the item was a cell of a markdown
+  table row). An XML-style tag pair around the sentence (``<answer>...</answer>``) counts as a ``label``.
 - An entry that mentions "photo of", every numbered entry and every JSON string is an *item*; an item that
   does not follow the template is *dropped* (``drop_other_class``: a template sentence about another class;
   ``drop_off_template``: anything else). Other lines (prefaces, closing remarks, headers, notes under an
@@ -43,7 +44,7 @@ from agent.parse import MAX_ITEM_CHARS, follows_template1, follows_template2, no
 
 __all__ = ["DROPS", "REPAIRS", "Reading", "read_reply"]
 
-REPAIRS = ("emphasis", "label", "quotes", "braces", "prefix", "fence", "wrapped")
+REPAIRS = ("emphasis", "label", "quotes", "braces", "prefix", "fence", "wrapped", "table")
 DROPS = ("other_class", "off_template")
 
 _NUMBER = r"(?:item\s*)?#?\(?\d{1,4}[.):\]]"
@@ -59,6 +60,8 @@ _PHOTO = re.compile(r"\ba\s+photo\s+of\b", re.IGNORECASE)
 _LABEL = re.compile(
     r"^(?P<label>[^\n\"“”]{1,80}?)\s*(?:[:—–=]|->|=>|\s-\s|[.!?])\s*(?=[\"“‘'(]?\s*a\s+photo\s+of\b)", re.IGNORECASE
 )
+_TAGGED = re.compile(r"^<(?P<tag>[A-Za-z_][\w-]*)>\s*(?P<body>.*?)\s*</(?P=tag)>$", re.DOTALL)
+_TABLE_RULE = re.compile(r"^:?-{2,}:?$")
 _QUOTED = re.compile(r"\"\s*(?P<q>a photo of[^\"]+?)\s*\"|“\s*(?P<s>a photo of[^”]+?)\s*”", re.IGNORECASE)
 _WRAP_QUOTES = (('"', '"'), ("“", "”"), ("‘", "’"), ("'", "'"), ("«", "»"))
 _BRACE_JOIN = re.compile(r"\}\s*,?\s*\{")
@@ -199,6 +202,15 @@ def _line_entries(body: str) -> list[_Entry]:
             continue
         indent = len(raw) - len(raw.lstrip())
         line = raw.strip()
+        several = _several_quoted(line, in_fence)
+        if several:  # a JSON array cut off by max_tokens, or two quoted options on one line
+            entries.extend(several)
+            current = None
+            continue
+        if line.startswith("|") and line.endswith("|") and len(line) > 1:
+            entries.append(_table_row(line, in_fence))
+            current = None
+            continue
         probe = _BOLD.sub("", line).strip()
         marker = _MARKER.match(probe)
         if current is not None and marker is None and _continues(current, line, indent):
@@ -218,6 +230,29 @@ def _line_entries(body: str) -> list[_Entry]:
             entry.repairs.add("fence")
         entries.append(entry)
         current = entry
+    return entries
+
+
+def _table_row(line: str, in_fence: bool) -> _Entry:
+    """A markdown table row: the cell holding a template sentence is the entry; other rows are chatter."""
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    photo = next((cell for cell in cells if _PHOTO.search(cell)), None)
+    if photo is None or all(_TABLE_RULE.match(cell) for cell in cells):
+        return _Entry(" ".join(cells))
+    return _Entry(photo, repairs={"table", "fence"} if in_fence else {"table"})
+
+
+def _several_quoted(line: str, in_fence: bool) -> list[_Entry]:
+    """One entry per quoted template sentence when a line holds two or more (``quotes`` repaired), plus the
+    cut-off last one of a truncated JSON line (it keeps its opening quote, so it is dropped, not kept)."""
+    found = list(_QUOTED.finditer(line))
+    if len(found) < 2:
+        return []
+    repairs = {"quotes", "fence"} if in_fence else {"quotes"}
+    entries = [_Entry((m.group("q") or m.group("s")).strip(), from_json=True, repairs=set(repairs)) for m in found]
+    tail = line[found[-1].end():].strip(" ,]}")
+    if _PHOTO.search(tail):
+        entries.append(_Entry(tail, from_json=True))
     return entries
 
 
@@ -290,6 +325,13 @@ def _repair_label(text: str, entry: _Entry) -> str:
     start = _PHOTO.search(text)
     if start is None:
         return text
+    tagged = _TAGGED.match(text)
+    if tagged is not None and _PHOTO.match(tagged.group("body")):
+        entry.repairs.add("label")  # <answer>A photo of ...</answer>: the tag names the content
+        text = tagged.group("body")
+        start = _PHOTO.search(text)
+        if start is None or start.start() == 0:
+            return text
     quoted = _QUOTED.search(text)
     if quoted is not None and (text[: quoted.start()] + text[quoted.end():]).strip(" .,;:"):
         entry.repairs.add("label")  # talk around one quoted sentence: keep the sentence
