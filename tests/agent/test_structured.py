@@ -141,7 +141,7 @@ def test_structured_is_a_setting_of_the_chat_roles_only(tmp_path) -> None:
     with pytest.raises(ConfigError, match="t2i"):
         load_providers_config(env={"LTGC_T2I_STRUCTURED": "true"})
     toml.write_text("[t2i]\nstructured = true\n")
-    with pytest.raises(ConfigError, match="applies to the lmm and llm roles only"):
+    with pytest.raises(ConfigError, match="not a setting of the t2i role .it applies to lmm and llm"):
         load_providers_config(toml, env={})
 
 
