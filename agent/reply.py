@@ -88,11 +88,6 @@ class Reading:
     kept: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def first(self) -> str | None:
-        """The first kept description (single-sentence prompts: describe, summarize, refine)."""
-        return self.kept[0] if self.kept else None
-
 
 @dataclass
 class _Entry:
