@@ -157,3 +157,21 @@ def test_the_cli_flag_is_bare_for_chat_roles_and_absent_for_t2i() -> None:
     assert cfg.llm.structured and not cfg.lmm.structured and cfg.llm.model == "m"
     assert "--t2i-structured" not in parser.format_help()
     assert parser.parse_known_args(["--t2i-structured"])[1] == ["--t2i-structured"]
+
+
+def test_the_prompts_digest_that_guards_resume_covers_the_format_lines(tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from agent.resume import prompts_digest
+
+    before = prompts_digest()
+    copy = tmp_path / "prompts"
+    shutil.copytree(prompts.PROMPT_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    toml = copy / "formats.toml"
+    toml.write_text(toml.read_text().replace("nothing else.", "nothing else at all."))
+    monkeypatch.setattr(prompts, "PROMPT_DIR", copy)
+    prompts.load.cache_clear()
+    try:
+        assert prompts_digest() != before
+    finally:
+        prompts.load.cache_clear()
