@@ -29,6 +29,7 @@ from agent.budget import EXIT_BUDGET, Budget, BudgetError, CallMeter, parse_limi
 from agent.cost import PricesError, PriceTable, load_prices
 from agent.plan import PlanSettings, expected_by_stage, plan_json, plan_run, render_plan
 from agent.progress import Mode, Progress
+from store.errors import UsageError
 
 __all__ = ["EXIT_BUDGET", "ControlError", "RunControls", "ScoringWatch", "add_control_arguments", "attach",
            "controls_from_args", "log_function", "watch_scorer",
@@ -37,7 +38,7 @@ __all__ = ["EXIT_BUDGET", "ControlError", "RunControls", "ScoringWatch", "add_co
 LOG = logging.getLogger(__name__)
 
 
-class ControlError(ValueError):
+class ControlError(UsageError):
     """A bad control flag (one line)."""
 
 
@@ -58,7 +59,10 @@ def add_control_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dry-run", action="store_true",
                        help="print the plan per class (calls, tokens, cost as a range) and exit; calls no model")
     group.add_argument("--max-cost", type=float, metavar="USD",
-                       help="stop sending new calls once this much is spent (whole run, across --resume); exit 3")
+                       help="spending cap for the whole run, across --resume: each request reserves its price when "
+                            "it is sent and is refused if it would pass the cap, so spent <= cap + whatever the "
+                            "calls in flight cost beyond their reserved price (list-priced images: spent <= cap); "
+                            "exit 3, resume with a higher cap")
     group.add_argument("--max-calls", type=int, metavar="N",
                        help="send at most N model requests (whole run, across --resume); exit 3 when reached")
     group.add_argument("--prices", type=Path, metavar="FILE",
@@ -123,7 +127,8 @@ async def attach(controls: RunControls, *, providers: Any, traces: Any, run_id: 
 
 def finish(controls: RunControls, *, out: Path, summary: dict[str, Any], traces_costs: Mapping[str, float | None],
            states: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """Stop the display, add costs to ``summary`` (returned), write the report, say why a stop happened."""
+    """Stop the display, add costs to ``summary`` (returned), write summary.json and the report, say why a
+    stop happened."""
     summary["cost"] = cost_section(controls, traces_costs)
     for name, entry in (summary.get("classes") or {}).items():
         entry["cost_usd"] = traces_costs.get(name, 0.0)
@@ -134,10 +139,10 @@ def finish(controls: RunControls, *, out: Path, summary: dict[str, Any], traces_
             progress.event("budget_reached", line=controls.budget.stop_line(str(out)))
         progress.event("run_done", calls=controls.budget.calls, spent_usd=round(controls.budget.spent_usd, 6))
         progress.stop()
+    atomic_summary(out, summary)  # the run's record: a failure here (a full disk) is the run's failure
     try:
         from agent.report import write_report
 
-        atomic_summary(out, summary)
         write_report(out, states)
     except Exception as exc:  # the run's results are on disk already: a report problem must not fail it
         LOG.warning("report.html not written: %s", exc)

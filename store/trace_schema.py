@@ -20,8 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from store.errors import UsageError
+
 OPERATIONS = ("chat", "image_generation")
-STATUSES = ("ok", "error")
+# ok: answered. error: sent (attempts >= 1) and failed, or failed before it could be sent for a reason of its
+# own (a bad input image). refused: our budget cap said no, nothing sent. stopped: a graceful stop came
+# first, nothing sent. Unsent calls are never "error" (issue: one set of counts).
+STATUSES = ("ok", "error", "refused", "stopped")
 MAX_REQUEST_BYTES = 64 * 1024
 
 # A data URI anywhere in the request text: ``data:image/png;base64,...`` or ``data:;base64,...``.
@@ -29,7 +34,7 @@ MAX_REQUEST_BYTES = 64 * 1024
 _DATA_URI_RE = re.compile(r"(?<![A-Za-z0-9_])data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*,", re.IGNORECASE)
 
 
-class TraceStoreError(ValueError):
+class TraceStoreError(UsageError):
     """A trace store misuse or an unreadable trace file (one line: what, where, how to fix)."""
 
 
@@ -50,7 +55,9 @@ class TraceRecord:
     input_tokens: int | None = None
     output_tokens: int | None = None
     images: int = 0
-    latency_s: float = 0.0
+    latency_s: float = 0.0  # the whole call, as the caller waited for it
+    queue_s: float = 0.0  # of which: waiting for the role's limiter (in-flight slot, per-minute tokens)
+    server_s: float = 0.0  # of which: requests on the wire, all attempts (the model server's latency)
     cache_hit: bool = False
     attempts: int = 0
     status: str = "ok"  # "ok" | "error"
@@ -60,6 +67,9 @@ class TraceRecord:
     cost_usd: float | None = None
     started_at: float = field(default_factory=time.time)
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Transport details, JSON: {"batch_id", "custom_id", ...} for the Batch API, {"gpu_s"} for a local
+    # pipeline. Small, plain data only (same guard as ``request``).
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 # Field name -> SQLite column, in table order (the OpenTelemetry names where one exists).
@@ -75,7 +85,11 @@ _ORDER = (
     "call_id", "run_id", "class_name", "node", "round", "role", "operation", "model", "request",
     "response_text", "finish_reason", "input_tokens", "output_tokens", "images", "latency_s",
     "cache_hit", "attempts", "status", "error", "error_kind", "parse_dropped", "cost_usd", "started_at",
+    "queue_s", "server_s", "meta",
 )
+# Columns added after the first release: an older traces.sqlite gains them on open (ALTER TABLE), and a
+# read-only reader of an older file sees their defaults.
+ADDED_COLUMNS: dict[str, str] = {"queue_s": "0.0", "server_s": "0.0", "meta": "'{}'"}
 COLUMNS: dict[str, str] = {name: _OTEL.get(name, name) for name in _ORDER}
 assert set(_ORDER) == {f.name for f in fields(TraceRecord)}, "every TraceRecord field needs a column"
 
@@ -83,7 +97,8 @@ _FILTERS = ("call_id", "run_id", "class_name", "node", "status", "cache_hit", "r
             "operation", "model")
 _SQL_TYPES = {"round": "INTEGER", "input_tokens": "INTEGER", "output_tokens": "INTEGER",
               "images": "INTEGER", "cache_hit": "INTEGER", "attempts": "INTEGER",
-              "parse_dropped": "INTEGER", "latency_s": "REAL", "cost_usd": "REAL", "started_at": "REAL"}
+              "parse_dropped": "INTEGER", "latency_s": "REAL", "cost_usd": "REAL", "started_at": "REAL",
+              "queue_s": "REAL", "server_s": "REAL"}
 
 
 def _q(column: str) -> str:
@@ -115,6 +130,76 @@ COST_BY_CLASS_SQL = (
 )
 _SELECT = f"SELECT {', '.join(_q(c) for c in COLUMNS.values())} FROM traces"
 
+# The one definition of a run's counts (counts_sql) (final line, summary.json, `agent.traces summary`, the report), per
+# class and role. A row is one call the graph made:
+#   cache_hits  answered from the call cache (nothing sent)
+#   refused     refused by --max-cost / --max-calls before it was sent (status "refused")
+#   stopped     not sent because a graceful stop came first (status "stopped")
+#   sent        calls that left the process (not a hit, not refused or stopped, >= 1 attempt): billable
+#   requests    HTTP requests those calls made, retries included (the sum of their attempts)
+#   errors      sent calls that failed for good
+#   tokens      usage reported for sent calls only (what was billed): chat and image calls apart
+_SENT = f"({_q('cache_hit')} = 0 AND {_q('status')} IN ('ok', 'error') AND {_q('attempts')} > 0)"
+_CHAT = f"{_q('gen_ai.operation.name')} = 'chat'"
+COUNT_FIELDS = ("calls", "cache_hits", "refused", "stopped", "sent", "requests", "errors", "images",
+                "chat_input_tokens", "chat_output_tokens", "image_input_tokens", "image_output_tokens")
+_COUNTS_SELECT = (
+    f"SELECT {_q('class_name')}, {_q('role')}, COUNT(*), SUM({_q('cache_hit')}), "
+    f"SUM({_q('status')} = 'refused'), SUM({_q('status')} = 'stopped'), SUM({_SENT}), "
+    f"SUM(CASE WHEN {_q('cache_hit')} = 0 THEN {_q('attempts')} ELSE 0 END), "
+    f"SUM({_SENT} AND {_q('status')} = 'error'), SUM(CASE WHEN {_SENT} THEN {_q('images')} ELSE 0 END), "
+    + ", ".join(f"SUM(CASE WHEN {_SENT} AND {'' if chat else 'NOT '}{_CHAT} THEN COALESCE({_q(col)}, 0) ELSE 0 END)"
+                for chat in (True, False) for col in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"))
+    + " FROM traces"
+)
+
+
+def counts_sql(filters: Mapping[str, Any], since: float = 0.0) -> tuple[str, list[Any]]:
+    """The counts aggregate over rows matching ``filters`` (as :func:`select_sql`) started at or after
+    ``since``, grouped by class and role."""
+    where, params = _where(filters)
+    clause = f"{where} AND " if where else " WHERE "
+    return (f"{_COUNTS_SELECT}{clause}{_q('started_at')} >= ? GROUP BY {_q('class_name')}, {_q('role')} "
+            f"ORDER BY {_q('class_name')}, {_q('role')}", [*params, since])
+
+
+def counts_from_rows(rows: list[tuple[Any, ...]]) -> dict[str, dict[str, dict[str, int]]]:
+    """``{class: {role: {count: n}}}`` from :func:`counts_sql`'s rows (see the definitions above it)."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for class_name, role, *values in rows:
+        out.setdefault(str(class_name), {})[str(role)] = {k: int(v or 0) for k, v in zip(COUNT_FIELDS, values,
+                                                                                         strict=True)}
+    return out
+
+
+def sum_counts(parts: Any) -> dict[str, int]:
+    """Add count dicts: ``sum_counts([{"sent": 1}, {"sent": 2, "calls": 3}])["sent"] -> 3``."""
+    total = dict.fromkeys(COUNT_FIELDS, 0)
+    for part in parts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0) + int(value)
+    return total
+
+
+def migrate_sql(present: set[str]) -> list[str]:
+    """``ALTER TABLE`` statements adding the :data:`ADDED_COLUMNS` an older file lacks.
+
+    >>> migrate_sql({"call_id"})[0]
+    'ALTER TABLE traces ADD COLUMN "queue_s" REAL DEFAULT 0.0'
+    """
+    return [f"ALTER TABLE traces ADD COLUMN {_q(COLUMNS[name])} {_SQL_TYPES.get(name, 'TEXT')} DEFAULT {default}"
+            for name, default in ADDED_COLUMNS.items() if COLUMNS[name] not in present]
+
+
+def select_for(present: set[str] | None, sql: str) -> str:
+    """``sql`` (from :func:`select_sql`) reading an older file: missing added columns read as defaults."""
+    if present is None:
+        return sql
+    for name, default in ADDED_COLUMNS.items():
+        if COLUMNS[name] not in present:
+            sql = sql.replace(f"{_q(COLUMNS[name])}", f"{default} AS {_q(COLUMNS[name])}", 1)
+    return sql
+
 
 def row_from_record(record: TraceRecord) -> dict[str, Any]:
     """Validate ``record`` and return its column -> value row (``request`` as JSON text).
@@ -125,11 +210,14 @@ def row_from_record(record: TraceRecord) -> dict[str, Any]:
     if problem:
         raise ValueError(f"trace {record.call_id} ({record.run_id}/{record.class_name}/{record.node}): {problem}")
     request_text = _request_json(record)
+    meta_text = _meta_json(record)
     row: dict[str, Any] = {}
     for name, column in COLUMNS.items():
         value = getattr(record, name)
         if name == "request":
             value = request_text
+        elif name == "meta":
+            value = meta_text
         elif name == "cache_hit":
             value = int(bool(value))
         row[column] = value
@@ -140,6 +228,7 @@ def record_from_row(row: tuple[Any, ...]) -> TraceRecord:
     """The inverse of ``row_from_record`` for a row selected in ``COLUMNS`` order."""
     values = dict(zip(COLUMNS, row, strict=True))
     values["request"] = json.loads(values["request"]) if values["request"] else {}
+    values["meta"] = json.loads(values["meta"]) if values["meta"] else {}
     values["cache_hit"] = bool(values["cache_hit"])
     return TraceRecord(**values)
 
@@ -168,6 +257,11 @@ def select_sql(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
     >>> select_sql({"run_id": "r1", "node": None})[1]
     ['r1']
     """
+    where, params = _where(filters)
+    return f"{_SELECT}{where} ORDER BY {_q('started_at')}, {_q('call_id')}", params
+
+
+def _where(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
     unknown = sorted(set(filters) - set(_FILTERS))
     if unknown:
         raise TraceStoreError(
@@ -180,8 +274,7 @@ def select_sql(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
             continue
         clauses.append(f"{_q(COLUMNS[name])} = ?")
         params.append(int(value) if name == "cache_hit" else value)
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    return f"{_SELECT}{where} ORDER BY {_q('started_at')}, {_q('call_id')}", params
+    return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
 def _request_json(record: TraceRecord) -> str:
@@ -201,6 +294,18 @@ def _request_json(record: TraceRecord) -> str:
             f"trace {record.call_id}: request contains a data: URI; traces hold image hashes "
             "({'sha256': ...}), never image bytes"
         )
+    return text
+
+
+def _meta_json(record: TraceRecord) -> str:
+    if not isinstance(record.meta, Mapping):
+        raise ValueError(f"trace {record.call_id}: meta must be a dict, got {type(record.meta).__name__}")
+    try:
+        text = json.dumps(record.meta, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"trace {record.call_id}: meta is not plain JSON ({exc})") from None
+    if len(text) > 4096 or ("data:" in text.casefold() and _DATA_URI_RE.search(text)):
+        raise ValueError(f"trace {record.call_id}: meta must be small plain data (<= 4 KB, no data: URIs)")
     return text
 
 

@@ -40,14 +40,18 @@ from store.trace_schema import (
     SCHEMA,
     TraceRecord,
     TraceStoreError,
+    counts_from_rows,
+    counts_sql,
+    migrate_sql,
     record_from_row,
     replace_fields,
     row_from_record,
+    select_for,
     select_sql,
     update_sql,
 )
 
-__all__ = ["TraceRecord", "TraceStore", "TraceStoreError", "read_traces"]
+__all__ = ["TraceRecord", "TraceStore", "TraceStoreError", "read_counts", "read_traces"]
 
 LOG = logging.getLogger(__name__)
 
@@ -81,6 +85,13 @@ class TraceStore:
         # Autocommit: transactions are opened explicitly (BEGIN ... COMMIT) under the write lock.
         path = Path(path)
         conn = await open_wal(path, SCHEMA)
+        try:
+            present = {str(r[1]) for r in await conn.execute_fetchall("PRAGMA table_info(traces)")}
+            for statement in migrate_sql(present):  # a traces.sqlite written by an older ltgc
+                await conn.execute(statement)
+        except BaseException:
+            await conn.close()
+            raise
         store = cls(conn, path, batch_size, flush_interval_s)
         store._flusher = asyncio.get_running_loop().create_task(store._flush_loop())
         return store
@@ -142,6 +153,14 @@ class TraceStore:
         await self.flush()
         rows = await self._conn.execute_fetchall(COST_BY_CLASS_SQL, (run_id,))
         return {str(name): (float(total) if count else None) for name, total, count in rows}
+
+    async def counts(self, run_id: str, since: float = 0.0) -> dict[str, dict[str, dict[str, int]]]:
+        """Calls, cache hits, refused, stopped, sent, requests, errors, tokens per class and role of
+        ``run_id`` (rows started at or after ``since``): one SQL aggregate (store.trace_schema.counts_sql)."""
+        await self.flush()
+        sql, params = counts_sql({"run_id": run_id}, since)
+        rows = await self._conn.execute_fetchall(sql, params)
+        return counts_from_rows([tuple(r) for r in rows])
 
     async def get(self, call_id: str) -> TraceRecord | None:
         """The record with this ``call_id``, or ``None``."""
@@ -233,10 +252,29 @@ def read_traces(path: Path | str, **filters: Any) -> list[TraceRecord]:
     except sqlite3.Error as exc:
         raise TraceStoreError(f"{path}: cannot open trace file ({exc})") from None
     try:
-        rows = conn.execute(sql, params).fetchall()
+        present = {str(r[1]) for r in conn.execute("PRAGMA table_info(traces)").fetchall()}
+        rows = conn.execute(select_for(present, sql), params).fetchall()
     except sqlite3.DatabaseError as exc:
         raise TraceStoreError(f"{path}: not a readable trace file ({exc})") from None
     finally:
         conn.close()
     return [record_from_row(tuple(r)) for r in rows]
 
+
+
+def read_counts(path: Path | str, since: float = 0.0, **filters: Any) -> dict[str, dict[str, dict[str, int]]]:
+    """Sync, read-only :meth:`TraceStore.counts` (for CLIs): the same SQL and definitions, with the
+    filters of :func:`read_traces` (``run_id=``, ``class_name=``, ``node=``, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TraceStoreError(f"{path}: no trace file there (expected a run dir's traces.sqlite)")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        present = {str(r[1]) for r in conn.execute("PRAGMA table_info(traces)").fetchall()}
+        sql, params = counts_sql(filters, since)
+        rows = conn.execute(select_for(present, sql), params).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise TraceStoreError(f"{path}: not a readable trace file ({exc})") from None
+    finally:
+        conn.close()
+    return counts_from_rows(rows)

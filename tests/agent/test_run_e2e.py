@@ -12,7 +12,7 @@ from string import Template
 import pytest
 
 import prompts
-from agent.parse import follows_template1, parse_list
+from agent.parse import follows_template1
 from agent.run import main
 from scripts import sim_content
 from scripts.simulator import SimConfig, Simulator
@@ -78,7 +78,7 @@ def test_full_run_manifest_prompts_number_check_and_warm_rerun(tmp_path, data, s
     assert main(agent_argv(data, out, sim.base_url, k=K)) == 0  # same inputs, same folder
     assert sim.stats()["total"] == 0  # every call answered by the cache
     assert (out / "manifest.jsonl").read_bytes() == manifest_bytes
-    assert summary_of(out)["totals"]["requests"] == 0
+    assert summary_of(out)["totals"]["session"]["requests"] == 0
 
 
 def test_repetition_check_rejects_the_item_the_model_invents(tmp_path, data, sim):
@@ -90,7 +90,7 @@ def test_repetition_check_rejects_the_item_the_model_invents(tmp_path, data, sim
     with sqlite3.connect(out / "traces.sqlite") as db:
         for request, response in db.execute("SELECT request, response_text FROM traces WHERE node = 'dedupe'"):
             asked = set(_listed(json.loads(request)["messages"][-1]["content"]))
-            invented |= {item for item in parse_list(response) if item not in asked}
+            invented |= {item for item in _listed(response) if item not in asked}
     assert invented  # the simulator did invent
     final = {r.description for r in read_manifest(out / "manifest.jsonl")}
     assert not invented & final
@@ -140,7 +140,7 @@ def test_a_failing_class_is_reported_and_the_others_finish(tmp_path, data, sim):
 @pytest.mark.parametrize(("change", "message"), [
     (lambda a: a.__setitem__(a.index("--target-per-class") + 1, "many"), "--target-per-class: must be an integer"),
     (lambda a: a.__setitem__(a.index("--classes") + 1, "/nope/tail.txt"), "--classes /nope/tail.txt: file not found"),
-    (lambda a: a.append("--resume"), "config.json not found"),
+    (lambda a: a.append("--resume"), "does not exist; give the --out folder of an earlier run"),
     (lambda a: a.extend(["--llm-timeout-s", "abc"]), "--llm-timeout-s"),
     (lambda a: a.__setitem__(a.index("--out") + 1, a[a.index("--classes") + 1]), "exists and is not a folder"),
     (lambda a: a.__setitem__(a.index("--images") + 1, "/nope"), "--images /nope: not a folder"),
