@@ -22,7 +22,8 @@ scratch (``--tune full``, ``--model-config``, :data:`scripts.lt.runner.MODEL_CON
 
 Each row runs ``trainer.train.main(argv)`` once per seed; the table reports mean ± sample std (n-1) over
 seeds of top-1 accuracy (%) overall / many / medium / few. A budget below the measured converged budget
-(:data:`scripts.lt.runner.CONVERGED_STEPS` x 128 samples) is flagged "not converged" in the output.
+(:data:`scripts.lt.runner.CONVERGED_STEPS` x 128 samples; none was reached up to 8,000 steps, so today every
+budget is) is flagged "not converged" in the output.
 Outputs in ``--work``: ``results.md``, ``results.json`` (settings, every run's metrics, argv and wall time,
 load average and git commit), the split, D_g and each run's folder.
 """
@@ -39,15 +40,17 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from scripts.lt import runner
 from scripts.lt.runner import (
-    CONVERGED_BATCH,
-    CONVERGED_STEPS,
+    BATCH,
     DEFAULT_DATA_DIR,
     DEFAULT_MODEL,
+    DEFAULT_STEPS,
     GROUPS,
     MODEL_CONFIGS,
     BenchConfig,
     Row,
+    budget_note,
     jsonable,
     machine_state,
     make_job,
@@ -58,8 +61,8 @@ from scripts.lt.runner import (
     trainer_argv,
 )
 
-__all__ = ["GROUPS", "QUICK", "ROWS", "BenchConfig", "aggregate", "format_table", "main", "prepare_data",
-           "read_metrics", "trainer_argv"]
+__all__ = ["GROUPS", "QUICK", "ROWS", "BenchConfig", "aggregate", "budget_note", "format_table", "main",
+           "prepare_data", "read_metrics", "trainer_argv"]
 
 INSTALL_HINT = "apt-get install -y dataset-fashion-mnist"
 
@@ -112,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = aggregate(runs)
     note = budget_note(cfg)
     results = {"config": jsonable(asdict(cfg)), "model_config": open_clip_config(cfg.model),
-               "budget": {"steps": cfg.steps, "batch_size": cfg.batch_size, "converged_steps": CONVERGED_STEPS,
+               "budget": {"steps": cfg.steps, "batch_size": cfg.batch_size,
+                          "converged_steps": runner.CONVERGED_STEPS, "measured_up_to": runner.MEASURED_UP_TO,
                           "converged": cfg.converged(), "note": note},
                "data": data["counts"], "wall_s": round(time.monotonic() - started, 1),
                "machine": {"start": before, "end": machine_state(commit=False)}, "table": table, "runs": runs}
@@ -143,15 +147,6 @@ def prepare_or_report(cfg: BenchConfig) -> dict[str, Any] | None:
         print(f"bench_fmnist_lt: error: cannot write {exc.filename or cfg.work}: {exc.strerror or exc}; "
               "check --work", file=sys.stderr)
     return None
-
-
-def budget_note(cfg: BenchConfig) -> str:
-    """One line on the budget: converged, or "not converged" with the measured budget to use instead."""
-    budget = f"budget: {cfg.steps} steps x {cfg.batch_size} = {cfg.steps * cfg.batch_size:,} samples per run"
-    if cfg.converged():
-        return f"{budget} (converged budget: {CONVERGED_STEPS} x {CONVERGED_BATCH}, BENCHMARKS.md)"
-    return (f"{budget}: not converged (below the measured converged budget of {CONVERGED_STEPS} x "
-            f"{CONVERGED_BATCH}); these numbers are not comparable with BENCHMARKS.md's table")
 
 
 def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -259,7 +254,7 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=None, help="fill each class with D_g up to K images (default 300)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1 2)")
     p.add_argument("--epochs", type=int, default=None, help="epochs the steps are split into (default 1)")
-    p.add_argument("--batch-size", type=int, default=None, help=f"default {CONVERGED_BATCH}")
+    p.add_argument("--batch-size", type=int, default=None, help=f"default {BATCH}")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (default 1)")
     p.add_argument("--jobs", type=int, default=None, help="runs side by side, one process each (default 1)")
@@ -276,7 +271,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-config", dest="model", choices=list(MODEL_CONFIGS), default=None,
                    help=f"the tiny ViT (default {DEFAULT_MODEL})")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"optimizer steps per run, every row (default {CONVERGED_STEPS}: the converged budget)")
+                   help=f"optimizer steps per run, every row (default {DEFAULT_STEPS}; BENCHMARKS.md)")
     p.add_argument("--rows", nargs="+", choices=[r.key for r in ROWS], default=None, help="run only these rows")
     return p
 
