@@ -184,13 +184,15 @@ class CallMeter:
             return None
         request = row.request if isinstance(row.request, dict) else {}
         if row.operation == "image_generation":
-            return self.prices.image_cost(row.model, images=int(request.get("n") or 1),
-                                          size=_text(request.get("size")), quality=_text(request.get("quality")),
-                                          input_tokens=len(str(request.get("prompt", ""))) // 4)
-        chars, images = _prompt_size(request.get("messages"))
-        tokens_in = chars // 4 + 765 * images
-        tokens_out = max_tokens if max_tokens is not None else max(256, tokens_in)
-        return self.prices.chat_cost(row.model, input_tokens=tokens_in, output_tokens=tokens_out)
+            price = self.prices.image_cost(row.model, images=int(request.get("n") or 1),
+                                           size=_text(request.get("size")), quality=_text(request.get("quality")),
+                                           input_tokens=len(str(request.get("prompt", ""))) // 4)
+        else:
+            chars, images = _prompt_size(request.get("messages"))
+            tokens_in = chars // 4 + 765 * images
+            tokens_out = max_tokens if max_tokens is not None else max(256, tokens_in)
+            price = self.prices.chat_cost(row.model, input_tokens=tokens_in, output_tokens=tokens_out)
+        return self.prices.for_row(row, price)  # a Batch API request reserves its batch price
 
     def admit(self, row: Any, price: float | None = None) -> None:
         """The request of trace row ``row`` is being sent now; raises ``ProviderError(kind="budget")``."""

@@ -74,6 +74,8 @@ class RoleConfig(BaseModel):
     image_size: str | None = Field(None, description="a size such as '1024x1024', or none")
     image_quality: str | None = Field(None, description="a quality word such as 'low', or none")
     response_format: Literal["b64_json", "url"] | None = Field(None, description="'b64_json', 'url' or none")
+    # Send this role's calls through the OpenAI Batch API (agent/batch.py): half price, hours of latency.
+    batch: bool = Field(False, description="true or false (the OpenAI Batch API: half price, hours of latency)")
 
     @field_validator("base_url")
     @classmethod
@@ -113,7 +115,7 @@ ROLE_FIELDS: tuple[str, ...] = tuple(RoleConfig.model_fields)
 # Which settings mean something for which role: the others are neither shown in --help nor accepted
 # (an --lmm-image-size or a [t2i] temperature would be silently ignored otherwise).
 _COMMON_FIELDS = ("base_url", "model", "api_key_env", "timeout_s", "max_in_flight", "per_minute", "max_attempts",
-                  "backoff_initial_s", "backoff_max_s")
+                  "backoff_initial_s", "backoff_max_s", "batch")
 _CHAT_FIELDS = ("temperature", "max_tokens")
 _IMAGE_FIELDS = ("image_size", "image_quality", "response_format")
 FIELDS_BY_ROLE: dict[str, tuple[str, ...]] = {
@@ -249,9 +251,11 @@ def add_role_arguments(parser: argparse.ArgumentParser) -> None:
     for role in ROLES:
         for field in role_fields(role):
             info = RoleConfig.model_fields[field]
+            # A bare switch (--t2i-batch) means true; a value (--t2i-batch false) is parsed like env / TOML.
+            switch: dict[str, Any] = {"nargs": "?", "const": "true"} if info.annotation is bool else {}
             group.add_argument(
                 _flag(role, field), dest=_dest(role, field), default=None, metavar=field.upper(),
-                help=f"{role} {field.replace('_', ' ')}: {info.description}",
+                help=f"{role} {field.replace('_', ' ')}: {info.description}", **switch,
             )
     group.add_argument("--cache-namespace", dest="cache_namespace", default=None,
                        help="string mixed into every cache key; change it to force fresh calls")

@@ -86,7 +86,9 @@ def plan_for(settings: Any, providers_config: Any, inputs: Any, prices: PriceTab
                                  max_dedupe_passes=settings.graph_settings().max_dedupe_passes)
     models = {role: providers_config.role(role).model for role in ("lmm", "llm", "t2i")}
     image = {"size": providers_config.t2i.image_size, "quality": providers_config.t2i.image_quality}
-    return plan_run([(c.name, len(c.images)) for c in inputs.classes], plan_settings, models, prices, image)
+    batched = [role for role in ("lmm", "llm", "t2i") if getattr(providers_config.role(role), "batch", False)]
+    return plan_run([(c.name, len(c.images)) for c in inputs.classes], plan_settings, models, prices, image,
+                    batched)
 
 
 def dry_run(settings: Any, providers_config: Any, inputs: Any, controls: RunControls) -> int:

@@ -13,6 +13,9 @@ Contract:
 - Tokens are estimated at 4 characters per token (OpenAI's rule of thumb for English), a Template 1
   description at 12-40 tokens, C_y at 30-100, and an input image at 85 (``detail: low``) to 765 tokens
   (a 768-px image at ``detail: high/auto``, the providers' default downscale).
+- Cost side by side: ``cost_usd`` with every call synchronous, ``batch_cost_usd`` with every call through the
+  Batch API (each model's ``batch_factor`` of the price, agent/cost.py), and ``run_cost_usd`` as this run is
+  set up (the roles in ``batched`` at the batch price, the others synchronous).
 - :func:`render_plan` prints a rich table; :func:`plan_json` gives the same numbers for ``--json``.
 - A class with M_y >= K plans zero calls (the graph generates nothing for it).
 """
@@ -80,7 +83,9 @@ class ClassPlan:
     calls: dict[str, Span]  # by role: lmm / llm / t2i
     input_tokens: Span
     output_tokens: Span
-    cost_usd: Span | None  # None when a role's model has no price
+    cost_usd: Span | None  # None when a role's model has no price; every call synchronous
+    batch_cost_usd: Span | None = None  # every call through the Batch API
+    run_cost_usd: Span | None = None  # as the run is set up: its batched roles at the batch price
 
     @property
     def total_calls(self) -> Span:
@@ -92,9 +97,10 @@ class RunPlan:
     classes: list[ClassPlan]
     settings: PlanSettings
     models: dict[str, str] = field(default_factory=dict)
+    batched: tuple[str, ...] = ()  # roles sent through the Batch API
 
     def total(self, what: str) -> Span | None:
-        """Sum over classes of ``calls``, ``input_tokens``, ``output_tokens`` or ``cost_usd``."""
+        """Sum over classes of ``calls``, ``input_tokens``, ``output_tokens`` or a ``*cost_usd``."""
         spans = [getattr(c, what) if what != "calls" else c.total_calls for c in self.classes]
         if any(s is None for s in spans):
             return None
@@ -118,26 +124,31 @@ def prompt_overheads(class_name: str) -> dict[str, int]:
 
 
 def plan_run(classes: Sequence[tuple[str, int]], settings: PlanSettings, models: Mapping[str, str],
-             prices: PriceTable | None, image: Mapping[str, str | None] | None = None) -> RunPlan:
-    """Plan every ``(class_name, M_y)``; ``models`` maps role -> model name; ``image`` has size/quality."""
-    plans = [plan_class(name, m_y, settings, models, prices, prompt_overheads(name), image or {})
+             prices: PriceTable | None, image: Mapping[str, str | None] | None = None,
+             batched: Sequence[str] = ()) -> RunPlan:
+    """Plan every ``(class_name, M_y)``; ``models`` maps role -> model name; ``image`` has size/quality;
+    ``batched`` names the roles sent through the Batch API."""
+    plans = [plan_class(name, m_y, settings, models, prices, prompt_overheads(name), image or {}, batched)
              for name, m_y in classes]
-    return RunPlan(plans, settings, dict(models))
+    return RunPlan(plans, settings, dict(models), tuple(batched))
 
 
 def plan_class(name: str, m_y: int, s: PlanSettings, models: Mapping[str, str], prices: PriceTable | None,
-               overhead: Mapping[str, int], image: Mapping[str, str | None]) -> ClassPlan:
+               overhead: Mapping[str, int], image: Mapping[str, str | None], batched: Sequence[str] = ()) -> ClassPlan:
     """One class's plan (pure); see the module docstring for what low and high mean."""
     n_y = max(0, s.k - m_y)
     if n_y == 0:
         zero_cost = ZERO if prices is not None else None
-        return ClassPlan(name, m_y, 0, {r: ZERO for r in ROLES}, ZERO, ZERO, zero_cost)
+        return ClassPlan(name, m_y, 0, {r: ZERO for r in ROLES}, ZERO, ZERO, zero_cost, zero_cost, zero_cost)
     steps = _steps(m_y, n_y, s, overhead)
     calls = {role: sum((st.calls for st in steps if st.role == role), ZERO) for role in ROLES}
     tokens_in = sum((st.calls.times(st.input_tokens) for st in steps), ZERO)
     tokens_out = sum((st.calls.times(st.output_tokens) for st in steps if st.role != "t2i"), ZERO)
-    cost = _cost(steps, models, prices, image)
-    return ClassPlan(name, m_y, n_y, calls, tokens_in, tokens_out, cost)
+    factor = {r: prices.batch_factor(models.get(r, "")) if prices is not None else 1.0 for r in ROLES}
+    cost = _cost(steps, models, prices, image, {})
+    batch = _cost(steps, models, prices, image, factor)
+    run = _cost(steps, models, prices, image, {r: f for r, f in factor.items() if r in batched})
+    return ClassPlan(name, m_y, n_y, calls, tokens_in, tokens_out, cost, batch, run)
 
 
 @dataclass(frozen=True)
@@ -175,7 +186,8 @@ def list_of(count: int) -> Span:
 
 
 def _cost(steps: Sequence[_Step], models: Mapping[str, str], prices: PriceTable | None,
-          image: Mapping[str, str | None]) -> Span | None:
+          image: Mapping[str, str | None], factor: Mapping[str, float]) -> Span | None:
+    """The steps' cost; a role in ``factor`` pays that share of its price (the Batch API's)."""
     if prices is None:
         return None
     total = ZERO
@@ -190,7 +202,8 @@ def _cost(steps: Sequence[_Step], models: Mapping[str, str], prices: PriceTable 
                                 (st.input_tokens.high, st.output_tokens.high))]
         if one[0] is None or one[1] is None:
             return None
-        total = total + st.calls.times(Span(one[0], one[1]))
+        share = factor.get(st.role, 1.0)
+        total = total + st.calls.times(Span(one[0] * share, one[1] * share))
     return total
 
 
@@ -205,11 +218,15 @@ def plan_json(plan: RunPlan) -> dict[str, Any]:
             {"class_name": c.class_name, "M_y": c.m_y, "N_y": c.n_y,
              "calls": {r: span(v) for r, v in c.calls.items()}, "total_calls": span(c.total_calls),
              "input_tokens": span(c.input_tokens), "output_tokens": span(c.output_tokens),
-             "cost_usd": span(c.cost_usd)}
+             "cost_usd": span(c.cost_usd), "batch_cost_usd": span(c.batch_cost_usd),
+             "run_cost_usd": span(c.run_cost_usd)}
             for c in plan.classes
         ],
+        "batched": list(plan.batched),
         "total": {"calls": span(plan.total("calls")), "input_tokens": span(plan.total("input_tokens")),
                   "output_tokens": span(plan.total("output_tokens")), "cost_usd": span(plan.total("cost_usd")),
+                  "batch_cost_usd": span(plan.total("batch_cost_usd")),
+                  "run_cost_usd": span(plan.total("run_cost_usd")),
                   **{f"{r}_calls": span(plan.role_calls(r)) for r in ROLES}},
     }
 
@@ -220,7 +237,7 @@ def render_plan(plan: RunPlan, console: Any) -> None:
 
     table = Table(title=f"LTGC dry run: K={plan.settings.k}, R={plan.settings.max_rounds} — no model was called")
     for head in ("class", "M_y", "N_y", "vision calls", "text calls", "image calls", "tokens in",
-                 "tokens out", "cost USD"):
+                 "tokens out", "sync USD", "batch USD"):
         table.add_column(head, justify="left" if head == "class" else "right")
 
     def money(s: Span | None) -> str:
@@ -228,14 +245,20 @@ def render_plan(plan: RunPlan, console: Any) -> None:
 
     for c in plan.classes:
         table.add_row(c.class_name, str(c.m_y), str(c.n_y), c.calls["lmm"].text(), c.calls["llm"].text(),
-                      c.calls["t2i"].text(), c.input_tokens.text(), c.output_tokens.text(), money(c.cost_usd))
+                      c.calls["t2i"].text(), c.input_tokens.text(), c.output_tokens.text(), money(c.cost_usd),
+                      money(c.batch_cost_usd))
     table.add_section()
     total_in, total_out = plan.total("input_tokens"), plan.total("output_tokens")
     table.add_row("total", str(sum(c.m_y for c in plan.classes)), str(sum(c.n_y for c in plan.classes)),
                   plan.role_calls("lmm").text(), plan.role_calls("llm").text(), plan.role_calls("t2i").text(),
                   total_in.text() if total_in else "", total_out.text() if total_out else "",
-                  money(plan.total("cost_usd")))
+                  money(plan.total("cost_usd")), money(plan.total("batch_cost_usd")))
     console.print(table)
+    batched = ", ".join(plan.batched)
+    console.print("cost: sync = every call synchronous; batch = every call through the OpenAI Batch API "
+                  "(half price, results within 24 h). This run: "
+                  + (f"{money(plan.total('run_cost_usd'))} with {batched} batched." if batched else
+                     "all synchronous (--lmm-batch / --llm-batch / --t2i-batch batch a role)."))
     calls = plan.total("calls") or ZERO
     console.print(f"calls: {calls.text()} (low = every step succeeds first time; high = every loop runs to "
                   f"its limit). Models: " + ", ".join(f"{r}={m}" for r, m in plan.models.items()))

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.batch_setup import BATCH_FLAGS, add_batch_arguments
 from agent.config import (
     ROLES,
     ConfigError,
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("--clip-model", help="open_clip model name or config JSON path (default ViT-B-32)")
     paper.add_argument("--clip-pretrained", help="tag, weights file, or none (default openai)")
     add_role_arguments(p)
+    add_batch_arguments(p)
     add_control_arguments(p)
     return p
 
@@ -231,7 +233,7 @@ def _log(line: str) -> None:
 _RUN_FLAGS = frozenset({
     "classes", "images", "train_list", "data_root", "class_names", "out", "run_id", "resume",
     "max_classes_in_flight", "include_originals", "target_per_class", "threshold", "score", "max_rounds",
-    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained",
+    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", *BATCH_FLAGS,
 })
 
 

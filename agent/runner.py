@@ -34,6 +34,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Durability, RunnableConfig
 
+from agent.batch_setup import BatchRun, open_batch
 from agent.checkpoints import strict_serializer
 from agent.config import ProvidersConfig, redacted_dump
 from agent.controls import RunControls, attach, finish, plan_for, watch_scorer
@@ -101,11 +102,16 @@ async def execute(
     cache = await CallCache.open(out / "cache.sqlite")
     traces = await TraceStore.open(out / "traces.sqlite")
     providers: Providers | None = None
+    batch: BatchRun | None = None
     try:
-        providers = await Providers.open(providers_config, cache=cache, traces=traces, blobs=blobs)
+        batch = await open_batch(providers_config, settings)  # None unless a role runs through the Batch API
+        providers = await Providers.open(providers_config, cache=cache, traces=traces, blobs=blobs,
+                                         transports=batch.plugged() if batch else None)
         if controls is not None:  # budget metering, progress display (agent/controls.py)
             await attach(controls, providers=providers, traces=traces, run_id=settings.run_id,
                          plan=plan_for(settings, providers_config, inputs, controls.prices))
+            if batch is not None and controls.progress is not None:
+                batch.set_notify(controls.progress.batches)
         if getattr(scorer, "cache_identity", None):  # scores of a known model: cached (agent/score_cache.py)
             scorer = CachedScorer(scorer, cache)
         deps = GraphDeps(providers=providers, scorer=watch_scorer(controls, scorer), blobs=blobs,
@@ -119,6 +125,8 @@ async def execute(
     finally:
         if providers is not None:
             await providers.close()
+        if batch is not None:
+            await batch.close()
         await traces.close()
         await cache.close()
     summary = write_outputs(settings, inputs, states, outcomes, wall_s=time.monotonic() - started)
