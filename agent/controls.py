@@ -103,7 +103,7 @@ def dry_run(settings: Any, providers_config: Any, inputs: Any, controls: RunCont
 
     console = Console()
     if not console.is_terminal:
-        console = Console(width=160)  # piped or captured: keep rows on one line each
+        console = Console(width=200)  # piped or captured: keep rows on one line each
     render_plan(plan, console)
     return 0
 

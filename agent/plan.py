@@ -258,7 +258,7 @@ def render_plan(plan: RunPlan, console: Any) -> None:
     console.print("cost: sync = every call synchronous; batch = every call through the OpenAI Batch API "
                   "(half price, results within 24 h). This run: "
                   + (f"{money(plan.total('run_cost_usd'))} with {batched} batched." if batched else
-                     "all synchronous (--lmm-batch / --llm-batch / --t2i-batch batch a role)."))
+                     "all synchronous (--lmm-batch / --llm-batch / --t2i-batch batch a role)."), soft_wrap=True)
     calls = plan.total("calls") or ZERO
     console.print(f"calls: {calls.text()} (low = every step succeeds first time; high = every loop runs to "
                   f"its limit). Models: " + ", ".join(f"{r}={m}" for r, m in plan.models.items()))

@@ -1,4 +1,4 @@
-"""The trace inspector: ``python -m agent.traces RUN_DIR summary|calls|show CALL_ID|export|status``.
+"""The trace inspector: ``python -m agent.traces RUN_DIR summary|calls|show CALL_ID|export|status|batches``.
 
 Contract:
 
@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from agent.batch_cli import BatchInspectError, age_text, batch_rows, cancel_live
 from agent.cost import PricesError, PriceTable, load_prices
 from store.traces import TraceRecord, TraceStoreError, read_traces
 
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(_COMMANDS[args.command](args) or 0)
-    except (InspectError, TraceStoreError, PricesError) as exc:
+    except (InspectError, TraceStoreError, PricesError, BatchInspectError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `... | head`: the reader left, nothing is wrong
@@ -142,8 +143,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batches(args: argparse.Namespace) -> int:
+    rows = batch_rows(args.run_dir)
+    cancelled = cancel_live(args.run_dir, rows) if args.cancel else None
+    if args.json:
+        _print_json({"batches": rows, **({"cancelled": cancelled} if cancelled is not None else {})})
+        return 0
+    table = _table(f"Batch API batches of {args.run_dir}", ["batch", "role", "requests", "completed", "failed",
+                                                           "status", "state", "age", "run"])
+    for r in rows:
+        table.add_row(r["batch_id"] or f"({r['submission_id'][:12]})", r["role"], str(r["requests"]),
+                      _dash(r["completed"]), _dash(r["failed"]), _dash(r["status"]), r["state"],
+                      age_text(r["age_s"]), r["run_id"])
+    _print(table)
+    for c in cancelled or []:
+        print(f"cancel {c['batch_id']} ({c['role']}): {c['status']}; --resume sends what it did not answer again")
+    if cancelled == []:
+        print("no live batch to cancel")
+    return 0
+
+
 _COMMANDS = {"summary": cmd_summary, "calls": cmd_calls, "show": cmd_show, "export": cmd_export,
-             "status": cmd_status}
+             "status": cmd_status, "batches": cmd_batches}
 
 
 # -------------------------------------------------------------------------------- public helpers
@@ -390,6 +411,9 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", parents=[common, filters], help="calls as JSON lines on stdout")
     export.add_argument("--format", choices=("jsonl",), default="jsonl")
     sub.add_parser("status", parents=[common], help="per class: done, last node, next node (checkpoints)")
+    batches = sub.add_parser("batches", parents=[common], help="the run's Batch API batches: id, role, counts, "
+                             "status, age")
+    batches.add_argument("--cancel", action="store_true", help="cancel the run's live batches (server-side)")
     return parser
 
 
