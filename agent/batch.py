@@ -30,7 +30,6 @@ Contract (a :class:`agent.transport.Transport`; the graph and the providers do n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -42,6 +41,7 @@ from typing import Any, Literal
 
 from agent import batch_wire as wire
 from agent.batch_client import BatchClient
+from agent.batch_live import LiveBatches
 from agent.images import decode_b64_image
 from agent.retry import Failure, ProviderError
 from agent.transport import Outbound, Transport, stopped_error
@@ -50,8 +50,6 @@ from store.batches import UNRESOLVED, BatchLedger
 __all__ = ["BatchSettings", "BatchTransport"]
 
 LOG = logging.getLogger(__name__)
-STOP_CHECK_S = 0.1  # how often the stop flag is read (one task per transport, not one per waiting call)
-POLL_GROWTH = 1.5
 Notify = Callable[[str, dict[str, int]], None]
 
 
@@ -75,13 +73,6 @@ class _Queued:
     queued_at: float
 
 
-@dataclass
-class _Watch:
-    batch_id: str
-    ended: asyncio.Future[None]  # set once the batch's lines are on disk and indexed
-    task: asyncio.Task[None] | None = None
-
-
 class BatchTransport:
     """See the module docstring. Built by agent/batch_setup.py; closed by the providers."""
 
@@ -89,21 +80,18 @@ class BatchTransport:
                  results_dir: Path, stop_requested: Callable[[], bool], fallback: Transport | None = None,
                  notify: Notify | None = None) -> None:
         self.role, self.server, self.ledger, self.settings = role, server, ledger, settings
-        self.results_dir, self._stop, self.fallback, self.notify = results_dir, stop_requested, fallback, notify
+        self.results_dir, self.fallback, self.notify = results_dir, fallback, notify
+        self.live = LiveBatches(role, server, ledger, poll_s=settings.poll_s, poll_max_s=settings.poll_max_s,
+                                results_dir=results_dir, stop_requested=stop_requested, on_change=self._notify)
         self._queue: list[_Queued] = []
         self._queue_bytes = 0
         self._window: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._watches: dict[str, _Watch] = {}  # submission id -> its live (or just ended) batch
-        self._latest: dict[str, str] = {}  # custom_id -> the latest submission holding it
         self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}  # same key twice at once: one request
         self._waiting = 0  # calls whose request is in a live batch
-        self._ready: asyncio.Task[None] | None = None
-        self._stopping: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------------------------ Transport
     async def send(self, call: Outbound) -> dict[str, Any]:
-        await self._start()
+        await self.live.start()
         shared = self._inflight.get(call.key)
         if shared is not None:  # an identical request of another class is on its way: share its answer
             call.row.meta.update(transport="batch", custom_id=call.key, shared=True)
@@ -129,19 +117,14 @@ class BatchTransport:
             if not item.placed.done():
                 item.placed.set_exception(stopped_error())
         self._queue.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await self.live.close()
         await self.server.close()
         if self.fallback is not None:
             await self.fallback.close()
 
     def counts(self) -> dict[str, int]:
         """For the progress display: requests queued, calls waiting in live batches, live batches."""
-        live = sum(1 for w in self._watches.values() if not w.ended.done())
-        return {"queued": len(self._queue), "waiting": self._waiting, "batches": live}
+        return {"queued": len(self._queue), "waiting": self._waiting, "batches": self.live.live()}
 
     # ------------------------------------------------------------------------------------ one call
     async def _send(self, call: Outbound) -> dict[str, Any]:
@@ -171,7 +154,7 @@ class BatchTransport:
 
     async def _earlier(self, call: Outbound) -> tuple[wire.LineOutcome | None, int]:
         """The request's fate in a batch of an earlier process (or an earlier attempt's still-live batch)."""
-        sid = self._latest.get(call.key)
+        sid = self.live.latest.get(call.key)
         sub = await self.ledger.get(sid) if sid is not None else None
         if sub is None or sub.state == "void":
             return None, 0
@@ -204,7 +187,7 @@ class BatchTransport:
                                 f"({self.settings.max_bytes})", attempts=0)
         item = _Queued(call, line, asyncio.get_running_loop().create_future(), time.perf_counter())
         self._enqueue(item)
-        if not await self._until(item.placed) and item in self._queue:
+        if not await self.live.until(item.placed) and item in self._queue:
             self._queue.remove(item)  # stopping before its batch was made: never sent
             self._queue_bytes -= len(item.line)
             raise stopped_error()
@@ -213,20 +196,20 @@ class BatchTransport:
         return await self._await_batch(call, sid)
 
     async def _await_batch(self, call: Outbound, sid: str) -> wire.LineOutcome:
-        watch = self._watches[sid]
-        call.row.meta.update(submission_id=sid, batch_id=watch.batch_id)
+        batch_id, ended = self.live.batch_id(sid), self.live.ended(sid)
+        call.row.meta.update(submission_id=sid, batch_id=batch_id)
         on_wire = time.perf_counter()
         self._waiting += 1
         self._notify()
         try:
-            ended = await self._until(watch.ended)
+            done = await self.live.until(ended)
         finally:
             self._waiting -= 1
             call.row.server_s += time.perf_counter() - on_wire
-        if not ended:
-            raise ProviderError("stopped", f"left running server-side in batch {watch.batch_id}; --resume collects "
-                                "it", attempts=1)
-        await watch.ended  # re-raises a poller failure (a bug) instead of waiting forever
+        if not done:
+            raise ProviderError("stopped", f"left running server-side in batch {batch_id}; --resume collects it",
+                                attempts=1)
+        await ended  # re-raises a poller failure (a bug) instead of waiting forever
         return await self._read(call, sid)
 
     async def _read(self, call: Outbound, sid: str) -> wire.LineOutcome:
@@ -281,7 +264,7 @@ class BatchTransport:
             self._window = None
         items, self._queue, self._queue_bytes = self._queue, [], 0
         if items:
-            self._spawn(self._submit(items))
+            self.live.spawn(self._submit(items))
 
     async def _submit(self, items: list[_Queued]) -> None:
         admitted = [item for item in items if self._admit(item)]
@@ -293,14 +276,14 @@ class BatchTransport:
             await self.ledger.intent(sid, run_id=self.server.run_id, role=self.role, endpoint=self.server.endpoint,
                                      custom_ids=[i.call.key for i in admitted])
             for item in admitted:
-                self._latest[item.call.key] = sid
+                self.live.latest[item.call.key] = sid
             batch = await self._upload_and_create(sid, b"".join(i.line for i in admitted), since)
         except BaseException as exc:
             for item in admitted:
                 if not item.placed.done():
                     item.placed.set_exception(_per_call(exc))
             raise
-        self._watch(sid, batch.id)
+        self.live.watch(sid, batch.id)
         for item in admitted:
             item.placed.set_result(sid)
         LOG.info("batch %s (%s): %d request(s) submitted", batch.id, self.role, len(admitted))
@@ -337,115 +320,6 @@ class BatchTransport:
         await self.ledger.void(sid, f"batches.create failed: {failure}")
         raise failure
 
-    # ---------------------------------------------------------------------------- live batches
-    def _watch(self, sid: str, batch_id: str) -> None:
-        watch = _Watch(batch_id, asyncio.get_running_loop().create_future())
-        watch.ended.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._watches[sid] = watch
-        watch.task = self._spawn(self._poll(sid, watch))
-
-    async def _poll(self, sid: str, watch: _Watch) -> None:
-        delay, last = self.settings.poll_s, None
-        try:
-            while not self._stopping_now():
-                try:
-                    batch = await self.server.retrieve(watch.batch_id)
-                except ProviderError as exc:  # keep watching: the batch runs on whatever our network does
-                    if exc.kind == "not_found":  # deleted server-side: none of its requests will be answered
-                        await self.ledger.collected(sid, {"status": "not_found"}, "", [])
-                        watch.ended.set_result(None)
-                        return
-                    LOG.warning("batch %s: poll failed (%s); retrying in %.0f s", watch.batch_id, exc, delay)
-                    await self._sleep(delay)
-                    continue
-                snap = wire.snapshot(batch)
-                if snap != last:
-                    await self.ledger.seen(sid, snap)
-                    last = snap
-                if batch.status in wire.TERMINAL:
-                    await self._collect(sid, batch)
-                    watch.ended.set_result(None)
-                    self._notify()
-                    return
-                await self._sleep(delay)
-                delay = min(delay * POLL_GROWTH, self.settings.poll_max_s)
-        except BaseException as exc:
-            if not watch.ended.done():
-                watch.ended.set_exception(exc if isinstance(exc, Exception) else stopped_error())
-            raise
-
-    async def _collect(self, sid: str, batch: Any) -> None:
-        """Save the ended batch's lines, index them in the ledger (a kill after this loses nothing)."""
-        name = f"{batch.id}.jsonl"
-        path = self.results_dir / name
-        await self.server.download(batch, path)
-        index = await asyncio.to_thread(_index_file, path)
-        await self.ledger.collected(sid, wire.snapshot(batch), name, index)
-        if batch.status != "completed":
-            LOG.warning("%s: %d line(s) answered; the rest go to the next batch", wire.batch_problem(batch),
-                        sum(1 for _, ok, _, _ in index if ok))
-
-    # ------------------------------------------------------------------------- start and stop
-    async def _start(self) -> None:
-        if self._stopping is None:
-            self._stopping = asyncio.get_running_loop().create_future()
-            self._spawn(self._watch_stop())
-        if self._ready is None or (self._ready.done() and (self._ready.cancelled() or self._ready.exception())):
-            self._ready = asyncio.ensure_future(self._recover())
-        await asyncio.shield(self._ready)
-
-    async def _recover(self) -> None:
-        """Settle what an earlier process left (see the module docstring); once per process."""
-        for key, sid in await self.ledger.members(role=self.role):
-            self._latest[key] = sid
-        subs = await self.ledger.submissions(role=self.role)
-        unresolved = [s for s in subs if s.state in UNRESOLVED and s.submission_id not in self._watches]
-        if unresolved:
-            found = await self.server.find({s.submission_id for s in unresolved},
-                                           min(s.created_at for s in unresolved))
-            for sub in unresolved:
-                batch = found.get(sub.submission_id)
-                if batch is None:
-                    await self.ledger.void(sub.submission_id, "no batch with this submission id on the server")
-                    continue
-                await self.ledger.submitted(sub.submission_id, batch.id, wire.snapshot(batch))
-                LOG.info("batch %s (%s): found by its submission id after a restart", batch.id, self.role)
-        for sub in await self.ledger.submissions(role=self.role, states=("submitted",)):
-            if sub.submission_id not in self._watches and sub.batch_id:
-                self._watch(sub.submission_id, sub.batch_id)
-
-    async def _watch_stop(self) -> None:
-        assert self._stopping is not None
-        while not self._stop():
-            await asyncio.sleep(STOP_CHECK_S)
-        self._stopping.set_result(None)
-        self._notify()
-
-    def _stopping_now(self) -> bool:
-        return self._stopping is not None and self._stopping.done()
-
-    async def _until(self, fut: asyncio.Future[Any]) -> bool:
-        """Wait for ``fut``; False when a stop was asked for first."""
-        assert self._stopping is not None
-        if not fut.done() and not self._stopping.done():
-            await asyncio.wait({fut, self._stopping}, return_when=asyncio.FIRST_COMPLETED)
-        return fut.done()
-
-    async def _sleep(self, seconds: float) -> None:
-        assert self._stopping is not None
-        await asyncio.wait({self._stopping}, timeout=seconds)
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            LOG.debug("batch task ended with %r", task.exception())
-
     def _notify(self) -> None:
         if self.notify is not None:
             self.notify(self.role, self.counts())
@@ -462,8 +336,3 @@ def _read_at(path: Path, offset: int, length: int) -> bytes:
     with path.open("rb") as fh:
         fh.seek(offset)
         return fh.read(length)
-
-
-def _index_file(path: Path) -> list[tuple[str, bool, int, int]]:
-    with path.open("rb") as fh:
-        return list(wire.index_lines(fh))

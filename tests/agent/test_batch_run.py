@@ -114,7 +114,7 @@ def test_max_cost_reserves_batched_requests_when_submitted(tmp_path: Path, capsy
 
 def test_cancel_asks_the_server_to_cancel_the_runs_live_batches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
-    with Simulator(SimConfig(seed=0, batch_in_progress_s=60)) as sim:
+    with Simulator(SimConfig(seed=0, batch_in_progress_s=60, batch_finalizing_s=60)) as sim:
         providers = {role: {"base_url": sim.base_url, "model": "gpt-4o-mini"} for role in ("lmm", "llm", "t2i")}
         run.mkdir()
         (run / "config.json").write_text(json.dumps({"run_id": "r1", "providers": providers}), encoding="utf-8")
