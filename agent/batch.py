@@ -9,14 +9,17 @@ Contract (a :class:`agent.transport.Transport`; the graph and the providers do n
   ``intent`` -> upload -> ledger ``uploaded`` -> ``batches.create`` -> ledger ``submitted`` (store/batches.py:
   every step recorded before the next one talks to the server). One poller per live batch retrieves it with
   back-off (``poll_s`` growing 1.5x to ``poll_max_s``); at its end the output and error files are saved in
-  ``batches/`` and indexed (ledger ``collected``) before any waiting call gets its line.
+  ``batches/`` and indexed (ledger ``collected``) before any waiting call gets its line (agent/batch_live.py).
+  Two identical requests in flight at once (same cache key) share one line.
 - ``send`` returns what the synchronous transport would: the line's body read by the same functions
   (``chat_value`` / ``image_value``; images decoded here, a broken one retried like any failed line).
 - **Never twice.** On its first call the transport reads the ledger: a submission left ``intent`` or
   ``uploaded`` by a killed process is looked up among the server's batches by the submission id in their
   metadata (adopted if found, ``void`` if not); live batches are polled again. A request whose key is in a
   live batch waits for it, one whose answer is in a collected batch takes it from disk; only a request in
-  no batch, or whose batch ended without answering it, is queued.
+  no batch, or whose batch ended without answering it, is queued. Such a request, sent by an earlier
+  process, is admitted (counted in the budget) when this process takes it over, but never refused for
+  money: it is paid for already.
 - **Failures.** An error line or a request its batch did not answer (failed, expired, cancelled batch) is
   queued for the next batch while it has attempts left (``max_attempts``, counting batches it was in); a
   non-retryable line (400, refusal) fails the call at once. With ``fallback="sync"`` the leftovers are sent
@@ -95,6 +98,7 @@ class BatchTransport:
         shared = self._inflight.get(call.key)
         if shared is not None:  # an identical request of another class is on its way: share its answer
             call.row.meta.update(transport="batch", custom_id=call.key, shared=True)
+            call.row.cost_usd = 0.0  # billed once, on the row of the call that sent it
             return dict(await asyncio.shield(shared))
         mine: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         mine.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "exception not retrieved"
