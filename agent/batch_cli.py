@@ -84,7 +84,11 @@ def _row(sub: Submission, now: float) -> dict[str, Any]:
 
 
 def age_text(seconds: float) -> str:
-    """``age_text(75) -> '1m15s'``, ``age_text(7300) -> '2h01m'``."""
+    """An age for a table.
+
+    >>> age_text(75), age_text(7300)
+    ('1m15s', '2h01m')
+    """
     seconds = int(seconds)
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
