@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from store.batches import Submission, read_submissions
+from store.errors import UsageError
 
 __all__ = ["batch_rows", "cancel_live"]
 
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
-class BatchInspectError(ValueError):
+class BatchInspectError(UsageError):
     """Bad input to ``batches`` (one line)."""
 
 

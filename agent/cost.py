@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from store.errors import UsageError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on 3.10
@@ -50,7 +52,7 @@ _MODEL_KEYS = {"input_per_1m", "output_per_1m", "image", "default_size", "defaul
 DEFAULT_BATCH_FACTOR = 0.5  # OpenAI bills Batch API requests at half price
 
 
-class PricesError(ValueError):
+class PricesError(UsageError):
     """A price file that cannot be used (one line: file, key, what is wrong, how to fix)."""
 
 

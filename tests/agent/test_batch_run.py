@@ -140,3 +140,12 @@ def test_cancel_asks_the_server_to_cancel_the_runs_live_batches(tmp_path: Path, 
         assert sim.stats()["batch"]["by_status"] == {"cancelling": 1}
     assert traces_main([str(tmp_path), "batches"]) == 2
     assert "no batches.sqlite" in capsys.readouterr().err
+
+
+def test_resume_may_switch_batch_mode_and_its_knobs() -> None:
+    from agent.resume import check_resume
+
+    saved = {"run": {"batch_window_s": 60.0, "batch_fallback": "none"}, "providers": {"t2i": {"batch": False}}}
+    fresh = {"run": {"batch_window_s": 5.0, "batch_fallback": "sync"}, "providers": {"t2i": {"batch": True}}}
+    assert check_resume(saved, fresh) == {"--batch-fallback": ["none", "sync"], "--batch-window-s": [60.0, 5.0],
+                                          "--t2i-batch": [False, True]}
