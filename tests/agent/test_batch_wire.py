@@ -79,3 +79,19 @@ def test_batch_prices_default_to_half_and_can_be_set_per_model() -> None:
 def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_progress_counts_calls_waiting_in_batches() -> None:
+    from agent.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(mode="log_json", stream=stream)
+    progress.batches("t2i", {"queued": 3, "waiting": 0, "batches": 0})
+    progress.batches("t2i", {"queued": 5, "waiting": 0, "batches": 0})  # same number of live batches: no event
+    progress.batches("t2i", {"queued": 0, "waiting": 5, "batches": 1})
+    progress.batches("llm", {"queued": 2, "waiting": 0, "batches": 0})
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["event"], e["role"], e["batches"]) for e in events] == [
+        ("batches", "t2i", 0), ("batches", "t2i", 1), ("batches", "llm", 0)]
+    assert progress.waiting_in_batches() == 7
+    assert progress.snapshot()["batches"]["t2i"] == {"queued": 0, "waiting": 5, "batches": 1}
