@@ -19,15 +19,14 @@ import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.batch import BatchSettings, BatchTransport, Notify
-from agent.batch_client import BatchClient
 from agent.config import ROLES, ProvidersConfig, RoleConfig, resolve_api_key
-from agent.limiter import RoleLimiter
-from agent.shutdown import stop_requested
-from agent.transport import HttpTransport, Transport
-from store.batches import BatchLedger
+
+if TYPE_CHECKING:  # the transport's modules load with the run, not with `agent.run --help`
+    from agent.batch import BatchSettings, BatchTransport, Notify
+    from agent.transport import Transport
+    from store.batches import BatchLedger
 
 __all__ = ["BATCH_FLAGS", "BatchRun", "add_batch_arguments", "batch_settings", "batched_roles", "open_batch"]
 
@@ -55,6 +54,8 @@ def batched_roles(config: ProvidersConfig) -> list[str]:
 
 def batch_settings(settings: Any) -> BatchSettings:
     """The :class:`BatchSettings` of resolved run settings (``RunSettings``)."""
+    from agent.batch import BatchSettings
+
     return BatchSettings(max_requests=settings.batch_max_requests, window_s=settings.batch_window_s,
                          poll_s=settings.batch_poll_s, poll_max_s=settings.batch_poll_max_s,
                          fallback=settings.batch_fallback)
@@ -83,6 +84,13 @@ async def open_batch(config: ProvidersConfig, settings: Any, *, env: Mapping[str
     roles = batched_roles(config)
     if not roles:
         return None
+    from agent.batch import BatchTransport
+    from agent.batch_client import BatchClient
+    from agent.limiter import RoleLimiter
+    from agent.shutdown import stop_requested
+    from agent.transport import HttpTransport
+    from store.batches import BatchLedger
+
     out = settings.out
     ledger = await BatchLedger.open(out / LEDGER_FILE)
     run = BatchRun(ledger)
