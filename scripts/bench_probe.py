@@ -179,8 +179,8 @@ class Probe:
             providers = await original.__func__(cls, *args, **kwargs)
             shared = RoleLimiter(cap, 1e9)  # per-minute effectively off: the bound is about latency
             providers.limiters = {role: shared for role in providers.limiters}
-            for transport in providers.transports.values():  # each HTTP transport holds its role's limiter
-                if isinstance(getattr(transport, "limiter", None), RoleLimiter):
+            for transport in providers.transports.values():  # the HTTP transports hold their role's limiter
+                if hasattr(transport, "limiter"):
                     transport.limiter = shared
             return providers
 

@@ -97,19 +97,22 @@ def test_batch_flags_are_checked_and_kept_on_resume(tmp_path: Path, capsys: pyte
 def test_max_cost_reserves_batched_requests_when_submitted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     inputs = make_inputs(tmp_path)
     out = tmp_path / "capped"
-    cap = 0.1  # a few images at gpt-image-1's batch price (0.021 each), after the text steps
+    prices = tmp_path / "prices.toml"  # text free, images $0.04 listed: $0.02 each through the Batch API
+    prices.write_text('[models."gpt-4o"]\ninput_per_1m = 0\noutput_per_1m = 0\n'
+                      '[models."gpt-4o-mini"]\ninput_per_1m = 0\noutput_per_1m = 0\n'
+                      '[models."gpt-image-1"]\ndefault_size = "1024x1024"\ndefault_quality = "low"\n'
+                      '[models."gpt-image-1".image.low]\n"1024x1024" = 0.04\n', encoding="utf-8")
     with Simulator(SimConfig(seed=0, **DELAYS)) as sim:
-        code = run_main(run_args(inputs, out, sim.base_url, extra=("--t2i-batch", *FAST, "--max-cost", str(cap),
-                                                                     "--quiet")))
+        code = run_main(run_args(inputs, out, sim.base_url, extra=(
+            "--t2i-batch", *FAST, "--max-cost", "0.05", "--prices", str(prices), "--quiet")))
         stats = sim.stats()
     assert code == 3
     rows = read_traces(out / "traces.sqlite")
     images = [r for r in rows if r.role == "t2i" and r.status == "ok" and not r.cache_hit]
     refused = [r for r in rows if r.role == "t2i" and r.status == "refused"]
-    assert images and refused  # the cap fell inside the image step
-    assert len(stats["batch"]["submitted"]) == len(images)  # a refused call never went into a batch
-    assert all(r.cost_usd == pytest.approx(0.021 + 5.0e-6 * (r.input_tokens or 0) / 2, rel=1e-3) for r in images)
-    assert total_cost(out) <= cap
+    assert len(images) == 2 and refused  # reserved at $0.02 each when submitted: a third would pass $0.05
+    assert set(stats["batch"]["submitted"]) == {r.meta["custom_id"] for r in images}  # refused: never in a batch
+    assert all(r.cost_usd == pytest.approx(0.02) for r in images) and total_cost(out) == pytest.approx(0.04)
 
 
 def test_cancel_asks_the_server_to_cancel_the_runs_live_batches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
