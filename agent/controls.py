@@ -4,7 +4,7 @@ Contract (the glue between the run driver and agent/cost, budget, plan, progress
 
 - :func:`add_control_arguments` adds ``--dry-run``, ``--max-cost USD``, ``--max-calls N``, ``--prices FILE``,
   ``--quiet`` and ``--log-json``; :func:`controls_from_args` validates them into :class:`RunControls`
-  (:class:`ControlError`, one line, for a bad value or price file).
+  (a one-line ``UsageError`` — ``BudgetError`` / ``PricesError`` — for a bad value or price file).
 - :func:`dry_run` prints the plan (table, or JSON with ``--log-json``) for the resolved inputs and settings
   and returns 0; it builds no client and sends nothing.
 - :func:`attach` runs once the run's stores and providers exist: it seeds the budget from this run's
@@ -27,23 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.budget import EXIT_BUDGET, Budget, BudgetError, CallMeter, parse_limits
+from agent.budget import EXIT_BUDGET, Budget, CallMeter, parse_limits
 from agent.config import unbilled_roles
-from agent.cost import PricesError, PriceTable, load_prices
+from agent.cost import PriceTable, load_prices
 from agent.plan import PlanSettings, expected_by_stage, plan_json, plan_run, render_plan
 from agent.progress import Mode, Progress
-from store.errors import UsageError
 from store.manifest import atomic_write_text
 
-__all__ = ["EXIT_BUDGET", "ControlError", "RunControls", "ScoringWatch", "add_control_arguments", "attach",
+__all__ = ["EXIT_BUDGET", "RunControls", "ScoringWatch", "add_control_arguments", "attach",
            "controls_from_args", "log_function", "watch_scorer",
            "dry_run", "finish"]
 
 LOG = logging.getLogger(__name__)
-
-
-class ControlError(UsageError):
-    """A bad control flag (one line)."""
 
 
 @dataclass
@@ -78,11 +73,9 @@ def add_control_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def controls_from_args(args: argparse.Namespace) -> RunControls:
-    try:
-        max_cost, max_calls = parse_limits(args.max_cost, args.max_calls)
-        prices = load_prices(args.prices)
-    except (BudgetError, PricesError) as exc:
-        raise ControlError(str(exc)) from None
+    """Validated controls; a bad cap or price file raises its own one-line ``UsageError``."""
+    max_cost, max_calls = parse_limits(args.max_cost, args.max_calls)
+    prices = load_prices(args.prices)
     mode: Mode = "log_json" if args.log_json else ("quiet" if args.quiet else "live")
     return RunControls(prices=prices, max_cost_usd=max_cost, max_calls=max_calls, dry_run=bool(args.dry_run),
                        mode=mode)
