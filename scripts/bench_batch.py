@@ -98,8 +98,9 @@ def _run(root: Path, inputs: Any, args: argparse.Namespace, mode: str) -> dict[s
             "--clip-pretrained", "none", "--max-classes-in-flight", str(args.classes), "--quiet"]
     with sim:
         for role, model in MODELS.items():
+            # billing priced: the loopback simulator stands in for the paid API, so the price table applies
             argv += [f"--{role}-base-url", sim.base_url, f"--{role}-model", model, f"--{role}-per-minute", "1000000",
-                     f"--{role}-max-in-flight", "8"]
+                     f"--{role}-max-in-flight", "8", f"--{role}-billing", "priced"]
         if mode == "batch":
             argv += ["--lmm-batch", "--llm-batch", "--t2i-batch", "--batch-window-s", str(args.window_s),
                      "--batch-poll-s", str(args.poll_s), "--batch-poll-max-s", str(5 * args.poll_s)]
