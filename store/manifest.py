@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from store.errors import UsageError
 from store.lists import (
@@ -170,7 +171,7 @@ def read_labelled_rows(path: Path | str) -> tuple[list[LabelledRow], list[str]]:
     return rows, sorted(unknown)
 
 
-def _labelled_row(obj: dict[str, object], where: str) -> LabelledRow:
+def _labelled_row(obj: dict[str, Any], where: str) -> LabelledRow:
     missing = [k for k in ("path", "label") if k not in obj]
     if missing:
         raise ManifestError(f"{where}: missing field(s) {', '.join(missing)} (a row needs at least "
@@ -225,7 +226,7 @@ def parse_row(line: str, where: str = "<row>") -> ManifestRow:
         raise ManifestError(f"{where}: {exc}") from None
 
 
-def _json_object(line: str, where: str) -> dict[str, object]:
+def _json_object(line: str, where: str) -> dict[str, Any]:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
