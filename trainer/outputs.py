@@ -3,9 +3,10 @@
 Contract
 - :func:`check_out_folder` runs first: ``--out`` that is a file, that lies under a file, or whose nearest
   existing folder is not writable is an :class:`OutputError` (exit 2, nothing written, nothing loaded).
-- :func:`writing` wraps every write of an output: an ``OSError`` (a full disk, a permission refused), or the
-  ``RuntimeError`` with which ``torch.save`` reports a failed file write, becomes one :class:`OutputError`
-  line naming the file, the reason, the free space left, and what is safe. Exit status 2 when nothing had
+- :func:`writing` wraps every write of an output: an ``OSError`` (a full disk, a permission refused), the
+  ``RuntimeError`` with which ``torch.save`` reports a failed file write, or an error of a Rust writer
+  (safetensors, under peft's adapter save) that carries ``(os error N)``, becomes one :class:`OutputError`
+  line naming the file, the reason, the free space left, and what is safe. Anything else is re-raised. Exit status 2 when nothing had
   been done yet (before the first epoch), 1 once work was done that could not be saved.
 - Every file is written whole or not at all (``store.manifest.atomic_write_*``, the checkpoint's temp folder
   + rename), so after the error the previous ``checkpoints/last``, ``metrics.json`` and ``train_log.jsonl``
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +32,9 @@ EXIT_NOT_SAVED = 1
 # measured on a full tmpfs with torch 2.14: "[enforce fail at inline_container.cc:…] . unexpected pos …",
 # "basic_ios::clear: iostream error"; and "PytorchStreamWriter failed writing file …: file write failed".
 _TORCH_WRITE_FAILURES = ("inline_container", "iostream error", "file write failed", "PytorchStreamWriter")
+# How Rust's std::io::Error ends its text, e.g. safetensors (peft's adapter save) on a full tmpfs:
+# "Error while serializing: I/O error: No space left on device (os error 28)" (a SafetensorError).
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 class OutputError(UsageError):
@@ -62,12 +67,31 @@ def writing(target: Path, *, done_work: bool, safe: str) -> Iterator[None]:
     """Turn a failed write of ``target`` into one :class:`OutputError` line that ends with ``safe``."""
     try:
         yield
-    except OSError as exc:
-        raise _failure(target, exc.strerror or str(exc), done_work, safe) from None
-    except RuntimeError as exc:
-        if not any(marker in str(exc) for marker in _TORCH_WRITE_FAILURES):
+    except Exception as exc:
+        reason = write_failure(exc)
+        if reason is None:
             raise
-        raise _failure(target, "the write failed", done_work, safe) from None
+        raise _failure(target, reason, done_work, safe) from None
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """Why a write failed, if ``exc`` is a failed write (see the module docstring); else None.
+
+    >>> write_failure(OSError(28, "No space left on device"))
+    'No space left on device'
+    >>> write_failure(Exception("Error while serializing: I/O error: No space left on device (os error 28)"))
+    'No space left on device'
+    >>> write_failure(RuntimeError("CUDA out of memory")) is None
+    True
+    """
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    rust = _RUST_OS_ERROR.search(str(exc))
+    if rust:
+        return os.strerror(int(rust.group(1)))
+    if isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in _TORCH_WRITE_FAILURES):
+        return "the write failed"
+    return None
 
 
 def write_log_row(path: Path, row: dict[str, Any]) -> None:

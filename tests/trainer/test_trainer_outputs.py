@@ -78,30 +78,43 @@ def test_an_unwritable_out_is_one_line(tiny_data: TinyData, tmp_path: Path, caps
     assert list(locked.iterdir()) == []
 
 
-def _fail_second_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    """torch.save as on a full disk, for the second checkpoint's state.pt: half a file, then its RuntimeError."""
-    real_save = torch.save
-    seen: list[str] = []
+def _fail_second_checkpoint(monkeypatch: pytest.MonkeyPatch, writer: str) -> None:
+    """The second checkpoint's write fails as each writer fails on a full disk (measured on a small tmpfs):
+    torch.save leaves half a file and raises RuntimeError; peft's adapter save raises safetensors' error."""
+    calls: list[str] = []
 
-    def save(obj, f, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if str(f).endswith("last.tmp/state.pt"):
-            seen.append(str(f))
-            if len(seen) == 2:
-                Path(f).write_bytes(b"PK\x03\x04 half a zip")
-                raise RuntimeError(TORCH_FULL_DISK)
-        return real_save(obj, f, *args, **kwargs)
+    def failing(real, name: str, error: Exception):  # type: ignore[no-untyped-def]
+        def write(obj, f, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if str(f).endswith(name):
+                calls.append(str(f))
+                if len(calls) == 2:
+                    Path(f).write_bytes(b"PK\x03\x04 half a file")
+                    raise error
+            return real(obj, f, *args, **kwargs)
+        return write
 
-    monkeypatch.setattr(torch, "save", save)
+    if writer == "torch.save":
+        monkeypatch.setattr(torch, "save", failing(torch.save, "last.tmp/state.pt", RuntimeError(TORCH_FULL_DISK)))
+    else:
+        import peft.peft_model
+        from safetensors import SafetensorError
+
+        full = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        monkeypatch.setattr(peft.peft_model, "safe_save_file",
+                            failing(peft.peft_model.safe_save_file, "adapter_model.safetensors", full))
 
 
+@pytest.mark.parametrize(("writer", "reason"), [("torch.save", "the write failed"),
+                                                ("safetensors", "No space left on device")])
 def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_resume_finishes(tiny_data: TinyData, tmp_path: Path,
-                                                                           capsys, monkeypatch) -> None:
+                                                                           capsys, monkeypatch, writer: str,
+                                                                           reason: str) -> None:
     common = ["--generated", str(tiny_data.generated), "--mode", "balancemix", "--epochs", "2", "--lr", "0.01"]
     out = tmp_path / "run"
-    _fail_second_checkpoint(monkeypatch)
+    _fail_second_checkpoint(monkeypatch, writer)
     assert main(train_argv(tiny_data, out, *common)) == 1
     line = one_line(capsys.readouterr().err)
-    assert line.startswith(f"error: cannot write {out / 'checkpoints' / 'last'}: the write failed (")
+    assert line.startswith(f"error: cannot write {out / 'checkpoints' / 'last'}: {reason} (")
     assert line.endswith("checkpoints/last still holds epoch 1: free space and continue with --resume")
     last = out / "checkpoints" / "last"
     assert torch.load(last / "state.pt", weights_only=False)["epoch"] == 1  # the old checkpoint, whole
