@@ -114,17 +114,23 @@ def run_training(args: argparse.Namespace, trajectory_keys: Sequence[str]) -> in
     if end < args.epochs:
         log(f"stopped after epoch {end} of {args.epochs}; continue with --resume")
         return 0
-    correct, totals = count_correct(model, test_loader, rt, len(data.class_names))
+    _report(ctx, images, seconds)
+    return 0
+
+
+def _report(ctx: _EpochContext, images: int, seconds: float) -> None:
+    """Evaluate the trained model and write metrics.json, per_class.csv and acc_vs_count.png (rank 0)."""
+    args, data, out = ctx.args, ctx.data, ctx.out
+    correct, totals = count_correct(ctx.model, ctx.test_loader, ctx.rt, len(data.class_names))
     metrics = compute_metrics(correct, totals, data.train_counts, args.many, args.few)
     metrics.update({"epochs": args.epochs, "images_per_s": images / seconds if seconds else None,
                     "train_seconds": seconds, "mode": args.mode, "loss": args.loss, "skipped_images": data.skipped})
-    if rt.is_main:
+    if ctx.rt.is_main:
         with writing(out, done_work=True, safe=f"the trained model is in {out / 'checkpoints' / 'last'}: free "
                                                 f"space and run the same command with --resume to write the reports"):
             write_reports(out, metrics, correct, totals, data.train_counts, data.class_names)
         shown = {k: None if metrics[k] is None else round(metrics[k], 2) for k in ("overall", "many", "medium", "few")}
-        log(f"done: {json.dumps(shown)} -> {out}")
-    return 0
+        ctx.log(f"done: {json.dumps(shown)} -> {out}")
 
 
 @dataclass
