@@ -110,6 +110,22 @@ class ProvidersConfig(BaseModel):
 
 
 ROLE_FIELDS: tuple[str, ...] = tuple(RoleConfig.model_fields)
+# Which settings mean something for which role: the others are neither shown in --help nor accepted
+# (an --lmm-image-size or a [t2i] temperature would be silently ignored otherwise).
+_COMMON_FIELDS = ("base_url", "model", "api_key_env", "timeout_s", "max_in_flight", "per_minute", "max_attempts",
+                  "backoff_initial_s", "backoff_max_s")
+_CHAT_FIELDS = ("temperature", "max_tokens")
+_IMAGE_FIELDS = ("image_size", "image_quality", "response_format")
+FIELDS_BY_ROLE: dict[str, tuple[str, ...]] = {
+    "lmm": (*_COMMON_FIELDS, *_CHAT_FIELDS, "max_image_side"),
+    "llm": (*_COMMON_FIELDS, *_CHAT_FIELDS),
+    "t2i": (*_COMMON_FIELDS, *_IMAGE_FIELDS),
+}
+
+
+def role_fields(role: str) -> tuple[str, ...]:
+    """The settings that apply to ``role``: ``"temperature" in role_fields("t2i") -> False``."""
+    return FIELDS_BY_ROLE[role]
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -217,6 +233,7 @@ def redacted_dump(config: ProvidersConfig) -> dict[str, Any]:
     """The resolved config as JSON-able data for disk: env var names only, URLs without credentials."""
     data = config.model_dump(mode="json")
     for role in ROLES:
+        data[role] = {k: v for k, v in data[role].items() if k in role_fields(role)}
         data[role]["base_url"] = redact_url(data[role]["base_url"])
     return data
 
@@ -230,7 +247,7 @@ def add_role_arguments(parser: argparse.ArgumentParser) -> None:
     """
     group = parser.add_argument_group("model providers (CLI > LTGC_<ROLE>_<FIELD> env > TOML > defaults)")
     for role in ROLES:
-        for field in ROLE_FIELDS:
+        for field in role_fields(role):
             info = RoleConfig.model_fields[field]
             group.add_argument(
                 _flag(role, field), dest=_dest(role, field), default=None, metavar=field.upper(),
@@ -244,7 +261,7 @@ def role_overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The flags actually given, as ``{"llm": {"model": ...}, "cache_namespace": ...}``."""
     out: dict[str, Any] = {}
     for role in ROLES:
-        given = {f: getattr(args, _dest(role, f)) for f in ROLE_FIELDS
+        given = {f: getattr(args, _dest(role, f)) for f in role_fields(role)
                  if getattr(args, _dest(role, f), None) is not None}
         if given:
             out[role] = given
@@ -275,7 +292,7 @@ def _toml_layer(doc: Mapping[str, Any], label: str) -> Layer:
             raise ConfigError(f"{label}: '{role}' must be a table like [{role}], got {type(table).__name__}")
         layer[role] = {}
         for field, value in table.items():
-            _check_field(field, f"{label} [{role}]", hint=f"known: {', '.join(ROLE_FIELDS)}")
+            _check_field(role, field, f"{label} [{role}]")
             layer[role][field] = (value, f"{label} [{role}] {field}")
     if "cache_namespace" in doc:
         layer["cache_namespace"] = (doc["cache_namespace"], f"{label} cache_namespace")
@@ -292,7 +309,7 @@ def _env_layer(env: Mapping[str, str]) -> Layer:
             prefix = f"LTGC_{role.upper()}_"
             if name.startswith(prefix):
                 field = name[len(prefix):].lower()
-                _check_field(field, name, hint=f"known suffixes: {', '.join(f.upper() for f in ROLE_FIELDS)}")
+                _check_field(role, field, name, upper=True)
                 layer.setdefault(role, {})[field] = (value, name)
     return layer
 
@@ -305,16 +322,23 @@ def _overrides_layer(overrides: Mapping[str, Any]) -> Layer:
         elif key in ROLES:
             layer[key] = {}
             for field, v in dict(value).items():
-                _check_field(field, f"override {key}", hint=f"known: {', '.join(ROLE_FIELDS)}")
+                _check_field(key, field, f"override {key}")
                 layer[key][field] = (v, _flag(key, field))
         else:
             raise ConfigError(f"override {key!r}: unknown section (expected {', '.join(PROVIDER_TOP_KEYS)})")
     return layer
 
 
-def _check_field(field: str, where: str, *, hint: str) -> None:
-    if field not in RoleConfig.model_fields:
-        raise ConfigError(f"{where}: unknown setting {field!r} ({hint})")
+def _check_field(role: str, field: str, where: str, *, upper: bool = False) -> None:
+    known = role_fields(role)
+    if field in known:
+        return
+    names = ", ".join(f.upper() if upper else f for f in known)
+    others = [r for r in ROLES if field in role_fields(r)]
+    if others:
+        raise ConfigError(f"{where}: {field!r} is not a setting of the {role} role (it applies to "
+                          f"{' and '.join(others)}); remove it. Known for {role}: {names}")
+    raise ConfigError(f"{where}: unknown setting {field!r} (known for {role}: {names})")
 
 
 def _build_role(role: str, values: dict[str, Any], sources: dict[str, str]) -> RoleConfig:

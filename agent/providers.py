@@ -10,20 +10,22 @@ Contract (docs/INTERFACES.md § agent/providers):
 - ``await generate_image(prompt, *, ctx) -> ImageResult``: ``b64_json`` or URL answers, checked to decode,
   stored in the blob store; the result carries the hash.
 - Per call: cache get (a hit returns at once: no limiter, no request, a trace row with ``cache_hit=True``)
-  -> retry policy (agent/retry.py) around [limiter slot + tokens -> one HTTP request] -> cache put -> trace.
-  The limiter is taken per *attempt*, so retries count against max in-flight and the per-minute budget
-  too, and a request waiting out a Retry-After does not hold a slot.
+  -> the role's transport (agent/transport.py; by default retry policy around [limiter slot + tokens ->
+  admission -> one HTTP request]) -> cache put -> trace. The limiter is taken per *attempt*, so retries
+  count against max in-flight and the per-minute budget too, and a request waiting out a Retry-After does
+  not hold a slot. **Admission** — the stop check and the budget (``meter``: the call's price reserved) —
+  happens when the request is about to leave, after the limiter, once per call (agent/budget.py).
 - A final failure raises :class:`ProviderError` (``kind``, ``status``, ``message``) after its trace row is
   written; failures are never cached, so a re-run tries them again.
 - Once a graceful stop was asked for (agent/shutdown.py: SIGINT / SIGTERM), a cache miss is refused before
-  it is sent with ``ProviderError(kind="stopped")`` (traced, ``attempts=0``); calls already sent, and
-  their retries, finish and are cached, so a resume repays nothing.
+  it is sent with ``ProviderError(kind="stopped")`` (traced with status ``stopped``, ``attempts=0``); a
+  budget refusal is traced with status ``refused``; calls already sent, and their retries, finish and are
+  cached, so a resume repays nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import json
@@ -31,9 +33,9 @@ import os
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import httpx
 import httpx2
@@ -42,16 +44,16 @@ import openai
 from agent.budget import CallMeter
 from agent.config import ProvidersConfig, RoleConfig, resolve_api_key
 from agent.images import InputImageError, data_uri, decode_b64_image, image_format, prepare_image
-from agent.limiter import LimiterAborted, RoleLimiter
-from agent.retry import BadResponse, Failure, ProviderError, call_with_retry
+from agent.limiter import RoleLimiter
+from agent.retry import ProviderError, call_with_retry
 from agent.shutdown import stop_requested
+from agent.transport import HttpTransport, Outbound, Transport, stopped_error
 from store.blobs import BlobStore
 from store.cache import CallCache, cache_key
 from store.traces import TraceRecord, TraceStore
 
 __all__ = ["CallContext", "ChatResult", "ImageResult", "ProviderError", "Providers"]
 
-T = TypeVar("T")
 CHAT_ROLES = ("lmm", "llm")
 # Traces refuse requests over 64 KB of JSON; long prompts (an 800-item list) are cut for the trace only.
 _TRACE_TEXT_LIMIT = 12_000
@@ -90,7 +92,7 @@ class ImageResult:
 
 
 class Providers:
-    """Clients, limiters and the stores, shared by every class of a run. Build with :meth:`open`."""
+    """Transports, limiters and the stores, shared by every class of a run. Build with :meth:`open`."""
 
     def __init__(
         self,
@@ -101,13 +103,18 @@ class Providers:
         traces: TraceStore,
         blobs: BlobStore,
         meter: CallMeter | None = None,
+        transports: Mapping[str, Transport] | None = None,
     ) -> None:
         self.config = config
         self.meter = meter
-        self._clients = dict(clients)
         self.limiters = {
             role: RoleLimiter(config.role(role).max_in_flight, config.role(role).per_minute) for role in clients
         }
+        # One transport per role: synchronous HTTP unless the caller brings another (Batch API, local).
+        self.transports: dict[str, Transport] = {
+            role: HttpTransport(role, client, self.limiters[role], stop_requested) for role, client in clients.items()
+        }
+        self.transports.update(transports or {})
         self.cache, self.traces, self.blobs = cache, traces, blobs
         # Image URLs are pre-signed: fetched without our API key, by a plain client.
         self._download = httpx.AsyncClient(timeout=config.t2i.timeout_s, follow_redirects=True,
@@ -123,19 +130,21 @@ class Providers:
         blobs: BlobStore,
         env: Mapping[str, str] = os.environ,
         meter: CallMeter | None = None,
+        transports: Mapping[str, Transport] | None = None,
     ) -> Providers:
         """Build the three clients; a missing API key is a :class:`agent.config.ConfigError` (before any call).
 
-        ``meter`` (agent/budget.py) admits each request that will be sent (a cache miss) against the run's
-        budget, and prices every trace row before it is written.
+        ``meter`` (agent/budget.py) admits each request at the moment it is sent (a cache miss, after the
+        limiter) against the run's budget, and prices every trace row before it is written.
+        ``transports`` replaces the HTTP transport of the roles it names.
         """
         clients = {role: _build_client(role, config.role(role), env) for role in ("lmm", "llm", "t2i")}
-        return cls(config, clients, cache=cache, traces=traces, blobs=blobs, meter=meter)
+        return cls(config, clients, cache=cache, traces=traces, blobs=blobs, meter=meter, transports=transports)
 
     async def close(self) -> None:
-        """Close the HTTP clients (the stores belong to the caller)."""
-        for client in self._clients.values():
-            await client.close()
+        """Close the transports and HTTP clients (the stores belong to the caller)."""
+        for transport in self.transports.values():
+            await transport.close()
         await self._download.aclose()
 
     # ------------------------------------------------------------------------------------------ chat
@@ -161,8 +170,7 @@ class Providers:
         if cached is not None:
             value = cached
         else:
-            self._admit(row, started)
-            value, row.attempts = await self._retry(row, started, cfg, lambda: self._chat_once(role, body))
+            value = await self._send(Outbound(role, body, key, row, cfg, self._admit), started)
             await self.cache.put(key, value, role=role, model=cfg.model)
         row.response_text, row.finish_reason = value["text"], value["finish_reason"]
         row.input_tokens, row.output_tokens = value["input_tokens"], value["output_tokens"]
@@ -170,27 +178,13 @@ class Providers:
         return ChatResult(value["text"], value["finish_reason"], value["input_tokens"], value["output_tokens"],
                           hit, row.call_id)
 
-    async def _chat_once(self, role: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with self._slot(role, 1):
-            resp = await self._clients[role].chat.completions.create(**body)
-        return _chat_value(resp)
-
-    @contextlib.asynccontextmanager
-    async def _slot(self, role: str, cost: int) -> AsyncIterator[None]:
-        """The role's limiter for one request; a stop signal while queued there means ``stopped``, unsent."""
-        try:
-            async with self.limiters[role].acquire(cost, abort=stop_requested):
-                yield
-        except LimiterAborted:
-            raise _stopped() from None
-
     # ---------------------------------------------------------------------------------------- images
     async def generate_image(self, prompt: str, *, ctx: CallContext) -> ImageResult:
         """One image for ``prompt`` (role ``t2i``), stored in the blob store."""
         cfg = self.config.t2i
         row = _new_row(ctx, "t2i", "image_generation", cfg.model)
         started = time.perf_counter()
-        body = _image_body(cfg, prompt)
+        body = image_body(cfg, prompt)
         row.request = _trace_request(body)
         key = cache_key(role="t2i", model=cfg.model, body=body, sample_index=ctx.sample_index,
                         namespace=self.config.cache_namespace)
@@ -200,35 +194,36 @@ class Providers:
         if cached is not None and hit:
             value = cached
         else:
-            self._admit(row, started)
-            value = await self._image_miss(row, started, body)
+            value = await self._image_miss(Outbound("t2i", body, key, row, cfg, self._admit), started)
             await self.cache.put(key, value, role="t2i", model=cfg.model)
-        row.images = 0 if hit else 1
+        row.images = 0 if hit else int(body.get("n", 1))
         row.response_text = value.get("revised_prompt")
         row.input_tokens, row.output_tokens = value.get("input_tokens"), value.get("output_tokens")
         self._done(row, started, hit)
         return ImageResult(value["sha256"], value["ext"], hit, row.call_id, value.get("revised_prompt"))
 
-    async def _image_miss(self, row: TraceRecord, started: float, body: dict[str, Any]) -> dict[str, Any]:
+    async def _image_miss(self, call: Outbound, started: float) -> dict[str, Any]:
         """Generate (and download, for URL answers) one image, store its bytes; the cacheable value."""
-        cfg = self.config.t2i
-        value, row.attempts = await self._retry(row, started, cfg, lambda: self._image_once(body))
-        if "url" in value:
-            url = value.pop("url")
-            # Downloaded under the same policy, but a failed download does not pay for a new image.
-            fetched, more = await self._retry(row, started, cfg, lambda: self._download_once(url),
-                                              base_attempts=row.attempts)
-            value.update(fetched)
-            row.attempts += more
-        value["sha256"] = await asyncio.to_thread(self.blobs.put, value.pop("data"), value["ext"])
-        return value
-
-    async def _image_once(self, body: dict[str, Any]) -> dict[str, Any]:
-        async with self._slot("t2i", int(body.get("n", 1))):
-            resp = await self._clients["t2i"].images.generate(**body)
-        value = _image_value(resp)
+        value = await self._send(call, started)
         if "b64" in value:
-            value["data"], value["ext"] = await asyncio.to_thread(decode_b64_image, value.pop("b64"))
+            try:
+                value["data"], value["ext"] = await asyncio.to_thread(decode_b64_image, value.pop("b64"))
+            except Exception as exc:  # noqa: BLE001 - a broken image is the answer's fault: one final error
+                self._fail(call.row, started, ProviderError("bad_response", f"image does not decode: {exc}",
+                                                            attempts=call.row.attempts))
+        elif "url" in value:
+            url = value.pop("url")
+            cfg = call.cfg
+            # Downloaded under the same policy, but a failed download does not pay for a new image.
+            try:
+                fetched, more = await call_with_retry(lambda: self._download_once(url), max_attempts=cfg.max_attempts,
+                                                      initial_s=cfg.backoff_initial_s, max_s=cfg.backoff_max_s)
+            except ProviderError as exc:
+                exc.attempts += call.row.attempts
+                self._fail(call.row, started, exc)
+            value.update(fetched)
+            call.row.attempts += more
+        value["sha256"] = await asyncio.to_thread(self.blobs.put, value.pop("data"), value["ext"])
         return value
 
     async def _download_once(self, url: str) -> dict[str, Any]:
@@ -253,45 +248,31 @@ class Providers:
         return {"data": data, "ext": ext}
 
     # --------------------------------------------------------------------------------------- helpers
-    async def _retry(
-        self, row: TraceRecord, started: float, cfg: RoleConfig, fn: Callable[[], Awaitable[T]],
-        *, base_attempts: int = 0,
-    ) -> tuple[T, int]:
-        """Run ``fn`` under the retry policy; on final failure write the error trace row and raise.
-
-        ``base_attempts`` counts requests already made for this call (an image's generation before its
-        download), so the trace row's ``attempts`` is the call's total.
-        """
-        def note(_failure: Failure, attempt: int) -> None:
-            row.attempts = base_attempts + attempt
-
+    async def _send(self, call: Outbound, started: float) -> dict[str, Any]:
+        """The role's transport sends ``call``; a final failure writes its trace row and raises."""
         try:
-            return await call_with_retry(fn, max_attempts=cfg.max_attempts, initial_s=cfg.backoff_initial_s,
-                                         max_s=cfg.backoff_max_s, on_failure=note)
+            return await self.transports[call.role].send(call)
         except ProviderError as exc:
-            if exc.kind == "stopped":  # refused at the limiter: that last attempt sent nothing
-                exc.attempts -= 1
-            exc.attempts += base_attempts
-            self._fail(row, started, exc)
+            self._fail(call.row, started, exc)
         except Exception as exc:  # a bug, not a provider failure: still leave a trace row, then re-raise
+            row = call.row
             row.status, row.error, row.error_kind = "error", f"{type(exc).__name__}: {exc}", "internal"
             row.latency_s = time.perf_counter() - started
             self._trace(row)
             raise
 
-    def _admit(self, row: TraceRecord, started: float) -> None:
-        """Ask the budget before a request is sent; a refusal is traced and raised like any failure."""
+    def _admit(self, call: Outbound) -> None:
+        """Right before ``call`` leaves: the stop signal, then the budget (its price reserved)."""
         if stop_requested():  # a class stopped here resumes at this node; the call is made then
-            self._fail(row, started, _stopped())
+            raise stopped_error()
         if self.meter is not None:
-            try:
-                self.meter.admit(row)
-            except ProviderError as exc:
-                exc.attempts = 0
-                self._fail(row, started, exc)
+            price = self.meter.reserve(call.row, max_tokens=call.cfg.max_tokens)
+            self.meter.admit(call.row, price)
 
     def _fail(self, row: TraceRecord, started: float, exc: ProviderError) -> NoReturn:
-        row.status, row.error, row.error_kind = "error", exc.message, exc.kind
+        # Unsent calls are never "error": refused by our budget, or stopped by a signal (nothing left).
+        row.status = {"budget": "refused", "stopped": "stopped"}.get(exc.kind, "error")
+        row.error, row.error_kind = exc.message, exc.kind
         row.attempts = exc.attempts
         row.latency_s = time.perf_counter() - started
         self._trace(row)
@@ -331,12 +312,6 @@ def _tls_context() -> ssl.SSLContext:
         return ssl.create_default_context(cafile=certifi.where())
     except ImportError:  # pragma: no cover - certifi ships with httpx
         return ssl.create_default_context()
-
-
-def _stopped() -> ProviderError:
-    """A call refused because the run is stopping: checked before the budget, and again at the limiter
-    (a call queued there when the signal came is never sent)."""
-    return ProviderError("stopped", "the run is stopping (signal); not sent", attempts=0)
 
 
 def _too_large(url: str, what: str) -> ProviderError:
@@ -382,53 +357,10 @@ def _chat_bodies(
     return body, key_body
 
 
-def _image_body(cfg: RoleConfig, prompt: str) -> dict[str, Any]:
+def image_body(cfg: RoleConfig, prompt: str) -> dict[str, Any]:
+    """The images request: size and quality always stated when configured, so the bill matches the plan."""
     extras = (("size", cfg.image_size), ("quality", cfg.image_quality), ("response_format", cfg.response_format))
     return {"model": cfg.model, "prompt": prompt, "n": 1, **{k: v for k, v in extras if v is not None}}
-
-
-def _chat_value(resp: Any) -> dict[str, Any]:
-    """The cacheable part of a chat answer; :class:`BadResponse` when the answer is not a completion."""
-    choices = getattr(resp, "choices", None)
-    if not choices:
-        raise BadResponse(f"chat answer has no choices ({type(resp).__name__})")
-    choice = choices[0]
-    message = getattr(choice, "message", None)
-    text = getattr(message, "content", None)
-    finish = getattr(choice, "finish_reason", None)
-    if finish == "content_filter":
-        raise ProviderError("refused", "the server's content filter stopped the answer")
-    if not isinstance(text, str):
-        refusal = getattr(message, "refusal", None)
-        if isinstance(refusal, str) and refusal:
-            raise ProviderError("refused", refusal)
-        raise BadResponse("chat answer has no text content")
-    usage = getattr(resp, "usage", None)
-    return {"text": text, "finish_reason": finish,
-            "input_tokens": _int_or_none(getattr(usage, "prompt_tokens", None)),
-            "output_tokens": _int_or_none(getattr(usage, "completion_tokens", None))}
-
-
-def _image_value(resp: Any) -> dict[str, Any]:
-    """``{"b64": ...}`` or ``{"url": ...}`` plus revised prompt and usage; :class:`BadResponse` otherwise."""
-    data = getattr(resp, "data", None)
-    if not data:
-        raise BadResponse(f"image answer has no data ({type(resp).__name__})")
-    item = data[0]
-    usage = getattr(resp, "usage", None)
-    value: dict[str, Any] = {
-        "revised_prompt": getattr(item, "revised_prompt", None),
-        "input_tokens": _int_or_none(getattr(usage, "input_tokens", None)),
-        "output_tokens": _int_or_none(getattr(usage, "output_tokens", None)),
-    }
-    b64, url = getattr(item, "b64_json", None), getattr(item, "url", None)
-    if isinstance(b64, str) and b64:
-        value["b64"] = b64
-    elif isinstance(url, str) and url:
-        value["url"] = url
-    else:
-        raise BadResponse("image answer has neither b64_json nor url")
-    return value
 
 
 def _trace_request(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -444,7 +376,3 @@ def _cut_long_texts(obj: dict[str, Any]) -> dict[str, Any]:
         if isinstance(v, str) and len(v) > _TRACE_TEXT_LIMIT:
             obj[k] = f"{v[:_TRACE_TEXT_LIMIT]}... [cut: {len(v)} chars in all]"
     return obj
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

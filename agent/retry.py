@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import httpx
 import openai
@@ -38,16 +38,51 @@ _REFUSAL_CODES = frozenset({"content_policy_violation", "moderation_blocked", "c
 _REFUSAL_WORDS = ("content policy", "safety system", "content_policy", "moderation")
 
 
-class ProviderError(Exception):
-    """The final failure of one item. ``kind`` is one of ``refused`` | ``bad_request`` | ``auth`` |
-    ``not_found`` | ``exhausted`` | ``bad_response`` | ``budget``; ``message`` is the server's own words."""
+# What can go wrong with one call. Final kinds end an item (or, for STOP_KINDS, stop its class resumably);
+# the transient kinds are what a retried attempt failed with, and end an item only as ``exhausted``.
+ErrorKind = Literal[
+    # final for the item
+    "refused",       # content policy / moderation: never retried
+    "bad_request",   # 400 / 422: the request itself is wrong
+    "auth",          # 401 / 403
+    "not_found",     # 404: wrong model name or URL
+    "exhausted",     # max_attempts transient failures in a row
+    "bad_response",  # an answer that cannot be used (malformed JSON, no choices, broken image)
+    # stop the class, resumably (its checkpoint is kept; --resume continues it)
+    "budget",        # our own cap: --max-cost / --max-calls refused to send the call
+    "quota",         # the server's billing stop (429 insufficient_quota): retrying cannot help
+    "stopped",       # a graceful stop (SIGINT / SIGTERM) was asked for: not sent
+    # transient (retried)
+    "rate_limited", "server", "timeout", "connection",
+]
+ERROR_KINDS: frozenset[str] = frozenset(get_args(ErrorKind))
+STOP_KINDS: frozenset[str] = frozenset({"budget", "quota", "stopped"})
 
-    def __init__(self, kind: str, message: str, *, status: int | None = None, attempts: int = 1) -> None:
+
+class ProviderError(Exception):
+    """The final failure of one call: ``kind`` (:data:`ErrorKind`), ``status`` (HTTP, when one came back),
+    ``message`` (the server's own words), ``attempts`` (requests actually sent for it).
+
+    >>> ProviderError("quota", "You exceeded your quota", status=429).stops_class
+    True
+    >>> ProviderError("refused", "policy").stops_class
+    False
+    """
+
+    def __init__(self, kind: ErrorKind, message: str, *, status: int | None = None, attempts: int = 1) -> None:
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown ProviderError kind {kind!r}")
         super().__init__(f"{kind}: {message}" if status is None else f"{kind} (HTTP {status}): {message}")
-        self.kind = kind
+        self.kind: ErrorKind = kind
         self.status = status
         self.message = message
         self.attempts = attempts
+
+    @property
+    def stops_class(self) -> bool:
+        """True when the failure is not the item's: the class stops where it is and ``--resume`` continues
+        it (our budget, the server's quota, a graceful stop); False when only this item fails."""
+        return self.kind in STOP_KINDS
 
 
 class BadResponse(Exception):
@@ -59,7 +94,7 @@ class Failure:
     """What :func:`classify` makes of one exception."""
 
     retryable: bool
-    kind: str
+    kind: ErrorKind
     status: int | None
     message: str
     retry_after_s: float | None = None
@@ -193,12 +228,12 @@ def _from_status(
     hint = retry_after_seconds(headers, now)
     lowered = message.lower()
     if status == 429 and code == "insufficient_quota":
-        return Failure(False, "budget", status, message)
+        return Failure(False, "quota", status, message)
     if status in (408, 409, 429) or status >= 500:
         return Failure(True, "rate_limited" if status == 429 else "server", status, message, hint)
     if code in _REFUSAL_CODES or any(w in lowered for w in _REFUSAL_WORDS):
         return Failure(False, "refused", status, message)
-    kind = {401: "auth", 403: "auth", 404: "not_found"}.get(status, "bad_request")
+    kind: ErrorKind = "auth" if status in (401, 403) else "not_found" if status == 404 else "bad_request"
     return Failure(False, kind, status, message)
 
 

@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import (
+    ROLES,
     ConfigError,
     add_role_arguments,
     load_providers_config,
     read_toml,
+    role_fields,
     role_overrides_from_args,
 )
 from agent.controls import (
@@ -191,6 +193,10 @@ def _saved_settings(args: argparse.Namespace, toml_run: dict[str, Any]) -> tuple
         raise SettingsError(
             f"--run-id {args.run_id}: the run in {out} is {saved.get('run_id')!r}; drop --run-id to resume it"
         )
+    # A config.json from before settings were role-specific lists every field for every role: keep the ones
+    # that apply (agent.config.role_fields), so an older run folder still resumes.
+    providers = {role: ({k: v for k, v in table.items() if k in role_fields(role)} if role in ROLES else table)
+                 for role, table in providers.items() if isinstance(table, dict) or role not in ROLES}
     return {k: v for k, v in saved.items() if k != "resume"}, providers
 
 

@@ -55,8 +55,6 @@ from store.traces import TraceStore
 __all__ = ["ClassOutcome", "RunOutcome", "execute", "thread_id"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
-# ProviderError kinds that stop a class without failing it: a spent budget, a requested shutdown.
-STOP_KINDS = frozenset({"budget", "stopped"})
 # Each step's checkpoint is committed before the next step starts ("sync"), so a resume restarts a class at
 # the node it was in. "async" (written while the next step runs) measured no faster, side by side, in a
 # sequential run or a warm rerun (scripts/bench_agent.py --durability sync async).
@@ -192,7 +190,7 @@ class _Driver:
             async with self.slots:
                 outcome = await self._run_class(spec, gate=gate, resume=resume)
         except ProviderError as exc:
-            if exc.kind not in STOP_KINDS:
+            if not exc.stops_class:
                 return self._failed(spec, exc)
             return ClassOutcome(spec.name, "stopped", str(exc))  # resumable: the thread keeps its checkpoint
         except Exception as exc:  # one class's bug or outage must not take the other classes down

@@ -21,7 +21,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 OPERATIONS = ("chat", "image_generation")
-STATUSES = ("ok", "error")
+# ok: answered. error: sent (attempts >= 1) and failed, or failed before it could be sent for a reason of its
+# own (a bad input image). refused: our budget cap said no, nothing sent. stopped: a graceful stop came
+# first, nothing sent. Unsent calls are never "error" (issue: one set of counts).
+STATUSES = ("ok", "error", "refused", "stopped")
 MAX_REQUEST_BYTES = 64 * 1024
 
 # A data URI anywhere in the request text: ``data:image/png;base64,...`` or ``data:;base64,...``.
@@ -50,7 +53,9 @@ class TraceRecord:
     input_tokens: int | None = None
     output_tokens: int | None = None
     images: int = 0
-    latency_s: float = 0.0
+    latency_s: float = 0.0  # the whole call, as the caller waited for it
+    queue_s: float = 0.0  # of which: waiting for the role's limiter (in-flight slot, per-minute tokens)
+    server_s: float = 0.0  # of which: requests on the wire, all attempts (the model server's latency)
     cache_hit: bool = False
     attempts: int = 0
     status: str = "ok"  # "ok" | "error"
@@ -60,6 +65,9 @@ class TraceRecord:
     cost_usd: float | None = None
     started_at: float = field(default_factory=time.time)
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Transport details, JSON: {"batch_id", "custom_id", ...} for the Batch API, {"gpu_s"} for a local
+    # pipeline. Small, plain data only (same guard as ``request``).
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 # Field name -> SQLite column, in table order (the OpenTelemetry names where one exists).
@@ -75,7 +83,11 @@ _ORDER = (
     "call_id", "run_id", "class_name", "node", "round", "role", "operation", "model", "request",
     "response_text", "finish_reason", "input_tokens", "output_tokens", "images", "latency_s",
     "cache_hit", "attempts", "status", "error", "error_kind", "parse_dropped", "cost_usd", "started_at",
+    "queue_s", "server_s", "meta",
 )
+# Columns added after the first release: an older traces.sqlite gains them on open (ALTER TABLE), and a
+# read-only reader of an older file sees their defaults.
+ADDED_COLUMNS: dict[str, str] = {"queue_s": "0.0", "server_s": "0.0", "meta": "'{}'"}
 COLUMNS: dict[str, str] = {name: _OTEL.get(name, name) for name in _ORDER}
 assert set(_ORDER) == {f.name for f in fields(TraceRecord)}, "every TraceRecord field needs a column"
 
@@ -83,7 +95,8 @@ _FILTERS = ("call_id", "run_id", "class_name", "node", "status", "cache_hit", "r
             "operation", "model")
 _SQL_TYPES = {"round": "INTEGER", "input_tokens": "INTEGER", "output_tokens": "INTEGER",
               "images": "INTEGER", "cache_hit": "INTEGER", "attempts": "INTEGER",
-              "parse_dropped": "INTEGER", "latency_s": "REAL", "cost_usd": "REAL", "started_at": "REAL"}
+              "parse_dropped": "INTEGER", "latency_s": "REAL", "cost_usd": "REAL", "started_at": "REAL",
+              "queue_s": "REAL", "server_s": "REAL"}
 
 
 def _q(column: str) -> str:
@@ -116,6 +129,26 @@ COST_BY_CLASS_SQL = (
 _SELECT = f"SELECT {', '.join(_q(c) for c in COLUMNS.values())} FROM traces"
 
 
+def migrate_sql(present: set[str]) -> list[str]:
+    """``ALTER TABLE`` statements adding the :data:`ADDED_COLUMNS` an older file lacks.
+
+    >>> migrate_sql({"call_id"})[0]
+    'ALTER TABLE traces ADD COLUMN "queue_s" REAL DEFAULT 0.0'
+    """
+    return [f"ALTER TABLE traces ADD COLUMN {_q(COLUMNS[name])} {_SQL_TYPES.get(name, 'TEXT')} DEFAULT {default}"
+            for name, default in ADDED_COLUMNS.items() if COLUMNS[name] not in present]
+
+
+def select_for(present: set[str] | None, sql: str) -> str:
+    """``sql`` (from :func:`select_sql`) reading an older file: missing added columns read as defaults."""
+    if present is None:
+        return sql
+    for name, default in ADDED_COLUMNS.items():
+        if COLUMNS[name] not in present:
+            sql = sql.replace(f"{_q(COLUMNS[name])}", f"{default} AS {_q(COLUMNS[name])}", 1)
+    return sql
+
+
 def row_from_record(record: TraceRecord) -> dict[str, Any]:
     """Validate ``record`` and return its column -> value row (``request`` as JSON text).
 
@@ -125,11 +158,14 @@ def row_from_record(record: TraceRecord) -> dict[str, Any]:
     if problem:
         raise ValueError(f"trace {record.call_id} ({record.run_id}/{record.class_name}/{record.node}): {problem}")
     request_text = _request_json(record)
+    meta_text = _meta_json(record)
     row: dict[str, Any] = {}
     for name, column in COLUMNS.items():
         value = getattr(record, name)
         if name == "request":
             value = request_text
+        elif name == "meta":
+            value = meta_text
         elif name == "cache_hit":
             value = int(bool(value))
         row[column] = value
@@ -140,6 +176,7 @@ def record_from_row(row: tuple[Any, ...]) -> TraceRecord:
     """The inverse of ``row_from_record`` for a row selected in ``COLUMNS`` order."""
     values = dict(zip(COLUMNS, row, strict=True))
     values["request"] = json.loads(values["request"]) if values["request"] else {}
+    values["meta"] = json.loads(values["meta"]) if values["meta"] else {}
     values["cache_hit"] = bool(values["cache_hit"])
     return TraceRecord(**values)
 
@@ -201,6 +238,18 @@ def _request_json(record: TraceRecord) -> str:
             f"trace {record.call_id}: request contains a data: URI; traces hold image hashes "
             "({'sha256': ...}), never image bytes"
         )
+    return text
+
+
+def _meta_json(record: TraceRecord) -> str:
+    if not isinstance(record.meta, Mapping):
+        raise ValueError(f"trace {record.call_id}: meta must be a dict, got {type(record.meta).__name__}")
+    try:
+        text = json.dumps(record.meta, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"trace {record.call_id}: meta is not plain JSON ({exc})") from None
+    if len(text) > 4096 or ("data:" in text.casefold() and _DATA_URI_RE.search(text)):
+        raise ValueError(f"trace {record.call_id}: meta must be small plain data (<= 4 KB, no data: URIs)")
     return text
 
 

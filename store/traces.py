@@ -40,9 +40,11 @@ from store.trace_schema import (
     SCHEMA,
     TraceRecord,
     TraceStoreError,
+    migrate_sql,
     record_from_row,
     replace_fields,
     row_from_record,
+    select_for,
     select_sql,
     update_sql,
 )
@@ -81,6 +83,13 @@ class TraceStore:
         # Autocommit: transactions are opened explicitly (BEGIN ... COMMIT) under the write lock.
         path = Path(path)
         conn = await open_wal(path, SCHEMA)
+        try:
+            present = {str(r[1]) for r in await conn.execute_fetchall("PRAGMA table_info(traces)")}
+            for statement in migrate_sql(present):  # a traces.sqlite written by an older ltgc
+                await conn.execute(statement)
+        except BaseException:
+            await conn.close()
+            raise
         store = cls(conn, path, batch_size, flush_interval_s)
         store._flusher = asyncio.get_running_loop().create_task(store._flush_loop())
         return store
@@ -233,7 +242,8 @@ def read_traces(path: Path | str, **filters: Any) -> list[TraceRecord]:
     except sqlite3.Error as exc:
         raise TraceStoreError(f"{path}: cannot open trace file ({exc})") from None
     try:
-        rows = conn.execute(sql, params).fetchall()
+        present = {str(r[1]) for r in conn.execute("PRAGMA table_info(traces)").fetchall()}
+        rows = conn.execute(select_for(present, sql), params).fetchall()
     except sqlite3.DatabaseError as exc:
         raise TraceStoreError(f"{path}: not a readable trace file ({exc})") from None
     finally:

@@ -5,8 +5,8 @@ Contract:
 - ``fan_out(coros)`` runs every coroutine to completion with ``asyncio.gather`` and returns, per item, its
   result or an ``ItemFailure`` for a *per-item* error (``ProviderError`` — a final failure after retries —
   or ``OSError`` such as an unreadable image). One item's failure never cancels its siblings. Any other
-  exception — a bug, or ``ProviderError(kind="budget")``, which must stop the class so that a resume can
-  continue it — is re-raised, but only after every sibling finished, so
+  exception — a bug, or a ``ProviderError`` whose ``stops_class`` is true (budget, quota, stopped), which
+  must stop the class so that a resume can continue it — is re-raised, but only after every sibling finished, so
   no call is left running detached from the graph.
 - ``call_ctx`` builds the ``CallContext`` of a call. Its ``sample_index`` is what makes two identical
   prompts distinct cache entries when they must be (extend round n), and identical on a rerun.
@@ -60,7 +60,7 @@ async def fan_out(coros: Iterable[Awaitable[T]]) -> list[T | ItemFailure]:
 def is_item_failure(exc: BaseException) -> bool:
     """A failure that belongs to one item. A spent budget is not: it must stop the class (resumable)."""
     if isinstance(exc, ProviderError):
-        return exc.kind not in ("budget", "stopped")  # a spent budget / a requested shutdown stop the class
+        return not exc.stops_class  # a spent budget, the server's quota, a requested shutdown stop the class
     return isinstance(exc, OSError)
 
 

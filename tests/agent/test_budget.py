@@ -33,19 +33,48 @@ def test_max_calls_is_exact_and_latches_stopped() -> None:
     assert budget.in_flight == 0 and budget.spent_usd == pytest.approx(0.03)
 
 
-def test_max_cost_refuses_once_spend_reaches_cap() -> None:
+def test_max_cost_reserves_each_price_and_refuses_the_call_that_would_pass_the_cap() -> None:
     budget = Budget(max_cost_usd=0.05)
-    budget.admit()
-    budget.admit()  # two in flight while nothing is spent yet: both allowed
-    budget.settle(0.04)
-    budget.admit()
-    budget.settle(0.02)  # the in-flight overshoot the docstring allows
-    budget.settle(0.0)
-    assert budget.spent_usd == pytest.approx(0.06)
-    with pytest.raises(ProviderError, match="max-cost"):
-        budget.admit()
+    budget.admit(0.02)
+    budget.admit(0.02)  # two in flight: $0.04 reserved, nothing spent yet
+    assert budget.reserved_usd == pytest.approx(0.04)
+    with pytest.raises(ProviderError, match="max-cost") as info:
+        budget.admit(0.02)  # 0.04 reserved + 0.02 > 0.05: refused although nothing is spent yet
+    assert info.value.kind == "budget" and budget.stopped and budget.calls == 2
+    budget.settle(0.021, reserved=0.02)  # the real cost replaces the reservation
+    budget.settle(0.0, reserved=0.02)  # a failed request is not billed
+    assert budget.reserved_usd == pytest.approx(0.0) and budget.spent_usd == pytest.approx(0.021)
+    with pytest.raises(ProviderError):  # latched: a cheap call is refused too once the run is stopping
+        budget.admit(0.001)
     line = budget.stop_line("runs/x")
-    assert "\n" not in line and "--resume" in line and "runs/x" in line and "--max-cost 0.05" in line
+    assert "\n" not in line and "--resume" in line and "runs/x" in line
+    # The hint suggests a *higher* cap than the one that stopped the run.
+    assert "--max-cost 0.10" in line and "--max-cost 0.05`" not in line
+
+
+def test_spent_never_passes_the_cap_when_prices_are_reserved() -> None:
+    """Property: whatever the order of admissions and settlements, spent <= cap when each real cost is at
+    most its reserved price (list-priced images)."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        budget = Budget(max_cost_usd=rng.uniform(0.01, 1.0))
+        in_flight: list[float] = []
+        for _ in range(60):
+            if in_flight and rng.random() < 0.5:
+                price = in_flight.pop(rng.randrange(len(in_flight)))
+                budget.settle(price * rng.choice((1.0, 1.0, 0.0)), reserved=price)
+            else:
+                price = rng.choice((0.011, 0.042, 0.167, 0.0004))
+                try:
+                    budget.admit(price)
+                    in_flight.append(price)
+                except ProviderError:
+                    pass
+        for price in in_flight:
+            budget.settle(price, reserved=price)
+        assert budget.spent_usd <= budget.max_cost_usd + 1e-12
 
 
 def test_no_caps_never_refuse() -> None:
@@ -69,6 +98,7 @@ def test_seeded_counts_only_billable_rows_of_earlier_invocations() -> None:
     assert budget.spent_usd == pytest.approx(0.5 + (1000 * 0.15 + 1000 * 0.60) / 1e6)
     with pytest.raises(ProviderError):  # same cap on resume: stops at once
         budget.admit()
+    assert "--max-calls 6" in budget.stop_line()  # and suggests a higher one
     assert Budget.seeded(rows, max_cost_usd=None, max_calls=10, prices=prices).reached is None
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 import agent.providers as providers_module
 from agent.budget import Budget, CallMeter
-from agent.config import ConfigError, ProvidersConfig, load_providers_config, redacted_dump
+from agent.config import ConfigError, ProvidersConfig, load_providers_config, redacted_dump, role_fields
 from agent.images import prepare_image
 from agent.providers import CallContext, ProviderError, Providers
 from agent.shutdown import graceful_stop, request_stop
@@ -50,7 +50,8 @@ class Env:
 def _config(sim: Simulator, **role_settings: Any) -> ProvidersConfig:
     common = {"base_url": sim.base_url, "backoff_initial_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5,
               "per_minute": 60_000, "max_attempts": 4}
-    overrides = {r: {**common, "model": f"sim-{r}", **role_settings} for r in ("lmm", "llm", "t2i")}
+    overrides = {r: {**common, "model": f"sim-{r}", **{k: v for k, v in role_settings.items() if k in role_fields(r)}}
+                 for r in ("lmm", "llm", "t2i")}
     return load_providers_config(env={}, overrides=overrides)
 
 

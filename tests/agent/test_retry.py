@@ -36,7 +36,7 @@ def test_retry_after_ms_wins_and_dates_are_understood() -> None:
     ("status", "body", "retryable", "kind"),
     [
         (429, {"message": "slow down", "code": "rate_limit_exceeded"}, True, "rate_limited"),
-        (429, {"message": "You exceeded your quota", "code": "insufficient_quota"}, False, "budget"),
+        (429, {"message": "You exceeded your quota", "code": "insufficient_quota"}, False, "quota"),
         (500, {"message": "oops"}, True, "server"),
         (503, {"message": "overloaded"}, True, "server"),
         (400, {"message": "bad field", "code": None}, False, "bad_request"),
