@@ -1,7 +1,7 @@
 """Command-line parsing shared by ``python -m trainer.train`` and ``python -m trainer.eval``.
 
-Contract: a bad option is one line on stderr (``<prog>: error: what (how to fix)``) and exit code 2 — never a
-usage dump or a traceback. Numeric options are range-checked here so later code can trust them. Errors
+Contract: a bad option is one line on stderr (``error: what (see <prog> --help)``, with "did you mean --x?" for
+a mistyped flag) and exit code 2 — never a usage dump or a traceback. Numeric options are range-checked here so later code can trust them. Errors
 raised while running are :class:`store.errors.UsageError` subclasses, caught once in :func:`run_main`.
 """
 
@@ -11,17 +11,14 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
+from store.cli import OneLineParser
 from store.errors import UsageError, usage_line
 
 
-class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are a single line (argparse prints the whole usage block by default)."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
+class Parser(OneLineParser):
+    """The project's one-line parser (store/cli.py: no abbreviations, "did you mean", no usage dump)."""
 
 
 def positive_int(text: str) -> int:

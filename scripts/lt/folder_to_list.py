@@ -23,13 +23,13 @@ from store.interrupt import exit_on_interrupt
 if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
     exit_on_interrupt("folder-to-list", "nothing was written")
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from scripts.lt.listfile import ListEntry, write_class_names, write_list_file
+from store.cli import OneLineParser
 from store.errors import UsageError, usage_line
 from store.lists import ClassIndex, FolderClass, ListFileError, read_class_names, read_image_folder
 
@@ -107,8 +107,8 @@ def _write(out: Path, names_out: Path | None, entries: list[ListEntry], names: S
         raise ListFileError(str(target), f"cannot write: {exc.strerror or exc}; check {flag}") from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> OneLineParser:
+    p = OneLineParser(
         prog="lt_tools folder-to-list",
         description="Write a list file ('relative/path <label>') and a class-names file from an ImageFolder tree.",
     )
