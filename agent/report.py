@@ -338,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:  # ReportError, a tampered checkpoint, an unreadable trace file
         print(usage_line(exc), file=sys.stderr)
         return 2
+    except OSError as exc:  # a read-only run folder, a full disk: the old report.html, if any, is intact
+        print(f"error: cannot write {args.run_dir / 'report.html'} ({exc.strerror or exc}); the old report, if any, "
+              "is intact — free space or make the folder writable, then run this again", file=sys.stderr)
+        return 2
     print(path)
     return 0
 

@@ -42,11 +42,12 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 from scripts.sim_batch import BATCH_FAULT_KINDS
 from scripts.sim_http import SimServer
 from scripts.sim_state import FAULT_KINDS, SimConfig, SimState
+from store.cli import OneLineParser
 
 __all__ = ["BATCH_FAULT_KINDS", "FAULT_KINDS", "SimConfig", "Simulator", "main"]
 
@@ -150,14 +151,9 @@ _HELP = {
 }
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"simulator: error: {message} (see python -m scripts.simulator --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Flags are generated from ``SimConfig`` fields, so every knob has one (``rate_429`` → ``--rate-429``)."""
-    parser = _OneLineParser(prog="python -m scripts.simulator",
+    parser = OneLineParser(prog="python -m scripts.simulator",
                             description="OpenAI-compatible simulator (synthetic content) for tests and demos.")
     for f in dataclasses.fields(SimConfig):
         flag = "--" + f.name.replace("_", "-")
