@@ -186,7 +186,8 @@ class CallMeter:
         if row.operation == "image_generation":
             return self.prices.image_cost(row.model, images=int(request.get("n") or 1),
                                           size=_text(request.get("size")), quality=_text(request.get("quality")),
-                                          input_tokens=len(str(request.get("prompt", ""))) // 4)
+                                          input_tokens=len(str(request.get("prompt", ""))) // 4,
+                                          provider=_text(request.get("provider")))  # local: 0
         chars, images = _prompt_size(request.get("messages"))
         tokens_in = chars // 4 + 765 * images
         tokens_out = max_tokens if max_tokens is not None else max(256, tokens_in)

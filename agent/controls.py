@@ -85,7 +85,8 @@ def plan_for(settings: Any, providers_config: Any, inputs: Any, prices: PriceTab
                                  max_describe=settings.max_describe, max_extend_rounds=settings.max_extend_rounds,
                                  max_dedupe_passes=settings.graph_settings().max_dedupe_passes)
     models = {role: providers_config.role(role).model for role in ("lmm", "llm", "t2i")}
-    image = {"size": providers_config.t2i.image_size, "quality": providers_config.t2i.image_quality}
+    image = {"size": providers_config.t2i.image_size, "quality": providers_config.t2i.image_quality,
+             "provider": providers_config.t2i.provider}
     return plan_run([(c.name, len(c.images)) for c in inputs.classes], plan_settings, models, prices, image)
 
 

@@ -119,7 +119,8 @@ def prompt_overheads(class_name: str) -> dict[str, int]:
 
 def plan_run(classes: Sequence[tuple[str, int]], settings: PlanSettings, models: Mapping[str, str],
              prices: PriceTable | None, image: Mapping[str, str | None] | None = None) -> RunPlan:
-    """Plan every ``(class_name, M_y)``; ``models`` maps role -> model name; ``image`` has size/quality."""
+    """Plan every ``(class_name, M_y)``; ``models`` maps role -> model name; ``image`` has size/quality and
+    the t2i ``provider`` (a local one's images cost 0)."""
     plans = [plan_class(name, m_y, settings, models, prices, prompt_overheads(name), image or {})
              for name, m_y in classes]
     return RunPlan(plans, settings, dict(models))
@@ -183,7 +184,8 @@ def _cost(steps: Sequence[_Step], models: Mapping[str, str], prices: PriceTable 
         model = models.get(st.role, "")
         if st.role == "t2i":
             one = [prices.image_cost(model, images=1, size=image.get("size"), quality=image.get("quality"),
-                                     input_tokens=int(t)) for t in (st.input_tokens.low, st.input_tokens.high)]
+                                     input_tokens=int(t), provider=image.get("provider"))
+                   for t in (st.input_tokens.low, st.input_tokens.high)]
         else:
             one = [prices.chat_cost(model, input_tokens=int(i), output_tokens=int(o))
                    for i, o in ((st.input_tokens.low, st.output_tokens.low),

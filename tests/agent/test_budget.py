@@ -138,3 +138,15 @@ def test_parse_limits_rejects_bad_caps(cost: float | None, calls: int | None, ne
         parse_limits(cost, calls)
     assert parse_limits(2.5, 10) == (2.5, 10)
     assert EXIT_BUDGET == 3
+
+
+def test_a_local_render_reserves_nothing_but_counts_as_a_call() -> None:
+    meter = CallMeter(Budget(max_cost_usd=0.01, max_calls=2), load_prices())
+    row = TraceRecord(run_id="r", class_name="c", node="render", role="t2i", operation="image_generation",
+                      model="stabilityai/sdxl-turbo", images=1,
+                      request={"model": "stabilityai/sdxl-turbo", "prompt": "a fox", "n": 1, "provider": "diffusers"})
+    price = meter.reserve(row)
+    assert price == 0.0
+    meter.admit(row, price)
+    meter.record(row)
+    assert row.cost_usd == 0.0 and meter.budget.spent_usd == 0.0 and meter.budget.calls == 1

@@ -66,3 +66,15 @@ def test_longer_prompts_raise_the_token_estimate() -> None:
     short = plan_class("fox", 2, s, MODELS, None, prompt_overheads("fox"), {})
     longer = plan_class("fox", 2, s, MODELS, None, {k: v + 100 for k, v in prompt_overheads("fox").items()}, {})
     assert longer.input_tokens.low > short.input_tokens.low and short.cost_usd is None
+
+
+def test_local_images_cost_nothing_in_the_plan() -> None:
+    models = {"lmm": "gpt-4o", "llm": "gpt-4o-mini", "t2i": "stabilityai/sdxl-turbo"}
+    local = plan_class("red fox", 2, PlanSettings(k=20), models, load_prices(), prompt_overheads("red fox"),
+                       {"size": "512x512", "provider": "diffusers"})
+    chat_only = plan_class("red fox", 2, PlanSettings(k=20), {**models, "t2i": "gpt-image-1"}, load_prices(),
+                           prompt_overheads("red fox"), {"quality": "low"})
+    assert local.cost_usd is not None and local.calls["t2i"].low == 18
+    assert chat_only.cost_usd is not None and local.cost_usd.high < chat_only.cost_usd.high
+    images_only = chat_only.cost_usd.low - local.cost_usd.low
+    assert images_only == pytest.approx(18 * 0.011, rel=0.2)  # what the server images would have cost
