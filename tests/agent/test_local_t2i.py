@@ -236,3 +236,14 @@ def test_preflight_checks_the_model_folder_or_hub_id(tmp_path: Path) -> None:
     for bad in (str(tmp_path / "missing"), "./nope", "not a hub id"):
         with pytest.raises(ConfigError, match="no such folder, and not a hub id"):
             check_local_role("t2i", role(model=bad))
+
+
+async def test_the_closing_line_is_what_the_cpu_benchmark_reads() -> None:
+    from scripts.bench_local_t2i import _PASSES
+
+    lines: list[str] = []
+    transport = DiffusersTransport(role(batch_size=2), backend=FakeBackend(), log=lines.append)
+    await asyncio.gather(*(transport.send(outbound(transport.cfg, f"p{i}", index=i)) for i in range(3)))
+    await transport.close()
+    match = _PASSES.search(lines[-1])
+    assert match is not None and match.groups()[:3] == ("3", "2", "cpu")
