@@ -35,6 +35,7 @@ from typing import Any
 
 from agent.cost import PriceTable
 from agent.retry import ProviderError
+from store.errors import UsageError
 
 __all__ = ["EXIT_BUDGET", "Budget", "BudgetError", "CallMeter", "parse_limits", "was_sent"]
 
@@ -42,7 +43,7 @@ LOG = logging.getLogger(__name__)
 EXIT_BUDGET = 3  # documented in `python -m agent.run --help`: 0 ok, 1 class failed, 2 bad input, 3 budget
 
 
-class BudgetError(ValueError):
+class BudgetError(UsageError):
     """A bad ``--max-cost`` / ``--max-calls`` value (one line)."""
 
 

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from store.errors import UsageError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on 3.10
@@ -52,7 +54,7 @@ PROVIDER_TOP_KEYS = frozenset({*ROLES, "cache_namespace"})
 _NONE_WORDS = frozenset({"", "none", "null"})
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A setting that cannot be used; the message is one line: where, what, how to fix."""
 
 

@@ -29,6 +29,7 @@ from agent.budget import EXIT_BUDGET, Budget, BudgetError, CallMeter, parse_limi
 from agent.cost import PricesError, PriceTable, load_prices
 from agent.plan import PlanSettings, expected_by_stage, plan_json, plan_run, render_plan
 from agent.progress import Mode, Progress
+from store.errors import UsageError
 
 __all__ = ["EXIT_BUDGET", "ControlError", "RunControls", "ScoringWatch", "add_control_arguments", "attach",
            "controls_from_args", "log_function", "watch_scorer",
@@ -37,7 +38,7 @@ __all__ = ["EXIT_BUDGET", "ControlError", "RunControls", "ScoringWatch", "add_co
 LOG = logging.getLogger(__name__)
 
 
-class ControlError(ValueError):
+class ControlError(UsageError):
     """A bad control flag (one line)."""
 
 
@@ -124,7 +125,8 @@ async def attach(controls: RunControls, *, providers: Any, traces: Any, run_id: 
 
 def finish(controls: RunControls, *, out: Path, summary: dict[str, Any], traces_costs: Mapping[str, float | None],
            states: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """Stop the display, add costs to ``summary`` (returned), write the report, say why a stop happened."""
+    """Stop the display, add costs to ``summary`` (returned), write summary.json and the report, say why a
+    stop happened."""
     summary["cost"] = cost_section(controls, traces_costs)
     for name, entry in (summary.get("classes") or {}).items():
         entry["cost_usd"] = traces_costs.get(name, 0.0)
@@ -135,10 +137,10 @@ def finish(controls: RunControls, *, out: Path, summary: dict[str, Any], traces_
             progress.event("budget_reached", line=controls.budget.stop_line(str(out)))
         progress.event("run_done", calls=controls.budget.calls, spent_usd=round(controls.budget.spent_usd, 6))
         progress.stop()
+    atomic_summary(out, summary)  # the run's record: a failure here (a full disk) is the run's failure
     try:
         from agent.report import write_report
 
-        atomic_summary(out, summary)
         write_report(out, states)
     except Exception as exc:  # the run's results are on disk already: a report problem must not fail it
         LOG.warning("report.html not written: %s", exc)

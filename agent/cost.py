@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from store.errors import UsageError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on 3.10
@@ -46,7 +48,7 @@ LOCAL_PROVIDERS = frozenset({"diffusers"})
 _MODEL_KEYS = {"input_per_1m", "output_per_1m", "image", "default_size", "default_quality"}
 
 
-class PricesError(ValueError):
+class PricesError(UsageError):
     """A price file that cannot be used (one line: file, key, what is wrong, how to fix)."""
 
 

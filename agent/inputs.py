@@ -32,6 +32,7 @@ from pathlib import Path
 from PIL import Image
 
 from agent.parse import normalise
+from store.errors import UsageError
 from store.lists import ListFileError, read_class_map, read_list_file
 from store.slug import slugify
 
@@ -42,7 +43,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 _LABELLED = re.compile(r"^\s*(\d+)\t(.+?)\s*$")
 
 
-class InputError(ValueError):
+class InputError(UsageError):
     """A bad input file or flag; the message is one line saying what, where and how to fix it."""
 
 

@@ -23,7 +23,6 @@ from store.interrupt import exit_on_interrupt
 if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
     exit_on_interrupt("agent.report", "report.html is written atomically: the old one, if any, is intact")
 
-import argparse
 import html
 import json
 import sys
@@ -33,12 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from store.blobs import BlobStore, is_sha256
+from store.cli import OneLineParser
+from store.errors import UsageError, usage_line
 from store.manifest import ManifestError, ManifestRow, atomic_write_text, read_manifest
 
 __all__ = ["ClassView", "ReportData", "ReportError", "load_report_data", "main", "render_html", "write_report"]
 
 
-class ReportError(ValueError):
+class ReportError(UsageError):
     """A run folder the report cannot be built from (one line)."""
 
 
@@ -185,8 +186,13 @@ def render_html(data: ReportData) -> str:
 
 
 def _totals_table(data: ReportData) -> str:
-    keys = ("M_y", "N_y", "accepted", "rejected", "failed", "calls", "requests", "cost_usd")
+    keys = ("M_y", "N_y", "accepted", "rejected", "failed", "cost_usd")
     cells = [(k, data.totals[k]) for k in keys if k in data.totals]
+    # The same counts as the final line and agent.traces (store.trace_schema.COUNTS_SQL), named by scope.
+    for scope in ("run", "session"):
+        counts = data.totals.get(scope) or {}
+        cells += [(f"{k} ({'whole run' if scope == 'run' else 'last session'})", counts[k])
+                  for k in ("calls", "requests", "cache_hits", "refused", "stopped") if k in counts]
     if not cells:
         return ""
     head = "".join(f"<th>{html.escape(k)}</th>" for k, _ in cells)
@@ -288,13 +294,13 @@ def _fmt(value: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m agent.report RUN_DIR``: (re)build the run's report.html."""
-    parser = argparse.ArgumentParser(prog="python -m agent.report", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m agent.report", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run folder made by python -m agent.run")
     args = parser.parse_args(argv)
     try:
         path = write_report(args.run_dir)
-    except ReportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UsageError as exc:  # ReportError, a tampered checkpoint, an unreadable trace file
+        print(usage_line(exc), file=sys.stderr)
         return 2
     print(path)
     return 0

@@ -19,13 +19,13 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from agent.config import (
     ROLES,
-    ConfigError,
     add_role_arguments,
     load_providers_config,
     read_toml,
@@ -33,7 +33,6 @@ from agent.config import (
     role_overrides_from_args,
 )
 from agent.controls import (
-    ControlError,
     RunControls,
     add_control_arguments,
     controls_from_args,
@@ -43,8 +42,11 @@ from agent.controls import (
 from agent.inputs import InputError, check_images, load_inputs
 from agent.lock import RunLock, RunLocked
 from agent.preflight import check_keys, check_reachable
+from agent.resume import check_resume, config_doc
 from agent.settings import RunSettings, SettingsError, resolve
 from agent.shutdown import exit_code, graceful_stop
+from store.cli import OneLineParser
+from store.errors import UsageError, usage_line
 
 EXIT_CODES = """exit codes:
   0  every class complete
@@ -64,7 +66,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m agent.run", description=__doc__.split("\n")[0].split(": ", 1)[1],
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -101,62 +103,85 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings, providers_config, inputs = _prepare(args)
+        settings, providers_config, inputs, notes = _prepare(args)
         controls = controls_from_args(args)
+        notes["controls"] = {"max_cost_usd": controls.max_cost_usd, "max_calls": controls.max_calls,
+                             "prices": controls.prices.source}
         if controls.dry_run:  # a plan needs no key, no server and no folder: nothing is opened or sent
             return dry_run(settings, providers_config, inputs, controls)
         # Before torch, open_clip and the scorer load: a missing key or a dead URL is one line, at once.
         check_keys(providers_config)
         check_reachable(providers_config)
-    except (ConfigError, SettingsError, InputError, ControlError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UsageError as exc:
+        print(usage_line(exc), file=sys.stderr)
         return 2
     for warning in inputs.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    return _start(settings, providers_config, inputs, controls, notes)
+
+
+def _start(settings: RunSettings, providers_config: Any, inputs: Any, controls: RunControls,
+           notes: dict[str, Any]) -> int:
+    """Load the scorer, then take the folder and run. The run folder is created only here, once the run
+    can start: bad input, a CLIP model that does not load, or a Ctrl-C during start-up write nothing."""
+    from agent import runner  # heavy: torch, open_clip, langgraph
+    from agent.scorer import ClipScorer
+
+    try:
+        scorer = ClipScorer.load(settings.clip_model, settings.pretrained_arg())
+    except UsageError as exc:
+        print(usage_line(exc), file=sys.stderr)
+        return 2
     try:
         with RunLock(settings.out):  # one agent.run per folder; taken before anything is written
-            return _run_locked(settings, providers_config, inputs, controls)
+            return _run_locked(runner, settings, providers_config, inputs, controls, notes, scorer)
     except RunLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def _run_locked(settings: RunSettings, providers_config: Any, inputs: Any, controls: RunControls) -> int:
-    from agent import runner  # heavy: torch, open_clip, langgraph
-    from agent.scorer import ScorerError
-
+def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, inputs: Any, controls: RunControls,
+                notes: dict[str, Any], scorer: Any) -> int:
     async def execute() -> tuple[Any, int | None]:
         with graceful_stop() as stop:
-            outcome = await runner.execute(settings, providers_config, inputs, log=log_function(controls, _log),
-                                           controls=controls)
+            outcome = await runner.execute(settings, providers_config, inputs, scorer=scorer,
+                                           log=log_function(controls, _log), controls=controls, notes=notes)
         return outcome, stop.signum
 
+    resume_hint = f"python -m agent.run --out {settings.out} --resume"
     try:
         outcome, signum = asyncio.run(execute())
-    except (ScorerError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UsageError as exc:  # e.g. a tampered checkpoint found before anything was sent
+        print(usage_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted; continue with: python -m agent.run --out {settings.out} --resume", file=sys.stderr)
+        print(f"interrupted; continue with: {resume_hint}", file=sys.stderr)
         return 130
-    totals = outcome.summary.get("totals", {})
-    print(f"run {outcome.run_id}: {totals.get('accepted', 0)} image(s) accepted, "
-          f"{totals.get('rejected', 0)} rejected; {totals.get('requests', 0)} request(s), "
-          f"{totals.get('cache_hits', 0)} cache hit(s); {settings.out / 'manifest.jsonl'}")
+    except OSError as exc:  # the disk filled up (or went read-only) while writing the run's files
+        print(f"error: cannot write to {settings.out} ({exc.strerror or exc}); nothing written so far is lost: "
+              f"free space, then continue with: {resume_hint}", file=sys.stderr)
+        return 1
+    print(outcome.final_line, file=sys.stderr if outcome.exit_code else sys.stdout)
     if signum is not None:
-        print(f"stopped by signal {signum}; continue with: python -m agent.run --out {settings.out} --resume",
-              file=sys.stderr)
+        print(f"stopped by signal {signum}; continue with: {resume_hint}", file=sys.stderr)
         return exit_code(signum)
     return int(outcome.exit_code)
 
 
-def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any]:
+def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any, dict[str, Any]]:
+    """Settings, providers config, inputs, and the notes config.json records (TOML used, resume changes).
+
+    On ``--resume`` a change to what the run generates is refused here (agent/resume.py), before anything
+    is loaded, opened or sent."""
     doc = read_toml(args.config) if args.config else {}
     toml_run = doc.get("run", {})
     if not isinstance(toml_run, dict):
         raise SettingsError(f"{args.config}: [run] must be a table")
+    if args.config:  # relative paths in the TOML are relative to the TOML's folder, not to the shell's
+        toml_run = _toml_paths(toml_run, Path(args.config).resolve().parent)
     cli = {k: v for k, v in vars(args).items() if k in _RUN_FLAGS and v is not None}
-    saved, saved_providers = _saved_settings(args, toml_run)
+    saved_doc = _saved_config(args, toml_run)
+    saved, saved_providers = _saved_settings(args, saved_doc)
     settings = resolve(cli, toml_run, saved)
     providers_config = load_providers_config(args.config, os.environ, role_overrides_from_args(args),
                                              toml_doc=_merge_roles(saved_providers, doc))
@@ -166,32 +191,62 @@ def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any]:
     inputs = load_inputs(settings.classes, images_dir=settings.images, train_list=settings.train_list,
                          data_root=settings.data_root, class_names_file=settings.class_names)
     inputs = check_images(inputs, strict=args.strict)  # opens every real image: after the cheap checks
-    return settings, providers_config, inputs
+    notes: dict[str, Any] = {"config_file": str(Path(args.config).resolve()) if args.config else None}
+    if saved_doc is not None:
+        changed = check_resume(saved_doc, config_doc(settings, providers_config, inputs))
+        earlier = saved_doc.get("resumes")
+        history: list[Any] = earlier if isinstance(earlier, list) else []
+        notes["resumes"] = [*history, {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": changed}]
+        if changed:
+            print("resume: applying " + ", ".join(f"{k} {v[0]} -> {v[1]}" for k, v in changed.items()),
+                  file=sys.stderr)
+    return settings, providers_config, inputs, notes
 
 
-def _saved_settings(args: argparse.Namespace, toml_run: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """On --resume: the run and providers blocks of <out>/config.json (the run being continued).
-
-    Both are the lowest layer, so ``--out RUN --resume`` alone continues a run with its own settings.
-    """
+def _saved_config(args: argparse.Namespace, toml_run: dict[str, Any]) -> dict[str, Any] | None:
+    """On --resume: the folder's config.json (the run being continued); None for a fresh run."""
     if not args.resume:
-        return None, {}
+        return None
     out = args.out or toml_run.get("out")
     if not out:
         raise SettingsError("--resume needs --out RUN_DIR (the folder of the run to continue)")
     path = Path(out) / "config.json"
+    if not Path(out).is_dir():
+        raise SettingsError(f"--resume: {out} does not exist; give the --out folder of an earlier run "
+                            "(or drop --resume to start a new run there)")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        saved, providers = doc["run"], doc.get("providers", {})
-        if not isinstance(saved, dict) or not isinstance(providers, dict):
+        if not isinstance(doc, dict) or not isinstance(doc.get("run"), dict):
             raise TypeError
     except FileNotFoundError:
-        raise SettingsError(f"--resume: {path} not found; is --out the folder of an earlier run?") from None
+        raise SettingsError(f"--resume: {path} not found: the run in {out} never got past start-up, so there "
+                            "is nothing to continue; run the full command again without --resume") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SettingsError(f"--resume: {path} is not a run config ({type(exc).__name__}); start a new run") from None
+    return doc
+
+
+def _toml_paths(toml_run: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``[run]`` path settings given relative in a TOML file, made relative to the file's folder."""
+    out = dict(toml_run)
+    for key in ("classes", "images", "train_list", "data_root", "class_names", "out"):
+        value = out.get(key)
+        if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute():
+            out[key] = str(base / value)
+    return out
+
+
+def _saved_settings(args: argparse.Namespace, doc: dict[str, Any] | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The run and providers blocks of the saved config.json: the lowest layer, so ``--out RUN --resume``
+    alone continues a run with its own settings."""
+    if doc is None:
+        return None, {}
+    saved, providers = doc["run"], doc.get("providers", {})
+    if not isinstance(providers, dict):
+        raise SettingsError("--resume: config.json has no providers table; start a new run")
     if args.run_id and args.run_id != saved.get("run_id"):
         raise SettingsError(
-            f"--run-id {args.run_id}: the run in {out} is {saved.get('run_id')!r}; drop --run-id to resume it"
+            f"--run-id {args.run_id}: the run in {args.out} is {saved.get('run_id')!r}; drop --run-id to resume it"
         )
     # A config.json from before settings were role-specific lists every field for every role: keep the ones
     # that apply (agent.config.role_fields), so an older run folder still resumes.

@@ -20,22 +20,20 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Durability, RunnableConfig
 
-from agent.checkpoints import strict_serializer
-from agent.config import ProvidersConfig, redacted_dump
+from agent.checkpoints import open_checkpoints, verify_checkpoints
+from agent.config import ProvidersConfig
 from agent.controls import RunControls, attach, finish, plan_for, watch_scorer
 from agent.graph.finalize import class_summary, generated_rows, rejected_rows
 from agent.graph.graph import RENDER_GATE, compile_graph
@@ -44,6 +42,7 @@ from agent.graph.summarize import fallback_text
 from agent.inputs import ClassSpec, Inputs
 from agent.local_t2i import open_local_transports
 from agent.providers import ProviderError, Providers
+from agent.resume import config_doc
 from agent.score_cache import CachedScorer
 from agent.scorer import ClipScorer
 from agent.settings import RunSettings
@@ -51,6 +50,7 @@ from store.blobs import BlobStore
 from store.cache import CallCache
 from store.manifest import ManifestRow, atomic_write_text, write_manifest
 from store.slug import slugify
+from store.trace_schema import sum_counts
 from store.traces import TraceStore
 
 __all__ = ["ClassOutcome", "RunOutcome", "execute", "thread_id"]
@@ -76,6 +76,18 @@ class RunOutcome:
     classes: list[ClassOutcome] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def final_line(self) -> str:
+        """The run's last line: results, and the counts of this session and of the whole run (one
+        definition: store.trace_schema.COUNTS_SQL, the same numbers as summary.json and agent.traces)."""
+        totals = self.summary.get("totals", {})
+        session, run = totals.get("session") or {}, totals.get("run") or {}
+        unsent = "".join(f", {session[k]} {k}" for k in ("refused", "stopped") if session.get(k))
+        return (f"run {self.run_id}: {totals.get('accepted', 0)} image(s) accepted, {totals.get('rejected', 0)} "
+                f"rejected; this session {session.get('requests', 0)} request(s) sent, "
+                f"{session.get('cache_hits', 0)} cache hit(s){unsent}; whole run {run.get('requests', 0)} "
+                f"request(s); {self.summary.get('manifest', 'manifest.jsonl')}")
+
 
 def thread_id(run_id: str, class_name: str) -> str:
     """LangGraph thread of one class: ``thread_id("r1", "red fox") -> "r1/red fox"``."""
@@ -90,12 +102,14 @@ async def execute(
     scorer: ScorerLike | None = None,
     log: Callable[[str], None] = print,
     controls: RunControls | None = None,
+    notes: dict[str, Any] | None = None,
 ) -> RunOutcome:
     """Run (or resume) every class; write the run folder's outputs; see the module docstring."""
     started = time.monotonic()
+    session_start = time.time()  # trace rows from here on are this session's (counts)
     out = settings.out
     out.mkdir(parents=True, exist_ok=True)
-    _write_config(settings, providers_config, inputs)
+    _write_config(settings, providers_config, inputs, notes)
     if scorer is None:
         scorer = await asyncio.to_thread(ClipScorer.load, settings.clip_model, settings.pretrained_arg())
     blobs = BlobStore(out / "blobs")
@@ -114,45 +128,30 @@ async def execute(
             scorer = CachedScorer(scorer, cache)
         deps = GraphDeps(providers=providers, scorer=watch_scorer(controls, scorer), blobs=blobs,
                          settings=settings.graph_settings(), run_id=settings.run_id, out_dir=out, traces=traces)
-        async with _checkpointer(out / "checkpoints.sqlite") as saver:
+        async with open_checkpoints(out / "checkpoints.sqlite") as saver:
+            if settings.resume:  # a tampered checkpoint stops the run before anything is sent
+                await verify_checkpoints(saver, settings.run_id)
             graph = compile_graph(saver)
             driver = _Driver(graph, saver, deps, settings, inputs, log)
             outcomes = await driver.run_all()
             states = {spec.name: await driver.state_of(spec) for spec in inputs.classes}
         costs = await traces.cost_by_class(settings.run_id) if controls is not None else {}
+        counts = (await traces.counts(settings.run_id), await traces.counts(settings.run_id, since=session_start))
     finally:
         if providers is not None:
             await providers.close()
         await traces.close()
         await cache.close()
     summary = write_outputs(settings, inputs, states, outcomes, wall_s=time.monotonic() - started)
+    add_counts(summary, *counts)
     code = _exit_code(outcomes)
-    if controls is not None:  # adds cost to summary.json, writes report.html, says why a budget stop happened
+    if controls is not None:  # adds cost, writes summary.json and report.html, says why a budget stop happened
         summary = finish(controls, out=out, summary=summary, traces_costs=costs,
                          states={k: dict(v) for k, v in states.items()})
-        code = EXIT_BUDGET if controls.budget.stopped and code != EXIT_OK else code
+        code = EXIT_BUDGET if controls.budget.refused else code  # anything refused: exit 3, whatever finished
+    else:
+        write_summary(out, summary)
     return RunOutcome(settings.run_id, code, outcomes, summary)
-
-
-@contextlib.asynccontextmanager
-async def _checkpointer(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
-    """The run's one checkpoint connection, built inside the running loop (ENV-NOTES: one per file).
-
-    WAL with ``synchronous=NORMAL``: a commit survives a killed process (what ``--resume`` needs) without an
-    fsync per graph step, which costs more than the step itself on a busy disk; only a power cut can lose
-    the last steps, and those are re-run from the call cache.
-    """
-    conn = await aiosqlite.connect(str(path))
-    try:
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute("PRAGMA busy_timeout=10000")
-        # Strict msgpack: a checkpoint file cannot make --resume import and call arbitrary classes.
-        saver = AsyncSqliteSaver(conn, serde=strict_serializer())
-        await saver.setup()  # tables first: a fresh run's first call may be adelete_thread, which does not set up
-        yield saver
-    finally:
-        await conn.close()
 
 
 class _Driver:
@@ -265,7 +264,8 @@ async def keep_latest_checkpoint(saver: AsyncSqliteSaver, thread: str) -> None:
 
 def write_outputs(settings: RunSettings, inputs: Inputs, states: dict[str, ClassState],
                   outcomes: Iterable[ClassOutcome], *, wall_s: float) -> dict[str, Any]:
-    """Rebuild manifest.jsonl, rejected.jsonl and summary.json from the classes' states (idempotent)."""
+    """Rebuild manifest.jsonl and rejected.jsonl from the classes' states (idempotent); return summary.json's
+    data (written once, by the caller, after counts and costs are added)."""
     out, run_id = settings.out, settings.run_id
     rows: list[ManifestRow] = []
     rejected: list[dict[str, Any]] = []
@@ -288,20 +288,41 @@ def write_outputs(settings: RunSettings, inputs: Inputs, states: dict[str, Class
     write_manifest(out / "manifest.jsonl", rows)
     atomic_write_text(out / "rejected.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
     _prune_images(out, {row.path for row in rows if row.source == "generated"})
-    summary = {
-        "run_id": run_id, "wall_s": round(wall_s, 3), "classes": classes,
+    return {
+        "run_id": run_id, "wall_s": round(wall_s, 3), "manifest": str(out / "manifest.jsonl"), "classes": classes,
         "totals": _totals(classes), "warnings": list(inputs.warnings),
     }
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> None:
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    return summary
+
+
+def add_counts(summary: dict[str, Any], run: dict[str, dict[str, dict[str, int]]],
+               session: dict[str, dict[str, dict[str, int]]]) -> None:
+    """Calls, requests, hits, refused, stopped and tokens from the traces (store.trace_schema.COUNTS_SQL):
+    per class for the whole run, and in ``totals`` for the whole run and for this session, named as such."""
+    for name, entry in summary["classes"].items():
+        by_role = run.get(name, {})
+        flat = sum_counts(by_role.values())
+        entry["counts"] = flat
+        entry["tokens"] = tokens_of(flat)
+        entry["calls_by_role"] = by_role
+    totals = summary["totals"]
+    for label, counts in (("run", run), ("session", session)):
+        flat = sum_counts(c for roles in counts.values() for c in roles.values())
+        totals[label] = {**flat, "tokens": tokens_of(flat)}
+
+
+def tokens_of(counts: dict[str, int]) -> dict[str, int]:
+    """Tokens billed (sent calls only), chat and image usage together: one definition everywhere."""
+    return {"input": counts["chat_input_tokens"] + counts["image_input_tokens"],
+            "output": counts["chat_output_tokens"] + counts["image_output_tokens"]}
 
 
 def _totals(classes: dict[str, Any]) -> dict[str, Any]:
-    keys = ("M_y", "N_y", "accepted", "rejected", "failed", "calls", "cache_hits", "images_generated")
+    keys = ("M_y", "N_y", "accepted", "rejected", "failed")
     totals: dict[str, Any] = {k: sum(int(c.get(k) or 0) for c in classes.values()) for k in keys}
-    totals["requests"] = totals["calls"] - totals["cache_hits"]
-    totals["tokens"] = {side: sum(c.get("tokens", {}).get(side, 0) for c in classes.values())
-                        for side in ("input", "output")}
     statuses = [c.get("status") for c in classes.values()]
     totals["status"] = {s: statuses.count(s) for s in sorted({str(s) for s in statuses})}
     return totals
@@ -313,13 +334,11 @@ def _exit_code(outcomes: list[ClassOutcome]) -> int:
     return EXIT_OK if all(o.status == "complete" for o in outcomes) else EXIT_FAILED
 
 
-def _write_config(settings: RunSettings, providers_config: ProvidersConfig, inputs: Inputs) -> None:
-    doc = {
-        "run_id": settings.run_id,
-        "run": settings.to_json(),
-        "providers": redacted_dump(providers_config),
-        "classes": [{"name": c.name, "label": c.label, "M_y": len(c.images)} for c in inputs.classes],
-    }
+def _write_config(settings: RunSettings, providers_config: ProvidersConfig, inputs: Inputs,
+                  notes: dict[str, Any] | None) -> None:
+    """config.json: what this invocation actually uses (agent/resume.py ``config_doc``) plus the caller's
+    notes (the TOML file used, the budget caps, the settings each resume changed)."""
+    doc = {**config_doc(settings, providers_config, inputs), **(notes or {})}
     atomic_write_text(settings.out / "config.json", json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 

@@ -39,12 +39,14 @@ from typing import Any
 
 import torch
 
+from store.errors import UsageError
+
 __all__ = ["DEFAULT_THRESHOLDS", "ClipScorer", "ScorerError", "cosine_scores", "softmax_scores"]
 
 DEFAULT_THRESHOLDS = {"cosine": 0.25, "softmax": 0.6}
 
 
-class ScorerError(ValueError):
+class ScorerError(UsageError):
     """The CLIP model cannot be built (unknown name, unreadable config or weights); one line."""
 
 

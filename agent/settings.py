@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.graph.state import GraphSettings
+from store.errors import UsageError
 
 __all__ = ["RunSettings", "SettingsError", "new_run_id", "resolve"]
 
@@ -29,7 +30,7 @@ THRESHOLD_RANGES = {"cosine": (-1.0, 1.0), "softmax": (0.0, 1.0)}  # what each s
 _PATH_FIELDS = ("classes", "images", "train_list", "data_root", "class_names", "out")
 
 
-class SettingsError(ValueError):
+class SettingsError(UsageError):
     """A run setting that cannot be used; one line: which setting, from where, what is expected."""
 
 

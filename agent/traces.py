@@ -34,13 +34,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.cost import PricesError, PriceTable, load_prices
-from store.traces import TraceRecord, TraceStoreError, read_traces
+from agent.cost import PriceTable, load_prices
+from store.errors import UsageError
+from store.traces import TraceRecord, read_traces
 
 __all__ = ["ClassStatus", "InspectError", "call_cost", "class_costs", "main", "read_class_states"]
 
 
-class InspectError(ValueError):
+class InspectError(UsageError):
     """Bad input to the inspector (one line: what, where, how to fix)."""
 
 
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(_COMMANDS[args.command](args) or 0)
-    except (InspectError, TraceStoreError, PricesError) as exc:
+    except UsageError as exc:  # InspectError, TraceStoreError, PricesError, a tampered checkpoint, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `... | head`: the reader left, nothing is wrong
@@ -166,40 +167,40 @@ def class_costs(records: Iterable[TraceRecord], prices: PriceTable | None) -> di
 
 def read_class_states(run_dir: Path) -> dict[str, ClassStatus]:
     """Latest checkpoint of every class thread of the run, read-only (LangGraph imported here only)."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    from agent.graph.graph import compile_graph
+    from agent.checkpoints import read_checkpoints
 
     path = run_dir / "checkpoints.sqlite"
     if not path.is_file():
         raise InspectError(f"{path}: no checkpoints (the run has not started a class yet)")
     run_id = _run_id(run_dir)
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
     try:
-        saver = SqliteSaver(conn)
-        saver.is_setup = True  # the tables exist; setup() would try to write to a read-only file
-        threads = [t for (t,) in conn.execute("SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id")]
-        graph = compile_graph(saver)
-        out: dict[str, ClassStatus] = {}
-        for thread in threads:
-            if run_id and not thread.startswith(f"{run_id}/"):
-                continue
-            config: Any = {"configurable": {"thread_id": thread}}
-            history = list(graph.get_state_history(config, limit=2))
-            if not history:
-                continue
-            latest = history[0]
-            last = tuple(history[1].next) if len(history) > 1 else ()
-            if not last and latest.values.get("done"):
-                last = ("finalize",)  # a finished class may keep only its latest checkpoint; finalize ends it
-            step = (latest.metadata or {}).get("step")
-            name = thread[len(run_id) + 1:] if run_id else thread
-            out[name] = ClassStatus(dict(latest.values), last, tuple(latest.next), step)
-        return out
+        with read_checkpoints(path) as saver:
+            return _class_states(saver, run_id)
     except sqlite3.DatabaseError as exc:
         raise InspectError(f"{path}: not a readable checkpoint file ({exc})") from None
-    finally:
-        conn.close()
+
+
+def _class_states(saver: Any, run_id: str) -> dict[str, ClassStatus]:
+    from agent.graph.graph import compile_graph
+
+    threads = [t for (t,) in saver.conn.execute("SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id")]
+    graph = compile_graph(saver)
+    out: dict[str, ClassStatus] = {}
+    for thread in threads:
+        if run_id and not thread.startswith(f"{run_id}/"):
+            continue
+        config: Any = {"configurable": {"thread_id": thread}}
+        history = list(graph.get_state_history(config, limit=2))
+        if not history:
+            continue
+        latest = history[0]
+        last = tuple(history[1].next) if len(history) > 1 else ()
+        if not last and latest.values.get("done"):
+            last = ("finalize",)  # a finished class may keep only its latest checkpoint; finalize ends it
+        step = (latest.metadata or {}).get("step")
+        name = thread[len(run_id) + 1:] if run_id else thread
+        out[name] = ClassStatus(dict(latest.values), last, tuple(latest.next), step)
+    return out
 
 
 def status_rows(run_dir: Path) -> list[dict[str, Any]]:

@@ -24,13 +24,15 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from store.errors import UsageError
+
 __all__ = ["BlobError", "BlobStore", "is_sha256", "normalise_ext"]
 
 _EXT_RE = re.compile(r"[a-z0-9]{1,5}")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 
 
-class BlobError(ValueError):
+class BlobError(UsageError):
     """A bad blob request: invalid extension or hash, or a blob that is not stored."""
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import aiosqlite
 
+from store.errors import UsageError
 from store.sqlite import open_wal
 
 __all__ = ["CacheError", "CallCache", "cache_key", "canonical_json"]
@@ -49,7 +50,7 @@ CREATE TABLE IF NOT EXISTS calls (
 """
 
 
-class CacheError(ValueError):
+class CacheError(UsageError):
     """A cache input that cannot be used (message says what, and how to fix it)."""
 
 

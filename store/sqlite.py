@@ -11,15 +11,27 @@ from pathlib import Path
 
 import aiosqlite
 
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=10000")
+
+
+async def connect_wal(path: Path, *, autocommit: bool = False) -> aiosqlite.Connection:
+    """Connect to ``path`` (creating its folder) with the store's WAL pragmas. ``autocommit`` sets
+    ``isolation_level=None``; LangGraph's saver manages its own commits and wants the default."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = await (aiosqlite.connect(path, isolation_level=None) if autocommit else aiosqlite.connect(path))
+    try:
+        for pragma in PRAGMAS:
+            await conn.execute(pragma)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
 
 async def open_wal(path: Path, schema: str) -> aiosqlite.Connection:
-    """Connect to ``path`` (creating its folder), set WAL pragmas and run ``schema`` (a script)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = await aiosqlite.connect(path, isolation_level=None)
+    """Connect to ``path`` (creating its folder), autocommit, WAL pragmas, then run ``schema`` (a script)."""
+    conn = await connect_wal(path, autocommit=True)
     try:
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute("PRAGMA busy_timeout=10000")
         await conn.executescript(schema)
     except BaseException:
         await conn.close()

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from store.errors import UsageError
+
 OPERATIONS = ("chat", "image_generation")
 # ok: answered. error: sent (attempts >= 1) and failed, or failed before it could be sent for a reason of its
 # own (a bad input image). refused: our budget cap said no, nothing sent. stopped: a graceful stop came
@@ -32,7 +34,7 @@ MAX_REQUEST_BYTES = 64 * 1024
 _DATA_URI_RE = re.compile(r"(?<![A-Za-z0-9_])data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*,", re.IGNORECASE)
 
 
-class TraceStoreError(ValueError):
+class TraceStoreError(UsageError):
     """A trace store misuse or an unreadable trace file (one line: what, where, how to fix)."""
 
 
@@ -127,6 +129,48 @@ COST_BY_CLASS_SQL = (
     f"WHERE {_q('run_id')} = ? GROUP BY {_q('class_name')} ORDER BY {_q('class_name')}"
 )
 _SELECT = f"SELECT {', '.join(_q(c) for c in COLUMNS.values())} FROM traces"
+
+# The one definition of a run's counts (final line, summary.json, `agent.traces summary`, the report), per
+# class and role. A row is one call the graph made:
+#   cache_hits  answered from the call cache (nothing sent)
+#   refused     refused by --max-cost / --max-calls before it was sent (status "refused")
+#   stopped     not sent because a graceful stop came first (status "stopped")
+#   sent        calls that left the process (not a hit, not refused or stopped, >= 1 attempt): billable
+#   requests    HTTP requests those calls made, retries included (the sum of their attempts)
+#   errors      sent calls that failed for good
+#   tokens      usage reported for sent calls only (what was billed): chat and image calls apart
+_SENT = f"({_q('cache_hit')} = 0 AND {_q('status')} IN ('ok', 'error') AND {_q('attempts')} > 0)"
+_CHAT = f"{_q('gen_ai.operation.name')} = 'chat'"
+COUNT_FIELDS = ("calls", "cache_hits", "refused", "stopped", "sent", "requests", "errors", "images",
+                "chat_input_tokens", "chat_output_tokens", "image_input_tokens", "image_output_tokens")
+COUNTS_SQL = (
+    f"SELECT {_q('class_name')}, {_q('role')}, COUNT(*), SUM({_q('cache_hit')}), "
+    f"SUM({_q('status')} = 'refused'), SUM({_q('status')} = 'stopped'), SUM({_SENT}), "
+    f"SUM(CASE WHEN {_q('cache_hit')} = 0 THEN {_q('attempts')} ELSE 0 END), "
+    f"SUM({_SENT} AND {_q('status')} = 'error'), SUM(CASE WHEN {_SENT} THEN {_q('images')} ELSE 0 END), "
+    + ", ".join(f"SUM(CASE WHEN {_SENT} AND {'' if chat else 'NOT '}{_CHAT} THEN COALESCE({_q(col)}, 0) ELSE 0 END)"
+                for chat in (True, False) for col in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"))
+    + f" FROM traces WHERE {_q('run_id')} = ? AND {_q('started_at')} >= ? "
+    f"GROUP BY {_q('class_name')}, {_q('role')} ORDER BY {_q('class_name')}, {_q('role')}"
+)
+
+
+def counts_from_rows(rows: list[tuple[Any, ...]]) -> dict[str, dict[str, dict[str, int]]]:
+    """``{class: {role: {count: n}}}`` from :data:`COUNTS_SQL`'s rows (see the definitions above it)."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for class_name, role, *values in rows:
+        out.setdefault(str(class_name), {})[str(role)] = {k: int(v or 0) for k, v in zip(COUNT_FIELDS, values,
+                                                                                         strict=True)}
+    return out
+
+
+def sum_counts(parts: Any) -> dict[str, int]:
+    """Add count dicts: ``sum_counts([{"sent": 1}, {"sent": 2, "calls": 3}])["sent"] -> 3``."""
+    total = dict.fromkeys(COUNT_FIELDS, 0)
+    for part in parts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0) + int(value)
+    return total
 
 
 def migrate_sql(present: set[str]) -> list[str]:

@@ -36,10 +36,12 @@ import aiosqlite
 from store.sqlite import open_wal
 from store.trace_schema import (
     COST_BY_CLASS_SQL,
+    COUNTS_SQL,
     INSERT_SQL,
     SCHEMA,
     TraceRecord,
     TraceStoreError,
+    counts_from_rows,
     migrate_sql,
     record_from_row,
     replace_fields,
@@ -49,7 +51,7 @@ from store.trace_schema import (
     update_sql,
 )
 
-__all__ = ["TraceRecord", "TraceStore", "TraceStoreError", "read_traces"]
+__all__ = ["TraceRecord", "TraceStore", "TraceStoreError", "read_counts", "read_traces"]
 
 LOG = logging.getLogger(__name__)
 
@@ -152,6 +154,13 @@ class TraceStore:
         rows = await self._conn.execute_fetchall(COST_BY_CLASS_SQL, (run_id,))
         return {str(name): (float(total) if count else None) for name, total, count in rows}
 
+    async def counts(self, run_id: str, since: float = 0.0) -> dict[str, dict[str, dict[str, int]]]:
+        """Calls, cache hits, refused, stopped, sent, requests, errors, tokens per class and role of
+        ``run_id`` (rows started at or after ``since``): one SQL aggregate (store.trace_schema.COUNTS_SQL)."""
+        await self.flush()
+        rows = await self._conn.execute_fetchall(COUNTS_SQL, (run_id, since))
+        return counts_from_rows([tuple(r) for r in rows])
+
     async def get(self, call_id: str) -> TraceRecord | None:
         """The record with this ``call_id``, or ``None``."""
         await self.flush()
@@ -250,3 +259,19 @@ def read_traces(path: Path | str, **filters: Any) -> list[TraceRecord]:
         conn.close()
     return [record_from_row(tuple(r)) for r in rows]
 
+
+
+def read_counts(path: Path | str, run_id: str, since: float = 0.0) -> dict[str, dict[str, dict[str, int]]]:
+    """Sync, read-only :meth:`TraceStore.counts` (for CLIs): the same SQL, the same definitions."""
+    path = Path(path)
+    if not path.is_file():
+        raise TraceStoreError(f"{path}: no trace file there (expected a run dir's traces.sqlite)")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        present = {str(r[1]) for r in conn.execute("PRAGMA table_info(traces)").fetchall()}
+        rows = conn.execute(select_for(present, COUNTS_SQL), (run_id, since)).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise TraceStoreError(f"{path}: not a readable trace file ({exc})") from None
+    finally:
+        conn.close()
+    return counts_from_rows(rows)

@@ -81,7 +81,8 @@ def rejected_rows(state: ClassState, run_id: str) -> list[dict[str, Any]]:
 def class_summary(state: ClassState) -> dict[str, Any]:
     """The class's entry of ``summary.json`` (issue 3: M_y, N_y, accepted, rejected, rounds, calls, ...)."""
     items = state.get("items", [])
-    usage = state.get("usage", {})
+    # Calls, requests and tokens are not here: they come from the traces, one definition for the final
+    # line, summary.json and agent.traces (agent/runner.py add_counts).
     return {
         "label": state["label"], "slug": state["slug"], "status": state.get("status", "running"),
         "error": state.get("error"), "M_y": state["m_y"], "N_y": state["n_y"], "K_y": state["k_y"],
@@ -92,9 +93,6 @@ def class_summary(state: ClassState) -> dict[str, Any]:
         "failed": sum(1 for i in items if i["status"] == "failed"),
         "rounds": max((i["round"] for i in items), default=0),
         "refined": sum(1 for i in items if i["round"] > 0),
-        "calls": usage.get("calls", 0), "cache_hits": usage.get("cache_hits", 0),
-        "tokens": {"input": usage.get("input_tokens", 0), "output": usage.get("output_tokens", 0)},
-        "images_generated": usage.get("images", 0),
         "template": state.get("template"), "template_tokens": state.get("template_tokens"),
         "template_truncated": state.get("template_truncated", False),
         "counters": dict(sorted(state.get("counters", {}).items())),

@@ -78,7 +78,7 @@ def test_full_run_manifest_prompts_number_check_and_warm_rerun(tmp_path, data, s
     assert main(agent_argv(data, out, sim.base_url, k=K)) == 0  # same inputs, same folder
     assert sim.stats()["total"] == 0  # every call answered by the cache
     assert (out / "manifest.jsonl").read_bytes() == manifest_bytes
-    assert summary_of(out)["totals"]["requests"] == 0
+    assert summary_of(out)["totals"]["session"]["requests"] == 0
 
 
 def test_repetition_check_rejects_the_item_the_model_invents(tmp_path, data, sim):
@@ -140,7 +140,7 @@ def test_a_failing_class_is_reported_and_the_others_finish(tmp_path, data, sim):
 @pytest.mark.parametrize(("change", "message"), [
     (lambda a: a.__setitem__(a.index("--target-per-class") + 1, "many"), "--target-per-class: must be an integer"),
     (lambda a: a.__setitem__(a.index("--classes") + 1, "/nope/tail.txt"), "--classes /nope/tail.txt: file not found"),
-    (lambda a: a.append("--resume"), "config.json not found"),
+    (lambda a: a.append("--resume"), "does not exist; give the --out folder of an earlier run"),
     (lambda a: a.extend(["--llm-timeout-s", "abc"]), "--llm-timeout-s"),
     (lambda a: a.__setitem__(a.index("--out") + 1, a[a.index("--classes") + 1]), "exists and is not a folder"),
     (lambda a: a.__setitem__(a.index("--images") + 1, "/nope"), "--images /nope: not a folder"),

@@ -15,7 +15,7 @@ import pytest
 from langgraph.checkpoint.serde.event_hooks import register_serde_event_listener
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from agent.checkpoints import strict_serializer
+from agent.checkpoints import UnsafeCheckpointError, strict_serializer
 from agent.run import main
 from scripts.simulator import SimConfig, Simulator
 from tests.agent.run_helpers import agent_argv, make_dataset
@@ -74,15 +74,18 @@ def test_checkpoints_load_in_strict_msgpack_mode_with_nothing_blocked(finished_r
 
 
 def test_strict_mode_really_blocks_an_unlisted_type():
-    """Control for the test above: strict mode turns a type outside LangGraph's safe list into raw data."""
+    """Control for the test above: a type outside LangGraph's safe list is never constructed; ours refuses
+    the whole value with one line instead of handing back its raw data."""
     events: list[dict[str, Any]] = []
     unregister = register_serde_event_listener(lambda e: events.append(dict(e)))
+    built: list[Planted] = []
     try:
         typed = JsonPlusSerializer(allowed_msgpack_modules=True).dumps_typed({"x": Planted("rm -rf ~")})
-        value = strict_serializer().loads_typed(typed)
+        with pytest.raises(UnsafeCheckpointError, match="test_secrets.Planted") as info:
+            built.append(strict_serializer().loads_typed(typed))
     finally:
         unregister()
-    assert not isinstance(value["x"], Planted) and value["x"] == {"command": "rm -rf ~"}
+    assert not built and "\n" not in str(info.value)
     assert any(e["kind"] == "msgpack_blocked" and e["name"] == "Planted" for e in events)
 
 
@@ -107,3 +110,62 @@ def test_traces_hold_image_hashes_never_image_bytes(finished_run):
     for blob in [*inputs.values(), *outputs]:
         middle = blob[len(blob) // 2:][:48]  # pixel data: unique to the image, unlike the PNG header
         assert middle not in raw and base64.b64encode(blob)[:64] not in raw
+
+
+def _mkdir_payload(marker: Path) -> bytes:
+    """msgpack naming ``os.mkdir(marker)``: LangGraph's default serializer imports ``os`` and calls it."""
+    import ormsgpack
+    from langgraph.checkpoint.serde.jsonplus import EXT_CONSTRUCTOR_SINGLE_ARG
+
+    return ormsgpack.packb(ormsgpack.Ext(EXT_CONSTRUCTOR_SINGLE_ARG, ormsgpack.packb(["os", "mkdir", str(marker)])))
+
+
+def _plant(checkpoints: Path, payload: bytes) -> None:
+    """Add ``payload`` as a pending write of the latest checkpoint of one class thread."""
+    import sqlite3
+
+    conn = sqlite3.connect(checkpoints)
+    try:
+        thread, ns, checkpoint_id = conn.execute(
+            "SELECT thread_id, checkpoint_ns, MAX(checkpoint_id) FROM checkpoints GROUP BY thread_id LIMIT 1").fetchone()
+        conn.execute("INSERT INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, value) "
+                     "VALUES (?, ?, ?, 'planted', 0, 'warnings', 'msgpack', ?)", (thread, ns, checkpoint_id, payload))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_a_tampered_checkpoint_runs_nothing_on_resume_status_or_report(finished_run, tmp_path):
+    """A checkpoint that names a callable with a visible side effect (``os.mkdir``): ``--resume``,
+    ``agent.traces RUN status`` and ``agent.report`` each refuse it with one line; nothing is called."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.reliability.helpers import REPO, agent_env
+
+    _, out, _, _ = finished_run
+    run = tmp_path / "copied-run"
+    shutil.copytree(out, run)
+    marker = tmp_path / "PLANTED-MKDIR-RAN"
+    _plant(run / "checkpoints.sqlite", _mkdir_payload(marker))
+    # Control: such a payload is live — LangGraph's default (permissive) serializer runs it.
+    control = tmp_path / "control-ran"
+    JsonPlusSerializer(allowed_msgpack_modules=True).loads_typed(("msgpack", _mkdir_payload(control)))
+    assert control.is_dir()
+    before = (run / "manifest.jsonl").read_bytes()
+    with Simulator(SimConfig(seed=0)) as sim:  # the server moved (a "how" setting a resume may change)
+        urls = [arg for role in ("lmm", "llm", "t2i") for arg in (f"--{role}-base-url", sim.base_url)]
+        commands = (["-m", "agent.run", "--out", str(run), "--resume", *urls], ["-m", "agent.traces", str(run), "status"],
+                    ["-m", "agent.report", str(run)])
+        results = [subprocess.run([sys.executable, *argv], cwd=REPO, env=agent_env(), capture_output=True, text=True,
+                                  timeout=120) for argv in commands]
+        assert sim.stats()["total"] == 0
+    for argv, done in zip(commands, results, strict=True):
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        assert done.returncode == 2, (argv, done.stderr)
+        assert len(errors) == 1 and "os.mkdir" in errors[0] and "nothing was imported or called" in errors[0], \
+            (argv, done.stderr)
+        assert "Blocked deserialization" not in done.stderr, done.stderr  # said once, in our words
+        assert "Traceback" not in done.stderr and not marker.exists(), argv
+    assert (run / "manifest.jsonl").read_bytes() == before  # the refused resume changed nothing
