@@ -80,7 +80,7 @@ def test_same_run_twice_gives_the_same_images_and_a_rerun_renders_nothing(tmp_pa
     meta = [json.loads(r["meta"]) for r in rendered]
     assert all(m["device"] == "cpu" and m["padded_to"] == BATCH and m["gpu_s"] > 0 for m in meta)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
-    assert summary["totals"]["requests"] == 0 and summary["cost"]["total_usd"] == 0.0
+    assert summary["totals"]["session"]["requests"] == 0 and summary["cost"]["total_usd"] == 0.0
 
 
 def test_sigkill_mid_render_then_resume_gives_the_uninterrupted_images(tmp_path: Path, tiny_sd: Path) -> None:
