@@ -20,7 +20,8 @@ Contract (the :class:`agent.transport.Transport` seam; the providers keep cache,
   these are CPU seconds): summed over a run's rows it is the device time the run used. Cost is 0.
 - :func:`open_local_transports` (the runner) builds and loads one per local role up front, off the loop, so a
   bad ``--t2i-model`` or device is a :class:`agent.config.ConfigError` before any paid chat call; a transport
-  built without it (``Providers.open``'s default) loads on its first ``send``.
+  built without it (``Providers.open``'s default) loads on its first ``send``. :func:`preload` (the CLI)
+  loads them earlier still, before the run folder is created; loading is once per process either way.
 - :func:`check_local_role` (preflight, no heavy import): the ``local`` extra is installed and the model is a
   folder with ``model_index.json`` or looks like a hub id — else one :class:`ConfigError` line.
 """
@@ -45,7 +46,7 @@ from agent.retry import ProviderError
 from agent.transport import Outbound
 
 __all__ = ["DEFAULT_BATCH_SIZE", "GATHER_S", "DiffusersTransport", "LocalStats", "check_local_role", "item_seed",
-           "local_image_body", "open_local_transports"]
+           "local_image_body", "open_local_transports", "preload"]
 
 DEFAULT_BATCH_SIZE = 4
 # How long a worker waits for a full batch once it has one prompt: renders of a class arrive together (the
@@ -285,3 +286,18 @@ async def open_local_transports(config: ProvidersConfig, *, log: Callable[[str],
             out[role] = DiffusersTransport(cfg, log=log)
             await out[role].load()
     return out
+
+
+def preload(config: ProvidersConfig) -> None:
+    """Load every local role's pipelines now, in this thread (the process keeps them: the run's transports
+    then find them loaded). ``python -m agent.run`` calls it next to the CLIP scorer, before the run folder
+    exists, so a model or device that does not load is one ``ConfigError`` line and nothing is written."""
+    for role in ROLES:
+        cfg = config.role(role)
+        if not is_local_role(cfg):
+            continue
+        try:
+            for device in local_pipeline.resolve_devices(cfg.devices):
+                local_pipeline.load(cfg.model, device)
+        except LocalPipelineError as exc:
+            raise ConfigError(str(exc)) from None

@@ -139,6 +139,20 @@ def test_a_missing_extra_is_one_error_line_and_nothing_is_written(tmp_path: Path
     assert not (tmp_path / "out").exists()
 
 
+def test_a_model_that_does_not_load_is_one_error_line_and_nothing_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_dataset(tmp_path / "data")
+    broken = tmp_path / "broken-pipe"
+    broken.mkdir()
+    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')  # no components
+    with Simulator(SimConfig(latency_ms=0, seed=0)) as sim:
+        assert main(argv(data, tmp_path / "out", sim.base_url, broken)) == 2
+        assert sim.stats()["total"] == 0  # not one chat request was paid for
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: t2i model '{broken}': cannot load a diffusers pipeline on cpu")
+    assert not (tmp_path / "out").exists()
+
+
 def test_dry_run_prices_local_images_at_zero(tmp_path: Path, tiny_sd: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     data = make_dataset(tmp_path / "data")
