@@ -93,6 +93,9 @@ class RoleConfig(BaseModel):
     devices: str | None = Field(None, description="devices such as 'cuda:0,cuda:1' or 'cpu', or none (auto)")
     seed: int | None = Field(None, ge=0, le=2**31 - 1,
                              description="an integer >= 0 mixed into every image's seed, or none (0)")
+    # Chat roles: ask for JSON-schema structured outputs (agent/structured.py); part of every request body,
+    # so of every cache key. A server that answers 400 to them is remembered and read as text instead.
+    structured: bool = Field(False, description="true or false (JSON-schema structured outputs)")
 
     @field_validator("base_url")
     @classmethod
@@ -118,7 +121,11 @@ _ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
     # Conservative starting points for a low-tier OpenAI account; raise them in the TOML file.
     "lmm": {"model": "gpt-4o", "max_in_flight": 8, "per_minute": 60, "timeout_s": 90.0},
     "llm": {"model": "gpt-4o-mini", "max_in_flight": 16, "per_minute": 300, "timeout_s": 60.0},
-    "t2i": {"model": "gpt-image-1", "max_in_flight": 4, "per_minute": 5, "timeout_s": 180.0},
+    # Size and quality are always sent, so the bill matches --dry-run and --max-cost (gpt-image-1's own default,
+    # quality "auto", may pick "high" at ~4x the price). The trainer resizes every image to CLIP's 224 px, so
+    # the smallest size and the cheapest quality are the sensible defaults (README: "Image size and quality").
+    "t2i": {"model": "gpt-image-1", "max_in_flight": 4, "per_minute": 5, "timeout_s": 180.0,
+            "image_size": "1024x1024", "image_quality": "low"},
 }
 
 
@@ -144,7 +151,7 @@ ROLE_FIELDS: tuple[str, ...] = tuple(RoleConfig.model_fields)
 # (an --lmm-image-size or a [t2i] temperature would be silently ignored otherwise).
 _COMMON_FIELDS = ("base_url", "model", "api_key_env", "timeout_s", "max_in_flight", "per_minute", "max_attempts",
                   "backoff_initial_s", "backoff_max_s")
-_CHAT_FIELDS = ("temperature", "max_tokens")
+_CHAT_FIELDS = ("temperature", "max_tokens", "structured")
 _IMAGE_FIELDS = ("image_size", "image_quality", "response_format")
 # Settings of the local (diffusers) image provider; with provider "openai" each must stay unset.
 LOCAL_FIELDS = ("steps", "guidance", "batch_size", "devices", "seed")
@@ -290,9 +297,12 @@ def add_role_arguments(parser: argparse.ArgumentParser) -> None:
     for role in ROLES:
         for field in role_fields(role):
             info = RoleConfig.model_fields[field]
+            # A bare boolean flag means true (--llm-structured); "--llm-structured false" still parses.
+            bare = {"nargs": "?", "const": "true"} if info.annotation is bool else {}
             group.add_argument(
                 _flag(role, field), *_FLAG_ALIASES.get((role, field), ()), dest=_dest(role, field), default=None,
                 metavar=field.upper(), help=f"{role} {field.replace('_', ' ')}: {info.description}",
+                **bare,  # type: ignore[arg-type]
             )
     group.add_argument("--cache-namespace", dest="cache_namespace", default=None,
                        help="string mixed into every cache key; change it to force fresh calls")

@@ -59,7 +59,10 @@ def add_control_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dry-run", action="store_true",
                        help="print the plan per class (calls, tokens, cost as a range) and exit; calls no model")
     group.add_argument("--max-cost", type=float, metavar="USD",
-                       help="stop sending new calls once this much is spent (whole run, across --resume); exit 3")
+                       help="spending cap for the whole run, across --resume: each request reserves its price when "
+                            "it is sent and is refused if it would pass the cap, so spent <= cap + whatever the "
+                            "calls in flight cost beyond their reserved price (list-priced images: spent <= cap); "
+                            "exit 3, resume with a higher cap")
     group.add_argument("--max-calls", type=int, metavar="N",
                        help="send at most N model requests (whole run, across --resume); exit 3 when reached")
     group.add_argument("--prices", type=Path, metavar="FILE",

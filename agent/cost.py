@@ -45,7 +45,7 @@ _SNAPSHOT_RE = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # OpenAI's dated snapshot suf
 _AUTO = {None, "", "auto"}
 # Image providers that run in this process: nothing is billed (the device time is in the traces' meta).
 LOCAL_PROVIDERS = frozenset({"diffusers"})
-_MODEL_KEYS = {"input_per_1m", "output_per_1m", "image", "default_size", "default_quality"}
+_MODEL_KEYS = {"input_per_1m", "output_per_1m", "image_output_per_1m", "image", "default_size", "default_quality"}
 
 
 class PricesError(UsageError):
@@ -58,6 +58,7 @@ class ModelPrice:
 
     input_per_1m: float | None = None
     output_per_1m: float | None = None
+    image_output_per_1m: float | None = None  # image models that bill generated images as tokens (gpt-image-1)
     image: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     default_size: str | None = None
     default_quality: str | None = None
@@ -89,15 +90,19 @@ class PriceTable:
 
     def image_cost(
         self, model: str, *, images: int, size: str | None = None, quality: str | None = None,
-        input_tokens: int | None = None, provider: str | None = None,
+        input_tokens: int | None = None, output_tokens: int | None = None, provider: str | None = None,
     ) -> float | None:
-        """Image generation: per-image price for (quality, size) x images, plus prompt tokens if priced.
+        """Image generation. When the answer reported its image tokens (``output_tokens``) and the model has
+        an ``image_output_per_1m`` price, the bill is computed from that usage, as the API bills it;
+        otherwise the per-image list price for (quality, size) x images. Prompt tokens are added if priced.
         An image rendered by a local pipeline (``provider`` in :data:`LOCAL_PROVIDERS`) costs ``0.0``."""
         if provider in LOCAL_PROVIDERS:
             return 0.0
         price = self.price_of(model)
         if price is None:
             return None
+        if output_tokens is not None and price.image_output_per_1m is not None:
+            return _round(_tokens(output_tokens, price.image_output_per_1m) + _tokens(input_tokens, price.input_per_1m))
         per_image = self._per_image(model, price, size, quality)
         if per_image is None:
             return None
@@ -113,7 +118,7 @@ class PriceTable:
             return 0.0
         if operation == "image_generation":
             return self.image_cost(model, images=images, size=size, quality=quality, input_tokens=input_tokens,
-                                   provider=provider)
+                                   output_tokens=output_tokens, provider=provider)
         return self.chat_cost(model, input_tokens=input_tokens, output_tokens=output_tokens)
 
     def record_cost(self, record: Any) -> float | None:
@@ -196,6 +201,7 @@ def _parse_model(entry: Any, where: str) -> ModelPrice:
     return ModelPrice(
         input_per_1m=_optional_price(entry.get("input_per_1m"), f"{where}.input_per_1m"),
         output_per_1m=_optional_price(entry.get("output_per_1m"), f"{where}.output_per_1m"),
+        image_output_per_1m=_optional_price(entry.get("image_output_per_1m"), f"{where}.image_output_per_1m"),
         image=image,
         default_size=_text_or_none(entry.get("default_size")),
         default_quality=_text_or_none(entry.get("default_quality")),

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["LOCK_NAME", "RunLock", "RunLocked"]
+__all__ = ["LOCK_NAME", "RunLock", "RunLocked", "holder"]
 
 LOCK_NAME = "run.lock"
 
@@ -102,3 +102,24 @@ def _read_holder(fd: int) -> str:
     except OSError:
         return ""
     return f" ({text.splitlines()[0]})" if text.startswith("pid ") else ""
+
+
+def holder(out_dir: Path) -> str | None:
+    """Whether an ``agent.run`` holds ``out_dir``'s lock right now, without writing anything: ``None`` when
+    nobody does (finished, interrupted or killed), else the holder's line (``"pid 123 since ..."``)."""
+    path = Path(out_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # no lock file: no run ever started here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return _read_holder(fd).strip(" ()") or "another process"
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -1,10 +1,8 @@
-"""Pure parsing of model text: lists, normalisation, and the paper's two template checks.
+"""Pure text checks: normalisation, the paper's two template checks, near-duplicates.
 
-Contract (docs/INTERFACES.md, ``agent/parse.py``): no I/O, no state, deterministic.
+Contract (docs/INTERFACES.md, ``agent/parse.py``): no I/O, no state, deterministic. Reading a model's whole
+reply (lists, markdown, labels, JSON, ...) is ``agent/reply.py``, which uses these checks.
 
-- ``parse_list(text)`` splits an LLM answer into items, whatever list style the model chose: numbered
-  (``1.``, ``2)``, ``(3)``), bulleted (``-``, ``*``, ``•``), a JSON array, or plain lines. Numbering,
-  bullets and wrapping quotes are stripped; blank lines are dropped.
 - ``normalise(text)`` is the comparison key used by the repetition check: case, accents-as-written,
   punctuation and whitespace differences do not make two descriptions different.
 - ``follows_template1`` / ``follows_template2`` check the paper's Template 1 ("A photo of the class [y],
@@ -12,8 +10,6 @@ Contract (docs/INTERFACES.md, ``agent/parse.py``): no I/O, no state, determinist
   {feature 1}{feature 2}{...}.") on normalised text, so a model's punctuation quirks are tolerated but a
   sentence about another class, or with nothing after the class name, is not.
 
->>> parse_list('1. A photo of the class fox, red.\\n2) "A photo of the class fox, in snow."')
-['A photo of the class fox, red.', 'A photo of the class fox, in snow.']
 >>> normalise("  A Photo of the class FOX,   red! ")
 'a photo of the class fox red'
 >>> follows_template1("A photo of the class fox, with a bushy tail.", "fox")
@@ -24,42 +20,15 @@ False
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
-from collections.abc import Iterable
 
-__all__ = [
-    "first_following",
-    "follows_template1",
-    "follows_template2",
-    "near_duplicate",
-    "normalise",
-    "parse_list",
-    "signature",
-    "similar",
-]
+__all__ = ["MAX_ITEM_CHARS", "follows_template1", "follows_template2", "near_duplicate", "normalise", "signature",
+           "similar"]
 
-# "1." "12)" "(3)" "3:" "#4" "Item 5:" at the start of a line; bullets "-", "*", "•", "–".
-_MARKER = re.compile(r"^\s*(?:(?:item\s*)?#?\(?\d{1,4}[.):\]]|[-*•–·]|\(?[a-z]\))\s+", re.IGNORECASE)
-_QUOTES = "\"'“”‘’`"
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 # A description longer than this is not "one sentence"; it is usually several items run together.
 MAX_ITEM_CHARS = 400
-
-
-def parse_list(text: str) -> list[str]:
-    """Items of an LLM list answer, in order (see the module docstring for the accepted styles)."""
-    stripped = text.strip()
-    as_json = _json_list(stripped)
-    if as_json is not None:
-        return as_json
-    items: list[str] = []
-    for line in stripped.splitlines():
-        item = _clean_item(line)
-        if item:
-            items.append(item)
-    return items
 
 
 def normalise(text: str) -> str:
@@ -77,19 +46,6 @@ def follows_template2(text: str, class_name: str) -> bool:
     """True for "A photo of the class <y> with <features>." (one sentence, features after "with")."""
     # No length cap: an over-long C_y is still the model's summary; summarize records CLIP's truncation.
     return _follows(text, class_name, joiner="with", max_chars=None)
-
-
-def first_following(items: Iterable[str], class_name: str, *, template: int = 1) -> str | None:
-    """The first item that follows Template ``template`` (1 or 2), or ``None``.
-
-    >>> first_following(["Sure!", "A photo of the class fox, in snow."], "fox")
-    'A photo of the class fox, in snow.'
-    """
-    check = follows_template1 if template == 1 else follows_template2
-    for item in items:
-        if check(item, class_name):
-            return item
-    return None
 
 
 def near_duplicate(a: str, b: str, *, jaccard: float = 0.9) -> bool:
@@ -137,33 +93,3 @@ def _follows(text: str, class_name: str, *, joiner: str, max_chars: int | None) 
         return False
     # Something real must follow: Template 1/2 describe features or scenes after the class name.
     return bool(body[len(prefix):].strip())
-
-
-def _clean_item(line: str) -> str:
-    item = line.strip()
-    # Markdown emphasis around a whole item ("**1. A photo ...**") is presentation, not content.
-    item = item.strip("*_ ").strip() if item.startswith(("**", "__")) else item
-    item = _MARKER.sub("", item, count=1).strip()
-    if len(item) >= 2 and item[0] in _QUOTES and item[-1] in _QUOTES:
-        item = item[1:-1].strip()
-    elif item and item[0] in _QUOTES and item.count(item[0]) == 1:
-        item = item[1:].strip()  # an opening quote whose closing one the model forgot
-    return item.rstrip(",").strip()
-
-
-def _json_list(text: str) -> list[str] | None:
-    """A JSON array of strings (possibly inside a ```json fence), or None when the text is not one."""
-    body = text
-    if body.startswith("```"):
-        body = body.strip("`")
-        body = body[4:] if body.lower().startswith("json") else body
-        body = body.strip()
-    if not body.startswith("["):
-        return None
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
-        return None
-    return [x.strip() for x in data if x.strip()]

@@ -7,8 +7,11 @@ Contract (docs/INTERFACES.md § agent/providers):
   API keys are read from ``env`` here and live only inside the SDK clients. A local role (``t2i`` with
   ``provider = "diffusers"``) gets no client and needs no key: its transport is agent/local_t2i.py's
   (one the caller passes in ``transports``, or a lazily loading one).
-- ``await chat(role, prompt, *, images=(), ctx) -> ChatResult`` for ``lmm`` / ``llm``: images are downscaled
-  to ``max_image_side`` and sent as data URIs; the cache key and the trace hold their sha256, never bytes.
+- ``await chat(role, prompt, *, images=(), ctx, structured=None) -> ChatResult`` for ``lmm`` / ``llm``: images
+  are downscaled to ``max_image_side`` and sent as data URIs; the cache key and the trace hold their sha256,
+  never bytes. ``structured`` (agent/structured.py) is a JSON-schema alternative of the request: sent instead
+  when the role has ``structured = true`` and its endpoint has not refused one (``ChatResult.structured``);
+  an HTTP 400 / 422 to it is remembered per endpoint and the plain request is sent in its place.
 - ``await generate_image(prompt, *, ctx) -> ImageResult``: ``b64_json`` or URL answers, checked to decode,
   stored in the blob store; the result carries the hash.
 - Per call: cache get (a hit returns at once: no limiter, no request, a trace row with ``cache_hit=True``)
@@ -50,6 +53,7 @@ from agent.limiter import RoleLimiter
 from agent.local_t2i import DiffusersTransport, local_image_body
 from agent.retry import ProviderError, call_with_retry
 from agent.shutdown import stop_requested
+from agent.structured import StructuredAsk, StructuredMemory
 from agent.transport import HttpTransport, Outbound, Transport, stopped_error
 from store.blobs import BlobStore
 from store.cache import CallCache, cache_key
@@ -83,6 +87,8 @@ class ChatResult:
     output_tokens: int | None
     cache_hit: bool
     call_id: str
+    structured: bool = False  # the answer is the JSON object a StructuredAsk asked for
+    fallback: bool = False  # structured was wanted, but the endpoint refused it: this is the text answer
 
 
 @dataclass
@@ -119,6 +125,7 @@ class Providers:
         }
         self.transports.update(transports or {})
         self.cache, self.traces, self.blobs = cache, traces, blobs
+        self.structured = StructuredMemory()
         # Image URLs are pre-signed: fetched without our API key, by a plain client.
         self._download = httpx.AsyncClient(timeout=config.t2i.timeout_s, follow_redirects=True,
                                            verify=_tls_context())
@@ -155,11 +162,31 @@ class Providers:
 
     # ------------------------------------------------------------------------------------------ chat
     async def chat(
-        self, role: str, prompt: str, *, images: Sequence[bytes] = (), ctx: CallContext
+        self, role: str, prompt: str, *, images: Sequence[bytes] = (), ctx: CallContext,
+        structured: StructuredAsk | None = None,
     ) -> ChatResult:
-        """One chat completion (text, plus images for ``lmm``); see the module docstring for the order."""
+        """One chat completion (text, plus images for ``lmm``), structured when the role asks for it."""
         if role not in CHAT_ROLES:
             raise ValueError(f"chat role must be one of {CHAT_ROLES}, got {role!r}")
+        cfg = self.config.role(role)
+        if structured is not None and self.structured.use(role, cfg):
+            try:
+                result = await self._chat(role, structured.prompt, images, ctx, structured.response_format)
+            except ProviderError as exc:
+                if not self.structured.refused(role, cfg, exc):
+                    raise
+            else:
+                result.structured = True
+                return result
+        result = await self._chat(role, prompt, images, ctx)
+        result.fallback = structured is not None and bool(cfg.structured)
+        return result
+
+    async def _chat(
+        self, role: str, prompt: str, images: Sequence[bytes], ctx: CallContext,
+        response_format: Mapping[str, Any] | None = None,
+    ) -> ChatResult:
+        """One chat request under the call order of the module docstring."""
         cfg = self.config.role(role)
         row = _new_row(ctx, role, "chat", cfg.model)
         started = time.perf_counter()
@@ -167,7 +194,7 @@ class Providers:
             sent = [await asyncio.to_thread(prepare_image, b, cfg.max_image_side) for b in images]
         except InputImageError as exc:
             self._fail(row, started, ProviderError("bad_request", f"input image: {exc}", attempts=0))
-        body, key_body = _chat_bodies(cfg, prompt, sent)
+        body, key_body = _chat_bodies(cfg, prompt, sent, response_format)
         row.request = _trace_request(key_body)
         key = cache_key(role=role, model=cfg.model, body=key_body, sample_index=ctx.sample_index,
                         namespace=self.config.cache_namespace)
@@ -343,9 +370,11 @@ def _new_row(ctx: CallContext, role: str, operation: str, model: str) -> TraceRe
 
 
 def _chat_bodies(
-    cfg: RoleConfig, prompt: str, images: Sequence[tuple[bytes, str]]
+    cfg: RoleConfig, prompt: str, images: Sequence[tuple[bytes, str]],
+    response_format: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(body sent, body for the cache key and trace)``: identical but images as hashes, not base64."""
+    """``(body sent, body for the cache key and trace)``: identical but images as hashes, not base64.
+    A ``response_format`` is in both: a structured answer is never served for a text request, nor back."""
     if images:
         parts: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
         keyed: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
@@ -357,7 +386,8 @@ def _chat_bodies(
         key_content: Any = keyed
     else:
         content = key_content = prompt
-    extras = {k: v for k, v in (("temperature", cfg.temperature), ("max_tokens", cfg.max_tokens)) if v is not None}
+    extras = {k: v for k, v in (("temperature", cfg.temperature), ("max_tokens", cfg.max_tokens),
+                                ("response_format", response_format)) if v is not None}
     body = {"model": cfg.model, "messages": [{"role": "user", "content": content}], **extras}
     key_body = {"model": cfg.model, "messages": [{"role": "user", "content": key_content}], **extras}
     return body, key_body

@@ -6,7 +6,9 @@ Contract:
   ``rejected.jsonl`` (optional) and the classes' final graph states (passed in by the run driver, or read
   from ``checkpoints.sqlite`` when omitted and the file exists), and writes ``run_dir/report.html``
   atomically. ``python -m agent.report RUN_DIR`` rebuilds it for an existing run.
-- Per class (the paper's Fig. 6 / 7 views): status and counts, the feature template C_y, the existing and
+- Per class (the paper's Fig. 6 / 7 views): status and counts, how the model replies were read (items kept,
+  repaired by kind, dropped by reason, refusals, structured replies and fallbacks: the class's ``parse_*``
+  and ``structured_*`` counters, also summed over the run at the top), the feature template C_y, the existing and
   new descriptions, a grid of accepted images with score and round, the rejected items with every round's
   score, and before / after pairs for refined items (original text and image vs the final ones; the
   earlier image is shown when the state kept its hash in ``history_images``).
@@ -175,7 +177,8 @@ def render_html(data: ReportData) -> str:
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         f"<title>LTGC run {e(data.run_id)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
-        f"<h1>LTGC run <code>{e(data.run_id)}</code></h1>", _totals_table(data), "<nav><ul>",
+        f"<h1>LTGC run <code>{e(data.run_id)}</code></h1>", _totals_table(data),
+        _reading_line(_summed_counters(data.classes), "all classes"), "<nav><ul>",
         *(f'<li><a href="#c{i}">{e(c.name)}</a> — {e(str(c.summary.get("status", "?")))}, '
           f'{len(c.accepted)} accepted</li>' for i, c in enumerate(data.classes)),
         "</ul></nav>",
@@ -188,7 +191,7 @@ def render_html(data: ReportData) -> str:
 def _totals_table(data: ReportData) -> str:
     keys = ("M_y", "N_y", "accepted", "rejected", "failed", "cost_usd")
     cells = [(k, data.totals[k]) for k in keys if k in data.totals]
-    # The same counts as the final line and agent.traces (store.trace_schema.COUNTS_SQL), named by scope.
+    # The same counts as the final line and agent.traces (store.trace_schema.counts_sql), named by scope.
     for scope in ("run", "session"):
         counts = data.totals.get(scope) or {}
         cells += [(f"{k} ({'whole run' if scope == 'run' else 'last session'})", counts[k])
@@ -211,6 +214,7 @@ def _class_section(index: int, c: ClassView, blobs: Mapping[str, str]) -> str:
     ]
     if s.get("error"):
         out.append(f'<p class="warn">error: {e(str(s["error"]))}</p>')
+    out.append(_reading_line(s.get("counters") or {}, "this class"))
     out.append("<h3>Class feature template C<sub>y</sub></h3>")
     out.append(f'<p class="tmpl">{e(template)}{e(truncated)}</p>' if template else '<p class="noimg">none</p>')
     out += [_descriptions(c), "<h3>Accepted images</h3>", _accepted_grid(c), _refined_pairs(c, blobs),
@@ -221,6 +225,36 @@ def _class_section(index: int, c: ClassView, blobs: Mapping[str, str]) -> str:
                    + "".join(f'<li class="warn">{e(str(w))}</li>' for w in warnings) + "</ul></details>")
     out.append("</section>")
     return "\n".join(part for part in out if part)
+
+
+def _summed_counters(classes: Sequence[ClassView]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for c in classes:
+        for key, value in (c.summary.get("counters") or {}).items():
+            if isinstance(value, int):
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def _reading_line(counters: Mapping[str, int], scope: str) -> str:
+    """How the model replies were read (agent/reply.py counters): kept, repaired by kind, dropped by reason."""
+    items, refusals = counters.get("parse_items", 0), counters.get("parse_refusal", 0)
+    if not items and not refusals:
+        return ""
+
+    def kinds(prefix: str) -> str:
+        found = [f"{k[len(prefix):].replace('_', ' ')} {v}" for k, v in sorted(counters.items())
+                 if k.startswith(prefix) and v]
+        return f" ({', '.join(found)})" if found else ""
+
+    parts = [f"{items} description(s) read in replies", f"{counters.get('parse_kept', 0)} kept",
+             f"{counters.get('parse_repaired', 0)} repaired{kinds('parse_repair_')}",
+             f"{counters.get('parse_dropped', 0)} dropped{kinds('parse_drop_')}",
+             f"{counters.get('parse_chatter', 0)} other line(s) skipped", f"{refusals} refusal(s)"]
+    if counters.get("structured_replies") or counters.get("structured_fallbacks"):
+        parts.append(f"{counters.get('structured_replies', 0)} structured repl(ies), "
+                     f"{counters.get('structured_fallbacks', 0)} fell back to text")
+    return f'<p class="meta reading">Model replies ({html.escape(scope)}): {html.escape(" · ".join(parts))}</p>'
 
 
 def _descriptions(c: ClassView) -> str:

@@ -129,12 +129,14 @@ def inputs_fingerprint(images: Iterable[str | Path]) -> str:
 
 
 def prompts_digest() -> str:
-    """sha256 of every prompt and template file's text (what the cache keys are made of)."""
+    """sha256 of every prompt and template file's text and of the answer-format lines (``formats.toml``):
+    what the cache keys are made of."""
     import prompts
 
     digest = hashlib.sha256()
     for name in (*prompts.PROMPT_NAMES, "template1", "template2"):
         digest.update(name.encode() + b"\0" + prompts.load(name).encode() + b"\0")
+    digest.update(b"formats\0" + (prompts.PROMPT_DIR / "formats.toml").read_bytes())
     return digest.hexdigest()
 
 

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -160,11 +161,16 @@ def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, input
     except KeyboardInterrupt:
         print(f"interrupted; continue with: {resume_hint}", file=sys.stderr)
         return 130
-    except OSError as exc:  # the disk filled up (or went read-only) while writing the run's files
-        print(f"error: cannot write to {settings.out} ({exc.strerror or exc}); nothing written so far is lost: "
+    except (OSError, sqlite3.Error) as exc:  # the disk filled up (or went read-only) writing the run's files
+        print(f"error: cannot write to {settings.out} ({getattr(exc, 'strerror', None) or exc}); nothing written so "
+              "far is lost: "
               f"free space, then continue with: {resume_hint}", file=sys.stderr)
         return 1
     print(outcome.final_line, file=sys.stderr if outcome.exit_code else sys.stdout)
+    if outcome.summary.get("disk_full"):
+        print(f"error: the disk is full ({outcome.summary['disk_full']}); the unfinished classes stopped where "
+              f"they were and nothing written so far is lost: free space, then continue with: {resume_hint}",
+              file=sys.stderr)
     if signum is not None:
         print(f"stopped by signal {signum}; continue with: {resume_hint}", file=sys.stderr)
         return exit_code(signum)

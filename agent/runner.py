@@ -48,6 +48,7 @@ from agent.scorer import ClipScorer
 from agent.settings import RunSettings
 from store.blobs import BlobStore
 from store.cache import CallCache
+from store.errors import is_disk_full
 from store.manifest import ManifestRow, atomic_write_text, write_manifest
 from store.slug import slugify
 from store.trace_schema import sum_counts
@@ -79,7 +80,7 @@ class RunOutcome:
     @property
     def final_line(self) -> str:
         """The run's last line: results, and the counts of this session and of the whole run (one
-        definition: store.trace_schema.COUNTS_SQL, the same numbers as summary.json and agent.traces)."""
+        definition: store.trace_schema.counts_sql, the same numbers as summary.json and agent.traces)."""
         totals = self.summary.get("totals", {})
         session, run = totals.get("session") or {}, totals.get("run") or {}
         unsent = "".join(f", {session[k]} {k}" for k in ("refused", "stopped") if session.get(k))
@@ -135,6 +136,7 @@ async def execute(
             driver = _Driver(graph, saver, deps, settings, inputs, log)
             outcomes = await driver.run_all()
             states = {spec.name: await driver.state_of(spec) for spec in inputs.classes}
+            disk_full = driver.disk_full
         costs = await traces.cost_by_class(settings.run_id) if controls is not None else {}
         counts = (await traces.counts(settings.run_id), await traces.counts(settings.run_id, since=session_start))
     finally:
@@ -145,10 +147,14 @@ async def execute(
     summary = write_outputs(settings, inputs, states, outcomes, wall_s=time.monotonic() - started)
     add_counts(summary, *counts)
     code = _exit_code(outcomes)
+    if disk_full is not None:  # mid-run: exit 1 with one line (agent/run.py), never mistaken for a budget stop
+        code = EXIT_FAILED
+        summary["disk_full"] = disk_full
     if controls is not None:  # adds cost, writes summary.json and report.html, says why a budget stop happened
         summary = finish(controls, out=out, summary=summary, traces_costs=costs,
                          states={k: dict(v) for k, v in states.items()})
-        code = EXIT_BUDGET if controls.budget.refused else code  # anything refused: exit 3, whatever finished
+        if disk_full is None and controls.budget.refused:  # anything refused: exit 3, whatever finished
+            code = EXIT_BUDGET
     else:
         write_summary(out, summary)
     return RunOutcome(settings.run_id, code, outcomes, summary)
@@ -163,6 +169,7 @@ class _Driver:
             graph, saver, deps, settings, inputs, log)
         self.slots = asyncio.Semaphore(settings.max_classes_in_flight)
         self.finished: dict[str, ClassState] = {}  # final states returned by this invocation's ainvoke
+        self.disk_full: str | None = None  # set when a class stopped because a write found the disk full
 
     def config(self, spec: ClassSpec) -> RunnableConfig:
         return {"configurable": {"thread_id": thread_id(self.settings.run_id, spec.name)}}
@@ -197,6 +204,10 @@ class _Driver:
                 return self._failed(spec, exc)
             return ClassOutcome(spec.name, "stopped", str(exc))  # resumable: the thread keeps its checkpoint
         except Exception as exc:  # one class's bug or outage must not take the other classes down
+            if is_disk_full(exc):  # not the class's fault: stopped where it was, --resume continues it
+                self.disk_full = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                self.log(f"[{spec.name}] stopped: disk full ({self.disk_full})")
+                return ClassOutcome(spec.name, "stopped", f"disk full: {self.disk_full}")
             return self._failed(spec, exc)
         if outcome.status != "running":
             self.log(f"[{spec.name}] {outcome.status}" + (f": {outcome.error}" if outcome.error else ""))
@@ -300,7 +311,7 @@ def write_summary(out: Path, summary: dict[str, Any]) -> None:
 
 def add_counts(summary: dict[str, Any], run: dict[str, dict[str, dict[str, int]]],
                session: dict[str, dict[str, dict[str, int]]]) -> None:
-    """Calls, requests, hits, refused, stopped and tokens from the traces (store.trace_schema.COUNTS_SQL):
+    """Calls, requests, hits, refused, stopped and tokens from the traces (store.trace_schema.counts_sql):
     per class for the whole run, and in ``totals`` for the whole run and for this session, named as such."""
     for name, entry in summary["classes"].items():
         by_role = run.get(name, {})

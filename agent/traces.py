@@ -27,7 +27,6 @@ import argparse
 import json
 import sqlite3
 import sys
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -35,8 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.cost import PriceTable, load_prices
+from agent.lock import holder
+from store.cli import OneLineParser
 from store.errors import UsageError
-from store.traces import TraceRecord, read_traces
+from store.trace_schema import sum_counts
+from store.traces import TraceRecord, read_counts, read_traces
 
 __all__ = ["ClassStatus", "InspectError", "call_cost", "class_costs", "main", "read_class_states"]
 
@@ -71,12 +73,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
     records = _records(args)
     prices = _prices(args)
     summary = _read_json(args.run_dir / "summary.json").get("classes", {})
-    rows = _summary_rows(records, prices, summary)
+    counts = read_counts(args.run_dir / "traces.sqlite", **_filters(args))
+    rows = _summary_rows(records, counts, prices, summary)
     if args.json:
         _print_json({"run_dir": str(args.run_dir), "classes": rows, "total": _total_row(rows)})
         return 0
-    table = _table(f"run {args.run_dir}", ["class", "state", "lmm", "llm", "t2i", "tokens in", "tokens out",
-                                           "cost USD", "accepted", "rejected", "rounds", "warnings"])
+    table = _table(f"run {args.run_dir}: calls per role (requests sent, cache hits, refused by the budget, "
+                   "stopped unsent, failed)",
+                   ["class", "state", "lmm", "llm", "t2i", "tokens in", "tokens out", "cost USD", "accepted",
+                    "rejected", "rounds", "warnings"])
     for row in [*rows, _total_row(rows)]:
         calls = row["calls"]
         table.add_row(row["class_name"], row["state"], *(_calls_text(calls.get(r)) for r in ("lmm", "llm", "t2i")),
@@ -92,12 +97,14 @@ def cmd_calls(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([_record_json(r, prices) for r in records])
         return 0
-    table = _table(f"{len(records)} call(s) (ids cut to 12 characters: `show` takes a prefix)", ["call_id", "class", "node", "rnd", "role", "model", "status",
-                                               "hit", "in", "out", "latency s", "cost USD", "error"])
+    table = _table(f"{len(records)} call(s) (ids cut to 12 characters: `show` takes a prefix; queue s = waiting "
+                   "for the role's limits, server s = time on the wire)",
+                   ["call_id", "class", "node", "rnd", "role", "model", "status", "hit", "in", "out", "queue s",
+                    "server s", "cost USD", "error"])
     for r in records:
         table.add_row(r.call_id[:12], r.class_name, r.node, str(r.round), r.role, r.model, r.status,
                       "yes" if r.cache_hit else "", _dash(r.input_tokens), _dash(r.output_tokens),
-                      f"{r.latency_s:.3f}", _money(call_cost(r, prices), 6), (r.error or "")[:60])
+                      f"{r.queue_s:.3f}", f"{r.server_s:.3f}", _money(call_cost(r, prices), 6), (r.error or "")[:60])
     _print(table)
     return 0
 
@@ -130,11 +137,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     rows = status_rows(args.run_dir)
+    running = holder(args.run_dir)
     if args.json:
-        _print_json(rows)
+        _print_json({"run_dir": str(args.run_dir), "running": running is not None, "holder": running,
+                     "classes": rows})
         return 0
-    table = _table(f"status of {args.run_dir}", ["class", "done", "status", "last node", "next", "step",
-                                                  "items", "accepted"])
+    state = f"running ({running})" if running else "not running (finished, interrupted or killed)"
+    table = _table(f"status of {args.run_dir}: {state}", ["class", "done", "status", "last node", "next", "step",
+                                                          "items", "accepted"])
     for row in rows:
         table.add_row(row["class_name"], "yes" if row["done"] else "no", row["status"], ", ".join(row["last"]),
                       ", ".join(row["next"]) or "–", _dash(row["step"]), _dash(row["items"]),
@@ -204,8 +214,10 @@ def _class_states(saver: Any, run_id: str) -> dict[str, ClassStatus]:
 
 
 def status_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """``status`` as data: one row per class of the run (classes not started yet included)."""
+    """``status`` as data: one row per class of the run (classes not started yet included). A class that is
+    not done reads ``running`` while an ``agent.run`` holds the folder's lock, else ``interrupted``."""
     states = read_class_states(run_dir) if (run_dir / "checkpoints.sqlite").is_file() else {}
+    live = holder(run_dir) is not None
     names = [c.get("name") for c in _read_json(run_dir / "config.json").get("classes", [])]
     names = [n for n in names if isinstance(n, str)] + sorted(set(states) - set(names))
     rows = []
@@ -213,7 +225,8 @@ def status_rows(run_dir: Path) -> list[dict[str, Any]]:
         st = states.get(name)
         values = st.values if st else {}
         items = values.get("items") or []
-        status = values.get("status") if values.get("done") else ("interrupted or running" if st else "not started")
+        status = values.get("status") if values.get("done") else (("running" if live else "interrupted") if st
+                                                                   else "not started")
         rows.append({"class_name": name, "done": bool(values.get("done")), "status": status,
                      "last": list(st.last) if st else [], "next": list(st.next) if st else ["describe"],
                      "step": st.step if st else None, "items": len(items) if st else None,
@@ -225,13 +238,15 @@ def status_rows(run_dir: Path) -> list[dict[str, Any]]:
 
 # -------------------------------------------------------------------------------------- helpers
 def _records(args: argparse.Namespace) -> list[TraceRecord]:
-    path = args.run_dir / "traces.sqlite"
+    return read_traces(args.run_dir / "traces.sqlite", **_filters(args))
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
     if not args.run_dir.is_dir():
         raise InspectError(f"{args.run_dir}: no such run folder (give the --out folder of python -m agent.run)")
-    filters = {"class_name": getattr(args, "class_name", None), "node": getattr(args, "node", None),
-               "status": getattr(args, "status", None), "cache_hit": getattr(args, "cache_hit", None),
-               "round": getattr(args, "round", None), "role": getattr(args, "role", None)}
-    return read_traces(path, **filters)
+    return {"class_name": getattr(args, "class_name", None), "node": getattr(args, "node", None),
+            "status": getattr(args, "status", None), "cache_hit": getattr(args, "cache_hit", None),
+            "round": getattr(args, "round", None), "role": getattr(args, "role", None)}
 
 
 def _find_call(run_dir: Path, call_id: str) -> TraceRecord:
@@ -266,23 +281,19 @@ def _read_json(path: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _summary_rows(records: list[TraceRecord], prices: PriceTable, summary: dict[str, Any]) -> list[dict[str, Any]]:
-    by_class: dict[str, list[TraceRecord]] = defaultdict(list)
-    for r in records:
-        by_class[r.class_name].append(r)
+def _summary_rows(records: list[TraceRecord], counts: dict[str, dict[str, dict[str, int]]], prices: PriceTable,
+                  summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per class: the counts (store.trace_schema.counts_sql, the run's one definition), billed
+    tokens, cost, and the results from summary.json."""
     costs = class_costs(records, prices)
     rows = []
-    for name in [*summary, *sorted(set(by_class) - set(summary))]:
-        rs, entry = by_class.get(name, []), summary.get(name, {})
-        calls: dict[str, dict[str, int]] = {}
-        for r in rs:
-            c = calls.setdefault(r.role, {"calls": 0, "cache_hits": 0, "errors": 0})
-            c["calls"] += 1
-            c["cache_hits"] += int(r.cache_hit)
-            c["errors"] += int(r.status != "ok")
+    for name in [*summary, *sorted(set(counts) - set(summary))]:
+        by_role, entry = counts.get(name, {}), summary.get(name, {})
+        flat = sum_counts(by_role.values())
         rows.append({
-            "class_name": name, "state": entry.get("status", "running or interrupted"), "calls": calls,
-            "input_tokens": sum(r.input_tokens or 0 for r in rs), "output_tokens": sum(r.output_tokens or 0 for r in rs),
+            "class_name": name, "state": entry.get("status", "running or interrupted"), "calls": by_role,
+            "input_tokens": flat["chat_input_tokens"] + flat["image_input_tokens"],
+            "output_tokens": flat["chat_output_tokens"] + flat["image_output_tokens"],
             "cost_usd": costs.get(name, 0.0), "accepted": entry.get("accepted"), "rejected": entry.get("rejected"),
             "rounds": entry.get("rounds"), "warnings": len(entry.get("warnings") or []) if entry else None,
         })
@@ -290,12 +301,8 @@ def _summary_rows(records: list[TraceRecord], prices: PriceTable, summary: dict[
 
 
 def _total_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    calls: dict[str, dict[str, int]] = {}
-    for row in rows:
-        for role, c in row["calls"].items():
-            into = calls.setdefault(role, {"calls": 0, "cache_hits": 0, "errors": 0})
-            for k, v in c.items():
-                into[k] += v
+    roles = sorted({role for row in rows for role in row["calls"]})
+    calls = {role: sum_counts(row["calls"][role] for row in rows if role in row["calls"]) for role in roles}
     costs = [row["cost_usd"] for row in rows]
     return {"class_name": "total", "state": "", "calls": calls,
             "input_tokens": sum(r["input_tokens"] for r in rows), "output_tokens": sum(r["output_tokens"] for r in rows),
@@ -331,11 +338,12 @@ def _prompt_text(request: dict[str, Any]) -> str:
 
 
 def _calls_text(c: dict[str, int] | None) -> str:
+    """``"12 sent, 3 hit, 1 refused"``: the calls of one role by what became of them (counts_sql)."""
     if not c:
         return "–"
-    extra = [f"{c['cache_hits']} hit"] if c["cache_hits"] else []
-    extra += [f"{c['errors']} err"] if c["errors"] else []
-    return f"{c['calls']}" + (f" ({', '.join(extra)})" if extra else "")
+    parts = [f"{c['sent']} sent"] + [f"{c[k]} {label}" for k, label in (
+        ("cache_hits", "hit"), ("refused", "refused"), ("stopped", "stopped"), ("errors", "failed")) if c.get(k)]
+    return ", ".join(parts)
 
 
 def _money(value: float | None, digits: int = 4) -> str:
@@ -369,18 +377,19 @@ def _print_json(data: Any) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
     common.add_argument("--prices", type=Path, default=None, help="price table TOML (default: agent/prices.toml)")
-    filters = argparse.ArgumentParser(add_help=False)
+    filters = OneLineParser(add_help=False)
     filters.add_argument("--class", dest="class_name", help="only this class")
     filters.add_argument("--node", help="only this graph node (describe, extend, dedupe, ...)")
     filters.add_argument("--role", choices=("lmm", "llm", "t2i"), help="only this model role")
-    filters.add_argument("--status", choices=("ok", "error"), help="only calls that succeeded / failed")
+    filters.add_argument("--status", choices=("ok", "error", "refused", "stopped"),
+                         help="only calls that succeeded / failed / were refused by the budget / stopped unsent")
     filters.add_argument("--cache-hit", action=argparse.BooleanOptionalAction, default=None,
                          help="only cache hits (--cache-hit) or only real requests (--no-cache-hit)")
     filters.add_argument("--round", type=int, help="only this round (refinement / re-ask number)")
-    parser = argparse.ArgumentParser(prog="python -m agent.traces", description=__doc__.splitlines()[0],
+    parser = OneLineParser(prog="python -m agent.traces", description=__doc__.splitlines()[0],
                                      epilog="exit codes: 0 ok, 2 bad input")
     parser.add_argument("run_dir", type=Path, help="a run folder (the --out of python -m agent.run)")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -5,6 +5,10 @@ Files (``prompts/*.txt``) use ``string.Template`` placeholders (``${class_name}`
 (``{distinctive features}``) stay as written. The rendered text is part of every cache key: editing a
 prompt file re-runs exactly the calls that used it.
 
+A prompt's last line, ``${format}``, is its answer-format instruction, kept in ``prompts/formats.toml`` in
+two forms: ``text`` (the default; byte-identical to the prompts as first written) and ``json`` (with
+``structured=True``: the answer as a JSON object, for a JSON-schema ``response_format``; agent/structured.py).
+
 >>> render("prompt5_refine", class_name="red fox", description="A photo of the class red fox, blue.")
 ... # doctest: +ELLIPSIS
 'Template 1: "A photo of the class red fox, {with distinctive features}{in specific scenes}."\\nThis...'
@@ -13,9 +17,15 @@ prompt file re-runs exactly the calls that used it.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from string import Template
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
 
 PROMPT_DIR = Path(__file__).resolve().parent
 
@@ -38,10 +48,18 @@ def load(name: str) -> str:
     return path.read_text(encoding="utf-8").rstrip("\n")
 
 
-def render(name: str, *, class_name: str, **values: object) -> str:
+@functools.cache
+def formats() -> dict[str, dict[str, str]]:
+    """``prompts/formats.toml``: per prompt, its ``text`` and ``json`` answer-format lines."""
+    with (PROMPT_DIR / "formats.toml").open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def render(name: str, *, class_name: str, structured: bool = False, **values: object) -> str:
     """Render prompt ``name`` for ``class_name``; every ``${...}`` must be supplied (else ``KeyError``).
 
-    ``descriptions`` may be a sequence of strings: it is written as a numbered list.
+    ``descriptions`` may be a sequence of strings: it is written as a numbered list. ``structured`` picks
+    the ``json`` form of the prompt's ``${format}`` line (``KeyError`` for a prompt without one).
     """
     fields: dict[str, object] = {
         "class_name": class_name,
@@ -52,7 +70,12 @@ def render(name: str, *, class_name: str, **values: object) -> str:
         if key == "descriptions" and not isinstance(value, str):
             value = numbered(value)  # type: ignore[arg-type]
         fields[key] = value
-    return Template(load(name)).substitute(fields)
+    raw = load(name)
+    if "${format}" in raw:
+        fields["format"] = Template(formats()[name]["json" if structured else "text"]).substitute(fields)
+    elif structured:
+        raise KeyError(f"prompt {name} has no ${{format}} line, so it has no structured form")
+    return Template(raw).substitute(fields)
 
 
 def numbered(items: Sequence[str]) -> str:

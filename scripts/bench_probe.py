@@ -179,6 +179,9 @@ class Probe:
             providers = await original.__func__(cls, *args, **kwargs)
             shared = RoleLimiter(cap, 1e9)  # per-minute effectively off: the bound is about latency
             providers.limiters = {role: shared for role in providers.limiters}
+            for transport in providers.transports.values():  # the HTTP transports hold their role's limiter
+                if hasattr(transport, "limiter"):
+                    transport.limiter = shared
             return providers
 
         providers_cls.open = classmethod(open_shared)  # type: ignore[attr-defined]

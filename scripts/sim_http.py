@@ -8,6 +8,12 @@ Routes: ``POST /v1/chat/completions``, ``POST /v1/images/generations``, ``GET /v
 HTTP/1.1 with keep-alive, as the openai SDK keeps its connections open. Shapes follow the OpenAI API
 reference: ``chat.completion`` objects with ``usage``; images ``{created, data[].b64_json|url, usage}``;
 errors ``{"error": {message, type, param, code}}``.
+
+Chat requests with ``response_format: {"type": "json_schema", "json_schema": {"schema": ...}}`` get a JSON
+answer valid for that schema (``sim_styles.structured_reply``), or a 400 when ``reject_response_format`` is
+set; ``{"type": "text"}`` is plain text. With ``reply_style_share`` > 0 that seeded share of answers is
+written in a real chat model's style (``sim_styles.style_reply``). The request log records the
+``response_format`` type and the ``style`` of each chat answer.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import random
 import re
 import socket
 import struct
@@ -26,7 +33,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from scripts import sim_content
+from scripts import sim_content, sim_styles
 from scripts.sim_state import SimState
 
 IMAGE_PART_TOKENS = 85  # a fixed estimate per image part (OpenAI's low-detail figure)
@@ -64,6 +71,15 @@ class SimServer(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+# gpt-image-1 image output tokens per (quality, size), from OpenAI's image generation guide.
+_IMAGE_TOKENS = {
+    ("low", "1024x1024"): 272, ("low", "1024x1536"): 408, ("low", "1536x1024"): 400,
+    ("medium", "1024x1024"): 1056, ("medium", "1024x1536"): 1584, ("medium", "1536x1024"): 1568,
+    ("high", "1024x1024"): 4160, ("high", "1024x1536"): 6240, ("high", "1536x1024"): 6208,
+    ("auto", "1024x1024"): 1056,
+}
 
 
 class _Abort(Exception):
@@ -122,7 +138,7 @@ class SimHandler(BaseHTTPRequestHandler):
         state.begin(endpoint)
         started = time.monotonic()
         entry: dict[str, Any] = {"endpoint": endpoint, "kind": None, "status": None, "fault": None,
-                                 "model": None}
+                                 "model": None, "response_format": None, "style": None}
         reply: _Reply | None = None
         try:
             reply = self._serve_v1(endpoint, raw, entry)
@@ -181,7 +197,11 @@ class SimHandler(BaseHTTPRequestHandler):
             except ValueError as exc:
                 return _error(400, str(exc), None, "invalid_request_error")
             entry["model"] = body.get("model")
+            fmt = body.get("response_format")
+            entry["response_format"] = fmt.get("type") if isinstance(fmt, dict) else fmt
         kind = "image" if endpoint == "images" else None
+        if endpoint == "images":  # what the client asked to be billed for (the log shows it was stated)
+            entry["size"], entry["quality"] = body.get("size"), body.get("quality")
         if endpoint == "chat":
             kind = sim_content.classify(_last_user_text(body["messages"]))
         if kind is not None:
@@ -197,7 +217,10 @@ class SimHandler(BaseHTTPRequestHandler):
             if faulted is not None:
                 return faulted
         if endpoint == "chat":
-            return _json(200, chat_completion(body, state, nontemplate=fault == "nontemplate"))
+            rejected = _rejected_format(body, state)
+            if rejected is not None:
+                return rejected
+            return _json(200, chat_completion(body, state, nontemplate=fault == "nontemplate", entry=entry))
         if endpoint == "images":
             return _json(200, self._images(body, bad=fault == "bad_image"))
         cfg = state.config
@@ -230,6 +253,8 @@ class SimHandler(BaseHTTPRequestHandler):
         return None  # nontemplate, bad_image: a 200 with altered content
 
     def _images(self, body: dict[str, Any], *, bad: bool) -> dict[str, Any]:
+        """gpt-image-1's answer shape; ``usage.output_tokens`` are its image tokens for the quality and size
+        asked for ("auto" and unset read as medium / 1024x1024, as the API documents)."""
         state = self.server.state
         cfg = state.config
         prompt, n = body["prompt"], body["n"]
@@ -247,9 +272,10 @@ class SimHandler(BaseHTTPRequestHandler):
                 data.append({"b64_json": base64.b64encode(png).decode("ascii")})
         state.count(images=n)
         text_tokens = estimate_tokens(prompt)
+        image_tokens = _IMAGE_TOKENS.get((body.get("quality") or "medium", body.get("size") or "1024x1024"), 1056) * n
         return {
             "created": int(time.time()), "data": data, "output_format": "png",
-            "usage": {"input_tokens": text_tokens, "output_tokens": 272 * n, "total_tokens": text_tokens + 272 * n,
+            "usage": {"input_tokens": text_tokens, "output_tokens": image_tokens, "total_tokens": text_tokens + image_tokens,
                       "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 0}},
         }
 
@@ -280,13 +306,16 @@ def _error(status: int, message: str, code: str | None, err_type: str,
     return _Reply(status, json.dumps(body).encode("utf-8"), headers=tuple((headers or {}).items()))
 
 
-def chat_completion(body: dict[str, Any], state: SimState, *, nontemplate: bool) -> dict[str, Any]:
-    """A ``chat.completion`` object; content from ``sim_content``; ``max_tokens`` truncates (``length``)."""
+def chat_completion(body: dict[str, Any], state: SimState, *, nontemplate: bool,
+                    entry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A ``chat.completion`` object; content from ``sim_content``, styled or structured as the knobs and the
+    request say (module docstring); ``max_tokens`` truncates (``length``). ``entry``: the log line."""
     cfg = state.config
     messages = body["messages"]
     text, images = _last_user_text(messages), _images_in(messages)
     salt = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    schema = _json_schema(body)
     choices, completion_tokens = [], 0
     for i in range(int(body.get("n") or 1)):
         if nontemplate:
@@ -297,6 +326,7 @@ def chat_completion(body: dict[str, Any], state: SimState, *, nontemplate: bool)
                 kept = sim_content.listed_items(content, "\0")
                 y = sim_content.class_name_of(text, kind)
                 content = sim_content.numbered([*kept, sim_content.invented_item(y, kept, cfg.seed)])
+            content = _restyle(kind, content, text, schema, state, salt=f"{salt}|{i}", entry=entry)
         content, finish = truncate(content, int(limit) if limit else None)
         completion_tokens += estimate_tokens(content)
         choices.append({"index": i, "message": {"role": "assistant", "content": content, "refusal": None},
@@ -308,6 +338,53 @@ def chat_completion(body: dict[str, Any], state: SimState, *, nontemplate: bool)
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }
+
+
+def _restyle(kind: str, content: str, text: str, schema: Any, state: SimState, *, salt: str,
+             entry: dict[str, Any] | None) -> str:
+    """The plain answer as JSON for ``schema``, or in a chat model's style for a seeded share of answers."""
+    cfg = state.config
+    rng = random.Random(f"style|{cfg.seed}|{salt}")
+    styled = kind != "other" and rng.random() < cfg.reply_style_share
+    style = None
+    if schema is not None:
+        content, style = sim_styles.structured_reply(schema, kind, content, rng=rng, styled=styled), "json_schema"
+    elif styled:
+        y = sim_content.class_name_of(text, kind)
+        removed: list[str] = []
+        if kind == "dedupe":
+            kept = {sim_content.normalise(s) for s in sim_content.listed_items(content, "\0")}
+            listed = sim_content.listed_items(text, "Please exclude any repetitive")
+            removed = [s for s in listed if sim_content.normalise(s) not in kept]
+        style, content = sim_styles.style_reply(kind, content, class_name=y, rng=rng, removed=removed)
+    state.count(styled=int(styled), structured=int(schema is not None))
+    if entry is not None:
+        entry["style"] = style if styled or schema is not None else None
+    return content
+
+
+def _json_schema(body: dict[str, Any]) -> Any:
+    """The schema of a ``json_schema`` response_format, or None (no response_format, or ``text``)."""
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema")
+        return spec.get("schema", {}) if isinstance(spec, dict) else {}
+    return None
+
+
+def _rejected_format(body: dict[str, Any], state: SimState) -> _Reply | None:
+    """A 400 for a response_format the simulator will not honour (the knob, or an unknown type)."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if state.config.reject_response_format and kind != "text":
+        return _error(400, f"Invalid parameter: 'response_format' of type {kind!r} is not supported with this "
+                           "model (simulated).", "invalid_request_error", "invalid_request_error")
+    if kind not in ("text", "json_schema"):
+        return _error(400, f"response_format type {kind!r} is not supported by the simulator; use "
+                           "'json_schema' or 'text'.", None, "invalid_request_error")
+    return None
 
 
 def estimate_tokens(text: str) -> int:

@@ -62,6 +62,8 @@ class SimConfig:
     rate_refusal: float = 0.0
     rpm_limit: int = 0  # chat + image requests accepted per sliding 60 s; 0 = no limit
     dedupe_invent: bool = False  # the dedupe answer adds one invented item
+    reply_style_share: float = 0.0  # seeded share of chat answers written like real chat models (sim_styles)
+    reject_response_format: bool = False  # answer 400 to a chat request with a response_format
     seed: int = 0
     image_side: int = 32
     log_path: str | None = None  # JSONL request log
@@ -80,6 +82,8 @@ class SimConfig:
             total = sum(self.rate(k) for k in FAULTS_FOR[endpoint])
             if total > 1.0 + 1e-9:
                 raise ValueError(f"simulator fault rates for {endpoint} sum to {total:.3f}; lower them to <= 1")
+        if not 0.0 <= self.reply_style_share <= 1.0:
+            raise ValueError(f"simulator knob reply_style_share={self.reply_style_share} must be in [0, 1]")
         if self.latency_dist not in ("fixed", "lognormal"):
             raise ValueError(f"simulator knob latency_dist={self.latency_dist!r}: use 'fixed' or 'lognormal'")
         checks = {
@@ -166,6 +170,8 @@ class SimState:
             self._by_kind: dict[str, int] = {}
             self._faults: dict[str, int] = {}
             self._images = 0
+            self._styled = 0
+            self._structured = 0
             self._in_flight = getattr(self, "_in_flight", 0)
             self._max_in_flight = self._in_flight
 
@@ -182,8 +188,11 @@ class SimState:
             with self.lock:
                 self._in_flight -= 1
 
-    def count(self, *, kind: str | None = None, fault: str | None = None, images: int = 0) -> None:
+    def count(self, *, kind: str | None = None, fault: str | None = None, images: int = 0,
+              styled: int = 0, structured: int = 0) -> None:
         with self.lock:
+            self._styled += styled
+            self._structured += structured
             if kind is not None:
                 self._by_kind[kind] = self._by_kind.get(kind, 0) + 1
             if fault is not None:
@@ -201,6 +210,8 @@ class SimState:
                 "by_kind": dict(sorted(self._by_kind.items())),
                 "faults": dict(sorted(self._faults.items())),
                 "images_generated": self._images,
+                "styled_replies": self._styled,
+                "structured_replies": self._structured,
             }
 
     # --- faults and latency ----------------------------------------------------------------------------

@@ -19,6 +19,9 @@ Python::
         sim.set_config(rate_500=0.1)                   # knobs change at runtime
         sim.stats()["requests"]["chat"]                # exact counts for assertions
 
+Chat requests with a JSON-schema ``response_format`` get JSON valid for the schema; ``--reply-style-share``
+writes a seeded share of answers the way chat models do (``scripts/sim_styles.py``).
+
 CLI: ``python -m scripts.simulator --port 0 --latency-ms 200 --rate-429 0.1 --log sim.jsonl`` prints
 exactly ``listening on http://127.0.0.1:<port>/v1`` once it accepts connections, then serves until
 interrupted (SIGINT/SIGTERM → exit 0). Bad flags exit 2 with one error line.
@@ -129,6 +132,8 @@ _HELP = {
     "rpm_limit": "chat + image requests per sliding minute, 429 beyond (0: off)",
     "dedupe_invent": "the dedupe answer adds an invented item", "log_path": "JSONL request log file",
     "require_key": "answer 401 without an Authorization header", "image_side": "generated PNG side (pixels)",
+    "reply_style_share": "seeded share of chat answers written like GPT-4o / Claude / Llama / Qwen (0..1)",
+    "reject_response_format": "answer 400 to chat requests that carry a response_format",
 }
 
 

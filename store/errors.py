@@ -17,7 +17,10 @@ Contract:
 
 from __future__ import annotations
 
-__all__ = ["EXIT_USAGE", "UsageError", "usage_line"]
+import errno
+import sqlite3
+
+__all__ = ["EXIT_USAGE", "UsageError", "is_disk_full", "usage_line"]
 
 EXIT_USAGE = 2
 
@@ -32,3 +35,15 @@ def usage_line(exc: BaseException) -> str:
     """``error: <first line of the message>`` — what an entry point prints for a :class:`UsageError`."""
     text = str(exc).strip().splitlines()
     return f"error: {text[0] if text else type(exc).__name__}"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write failed because the disk (or the user's quota) is full: ``ENOSPC`` / ``EDQUOT`` from the OS,
+    or SQLite's "database or disk is full". Not the item's fault: the run stops, ``--resume`` continues.
+
+    >>> is_disk_full(OSError(errno.ENOSPC, "No space left on device")), is_disk_full(OSError(errno.ENOENT, "x"))
+    (True, False)
+    """
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)

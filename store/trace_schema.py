@@ -130,7 +130,7 @@ COST_BY_CLASS_SQL = (
 )
 _SELECT = f"SELECT {', '.join(_q(c) for c in COLUMNS.values())} FROM traces"
 
-# The one definition of a run's counts (final line, summary.json, `agent.traces summary`, the report), per
+# The one definition of a run's counts (counts_sql) (final line, summary.json, `agent.traces summary`, the report), per
 # class and role. A row is one call the graph made:
 #   cache_hits  answered from the call cache (nothing sent)
 #   refused     refused by --max-cost / --max-calls before it was sent (status "refused")
@@ -143,20 +143,28 @@ _SENT = f"({_q('cache_hit')} = 0 AND {_q('status')} IN ('ok', 'error') AND {_q('
 _CHAT = f"{_q('gen_ai.operation.name')} = 'chat'"
 COUNT_FIELDS = ("calls", "cache_hits", "refused", "stopped", "sent", "requests", "errors", "images",
                 "chat_input_tokens", "chat_output_tokens", "image_input_tokens", "image_output_tokens")
-COUNTS_SQL = (
+_COUNTS_SELECT = (
     f"SELECT {_q('class_name')}, {_q('role')}, COUNT(*), SUM({_q('cache_hit')}), "
     f"SUM({_q('status')} = 'refused'), SUM({_q('status')} = 'stopped'), SUM({_SENT}), "
     f"SUM(CASE WHEN {_q('cache_hit')} = 0 THEN {_q('attempts')} ELSE 0 END), "
     f"SUM({_SENT} AND {_q('status')} = 'error'), SUM(CASE WHEN {_SENT} THEN {_q('images')} ELSE 0 END), "
     + ", ".join(f"SUM(CASE WHEN {_SENT} AND {'' if chat else 'NOT '}{_CHAT} THEN COALESCE({_q(col)}, 0) ELSE 0 END)"
                 for chat in (True, False) for col in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"))
-    + f" FROM traces WHERE {_q('run_id')} = ? AND {_q('started_at')} >= ? "
-    f"GROUP BY {_q('class_name')}, {_q('role')} ORDER BY {_q('class_name')}, {_q('role')}"
+    + " FROM traces"
 )
 
 
+def counts_sql(filters: Mapping[str, Any], since: float = 0.0) -> tuple[str, list[Any]]:
+    """The counts aggregate over rows matching ``filters`` (as :func:`select_sql`) started at or after
+    ``since``, grouped by class and role."""
+    where, params = _where(filters)
+    clause = f"{where} AND " if where else " WHERE "
+    return (f"{_COUNTS_SELECT}{clause}{_q('started_at')} >= ? GROUP BY {_q('class_name')}, {_q('role')} "
+            f"ORDER BY {_q('class_name')}, {_q('role')}", [*params, since])
+
+
 def counts_from_rows(rows: list[tuple[Any, ...]]) -> dict[str, dict[str, dict[str, int]]]:
-    """``{class: {role: {count: n}}}`` from :data:`COUNTS_SQL`'s rows (see the definitions above it)."""
+    """``{class: {role: {count: n}}}`` from :func:`counts_sql`'s rows (see the definitions above it)."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for class_name, role, *values in rows:
         out.setdefault(str(class_name), {})[str(role)] = {k: int(v or 0) for k, v in zip(COUNT_FIELDS, values,
@@ -249,6 +257,11 @@ def select_sql(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
     >>> select_sql({"run_id": "r1", "node": None})[1]
     ['r1']
     """
+    where, params = _where(filters)
+    return f"{_SELECT}{where} ORDER BY {_q('started_at')}, {_q('call_id')}", params
+
+
+def _where(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
     unknown = sorted(set(filters) - set(_FILTERS))
     if unknown:
         raise TraceStoreError(
@@ -261,8 +274,7 @@ def select_sql(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
             continue
         clauses.append(f"{_q(COLUMNS[name])} = ?")
         params.append(int(value) if name == "cache_hit" else value)
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    return f"{_SELECT}{where} ORDER BY {_q('started_at')}, {_q('call_id')}", params
+    return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
 def _request_json(record: TraceRecord) -> str:

@@ -36,12 +36,12 @@ import aiosqlite
 from store.sqlite import open_wal
 from store.trace_schema import (
     COST_BY_CLASS_SQL,
-    COUNTS_SQL,
     INSERT_SQL,
     SCHEMA,
     TraceRecord,
     TraceStoreError,
     counts_from_rows,
+    counts_sql,
     migrate_sql,
     record_from_row,
     replace_fields,
@@ -156,9 +156,10 @@ class TraceStore:
 
     async def counts(self, run_id: str, since: float = 0.0) -> dict[str, dict[str, dict[str, int]]]:
         """Calls, cache hits, refused, stopped, sent, requests, errors, tokens per class and role of
-        ``run_id`` (rows started at or after ``since``): one SQL aggregate (store.trace_schema.COUNTS_SQL)."""
+        ``run_id`` (rows started at or after ``since``): one SQL aggregate (store.trace_schema.counts_sql)."""
         await self.flush()
-        rows = await self._conn.execute_fetchall(COUNTS_SQL, (run_id, since))
+        sql, params = counts_sql({"run_id": run_id}, since)
+        rows = await self._conn.execute_fetchall(sql, params)
         return counts_from_rows([tuple(r) for r in rows])
 
     async def get(self, call_id: str) -> TraceRecord | None:
@@ -261,15 +262,17 @@ def read_traces(path: Path | str, **filters: Any) -> list[TraceRecord]:
 
 
 
-def read_counts(path: Path | str, run_id: str, since: float = 0.0) -> dict[str, dict[str, dict[str, int]]]:
-    """Sync, read-only :meth:`TraceStore.counts` (for CLIs): the same SQL, the same definitions."""
+def read_counts(path: Path | str, since: float = 0.0, **filters: Any) -> dict[str, dict[str, dict[str, int]]]:
+    """Sync, read-only :meth:`TraceStore.counts` (for CLIs): the same SQL and definitions, with the
+    filters of :func:`read_traces` (``run_id=``, ``class_name=``, ``node=``, ...)."""
     path = Path(path)
     if not path.is_file():
         raise TraceStoreError(f"{path}: no trace file there (expected a run dir's traces.sqlite)")
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         present = {str(r[1]) for r in conn.execute("PRAGMA table_info(traces)").fetchall()}
-        rows = conn.execute(select_for(present, COUNTS_SQL), (run_id, since)).fetchall()
+        sql, params = counts_sql(filters, since)
+        rows = conn.execute(select_for(present, sql), params).fetchall()
     except sqlite3.DatabaseError as exc:
         raise TraceStoreError(f"{path}: not a readable trace file ({exc})") from None
     finally:

@@ -12,25 +12,36 @@ Contract:
   prompts distinct cache entries when they must be (extend round n), and identical on a rerun.
 - Usage dicts (``calls``, ``cache_hits``, ``input_tokens``, ``output_tokens``, ``images``) are summed by
   the state's ``add_counts`` reducer.
+- ``ask(deps, state, node, prompt_name, ...)`` is every chat call of the steps: it renders the prompt (and
+  its structured form, agent/structured.py), calls the role, reads the reply with ``agent.reply.read_reply``
+  and returns an ``Answer``: the kept descriptions, the call's usage, and the reader's counters prefixed
+  ``parse_`` (plus ``structured_replies`` / ``structured_fallbacks``) for the class's ``counters`` — so every repair and drop of every
+  reply reaches summary.json and report.html. The trace row gets ``parse_dropped``.
+- ``ask_or_fail(ask(...))`` is for a node that goes on without the answer: a per-item failure becomes an
+  ``ItemFailure`` (a spent budget or a stop still raises, so the class stops resumably).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+import prompts
 from agent.graph.state import ClassState, GraphDeps, add_counts
 from agent.providers import CallContext, ProviderError
+from agent.reply import read_reply
+from agent.structured import structured_ask
+from store.errors import is_disk_full
 
 if TYPE_CHECKING:
     from agent.providers import ChatResult, ImageResult
 
 T = TypeVar("T")
 
-__all__ = ["ItemFailure", "call_ctx", "chat_usage", "describe_failure", "fan_out", "image_usage",
-           "is_item_failure", "sum_usage"]
+__all__ = ["Answer", "ItemFailure", "ask", "ask_or_fail", "call_ctx", "chat_usage", "describe_failure",
+           "fan_out", "image_usage", "is_item_failure", "sum_usage"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,52 @@ class ItemFailure:
     """A final failure of one item: the message that goes on the item and into the summary."""
 
     message: str
+
+
+@dataclass
+class Answer:
+    """One chat reply, read: kept descriptions (repaired), the call's usage, counters for the class."""
+
+    kept: list[str]
+    usage: dict[str, int]
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def first(self) -> str | None:
+        return self.kept[0] if self.kept else None
+
+    @property
+    def dropped(self) -> int:
+        return self.counters.get("parse_dropped", 0)
+
+
+async def ask(
+    deps: GraphDeps, state: ClassState, node: str, prompt_name: str, *, role: str = "llm", template: int = 1,
+    round: int = 0, sample_index: int = 0, images: Sequence[bytes] = (), suffix: str = "", **values: object,
+) -> Answer:
+    """Prompt ``prompt_name`` (+ ``suffix``) for the class, sent by ``role``, its reply read (module docstring)."""
+    name = state["class_name"]
+    prompt = prompts.render(prompt_name, class_name=name, structured=False, **values) + suffix
+    offer = structured_ask(prompt_name, name, suffix=suffix, **values)
+    result = await deps.providers.chat(role, prompt, images=images, structured=offer,
+                                       ctx=call_ctx(deps, state, node, round=round, sample_index=sample_index))
+    reading = read_reply(result.text, name, template=template, key=offer.key if result.structured else None)
+    counters = {f"parse_{k}": v for k, v in reading.counts.items()}
+    if result.structured or result.fallback:
+        counters["structured_replies" if result.structured else "structured_fallbacks"] = 1
+    if deps.traces is not None and result.call_id:
+        await deps.traces.annotate(result.call_id, parse_dropped=reading.counts.get("dropped", 0))
+    return Answer(reading.kept, chat_usage(result), counters)
+
+
+async def ask_or_fail(call: Awaitable[Answer]) -> Answer | ItemFailure:
+    """``await call`` (an ``ask(...)``), a per-item provider failure returned as an ``ItemFailure``."""
+    try:
+        return await call
+    except ProviderError as exc:
+        if not is_item_failure(exc):
+            raise  # a spent budget or a stop ends the class; resume continues it
+        return ItemFailure(describe_failure(exc))
 
 
 async def fan_out(coros: Iterable[Awaitable[T]]) -> list[T | ItemFailure]:
@@ -61,7 +118,7 @@ def is_item_failure(exc: BaseException) -> bool:
     """A failure that belongs to one item. A spent budget is not: it must stop the class (resumable)."""
     if isinstance(exc, ProviderError):
         return not exc.stops_class  # a spent budget, the server's quota, a requested shutdown stop the class
-    return isinstance(exc, OSError)
+    return isinstance(exc, OSError) and not is_disk_full(exc)  # a full disk stops the class (resumable)
 
 
 def describe_failure(exc: BaseException) -> str:

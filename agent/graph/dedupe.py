@@ -2,8 +2,9 @@
 
 Contract:
 
-- Prompt 3 is sent over the new descriptions (``sample_index`` = dedupe pass). Its answer is read as a
-  subset of the input by normalised text (``keep_subset``): an answered item that is not in the input is
+- Prompt 3 is sent over the new descriptions (``sample_index`` = dedupe pass). Its answer is read by
+  ``agent.reply`` (repairs and drops counted in ``parse_*``; items listed under "Removed:" are not kept),
+  then as a subset of the input by normalised text (``keep_subset``): an answered item that is not in the input is
   *invented* — rejected and counted (``dedupe_invented``), never added. Kept items keep the input's exact
   text and order. An answer that keeps nothing (or a failed call) is ignored with a warning: removing every
   description is never a plausible repetition check.
@@ -21,11 +22,9 @@ from typing import Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-import prompts
-from agent.graph.common import call_ctx, chat_usage, describe_failure, is_item_failure
-from agent.graph.state import ClassState, GraphDeps
-from agent.parse import follows_template1, normalise, parse_list, signature, similar
-from agent.providers import ProviderError
+from agent.graph.common import ItemFailure, ask, ask_or_fail
+from agent.graph.state import ClassState, GraphDeps, add_counts
+from agent.parse import follows_template1, normalise, signature, similar
 
 
 async def dedupe(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Literal["extend", "summarize"]]:
@@ -36,18 +35,14 @@ async def dedupe(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Lite
     warnings: list[str] = []
     counters = {"dedupe_invented": 0, "dedupe_removed_by_model": 0, "local_duplicates": 0}
     if new:
-        prompt = prompts.render("prompt3_dedupe", class_name=name, descriptions=new)
-        try:
-            reply = await deps.providers.chat(
-                "llm", prompt, ctx=call_ctx(deps, state, "dedupe", round=pass_no, sample_index=pass_no)
-            )
-        except ProviderError as exc:
-            if not is_item_failure(exc):
-                raise  # a spent budget stops the class; resume continues it
-            warnings.append(f"dedupe pass {pass_no}: {describe_failure(exc)}; kept the list as it was")
+        answer = await ask_or_fail(ask(deps, state, "dedupe", "prompt3_dedupe", round=pass_no,
+                                       sample_index=pass_no, descriptions=new))
+        if isinstance(answer, ItemFailure):
+            warnings.append(f"dedupe pass {pass_no}: {answer.message}; kept the list as it was")
         else:
-            update["usage"] = chat_usage(reply)
-            kept, invented = keep_subset(parse_list(reply.text), new, name)
+            update["usage"] = answer.usage
+            counters = add_counts(counters, answer.counters)
+            kept, invented = keep_subset(answer.kept, new, name)
             counters["dedupe_invented"] = len(invented)
             if invented:
                 warnings.append(f"dedupe pass {pass_no}: rejected {len(invented)} item(s) the model invented")

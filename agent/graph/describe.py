@@ -4,8 +4,9 @@ Contract:
 
 - One vision (``lmm``) call per real image of the class, in sorted path order, at most
   ``settings.max_describe`` of them; call ``sample_index`` = the image's index, so a rerun asks the same.
-- A reply that does not follow Template 1 is re-asked once (round 1) with the reminder prompt appended;
-  a second miss drops the image's description and counts it (``counters.describe_dropped``).
+- The reply is read by ``agent.reply`` (repairs and drops counted in ``parse_*``); a reply with no Template 1
+  sentence of this class is re-asked once (round 1) with the reminder prompt appended; a second miss drops
+  the image's description and counts it (``counters.describe_dropped``).
 - A final provider failure or an unreadable image is counted (``counters.describe_failed``) with a warning;
   the class goes on with the descriptions it has (extend works from an empty list too).
 - The descriptions are de-duplicated (normalised text): two images may look alike.
@@ -23,15 +24,16 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 import prompts
-from agent.graph.common import ItemFailure, call_ctx, chat_usage, fan_out, sum_usage
+from agent.graph.common import ItemFailure, ask, fan_out, sum_usage
 from agent.graph.state import ClassState, GraphDeps
-from agent.parse import first_following, normalise, parse_list
+from agent.parse import normalise
 
 
 @dataclass
 class _Described:
     text: str | None
     usage: list[dict[str, int]] = field(default_factory=list)
+    counters: list[dict[str, int]] = field(default_factory=list)
     reasked: bool = False
 
 
@@ -47,6 +49,7 @@ async def describe(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Li
     existing: list[str] = []
     seen: set[str] = set()
     usage: list[dict[str, int]] = []
+    parsed: list[dict[str, int]] = []
     dropped = failed = reasked = 0
     first_error = ""
     for result in results:
@@ -55,6 +58,7 @@ async def describe(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Li
             first_error = first_error or result.message
             continue
         usage.extend(result.usage)
+        parsed.extend(result.counters)
         reasked += result.reasked
         if result.text is None:
             dropped += 1
@@ -69,7 +73,8 @@ async def describe(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Li
             "existing": existing,
             "warnings": warnings,
             "usage": sum_usage(usage),
-            "counters": {"describe_dropped": dropped, "describe_failed": failed, "describe_reasked": reasked},
+            "counters": sum_usage([{"describe_dropped": dropped, "describe_failed": failed,
+                                    "describe_reasked": reasked}, *parsed]),
         },
         goto="extend",
     )
@@ -78,19 +83,16 @@ async def describe(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Li
 async def _describe_one(deps: GraphDeps, state: ClassState, index: int, path: str) -> _Described:
     name = state["class_name"]
     data = await asyncio.to_thread(Path(path).read_bytes)
-    prompt = prompts.render("prompt1_describe", class_name=name)
-    first = await deps.providers.chat(
-        "lmm", prompt, images=[data], ctx=call_ctx(deps, state, "describe", sample_index=index)
-    )
-    out = _Described(first_following(parse_list(first.text), name), [chat_usage(first)])
+    first = await ask(deps, state, "describe", "prompt1_describe", role="lmm", images=[data], sample_index=index)
+    out = _Described(first.first, [first.usage], [first.counters])
     if out.text is not None:
         return out
     # The paper's format is the contract; one reminder is cheap, a second would mostly repeat the miss.
-    reminder = prompt + "\n\n" + prompts.render("prompt1_reminder", class_name=name)
-    second = await deps.providers.chat(
-        "lmm", reminder, images=[data], ctx=call_ctx(deps, state, "describe", round=1, sample_index=index)
-    )
-    out.usage.append(chat_usage(second))
+    reminder = "\n\n" + prompts.render("prompt1_reminder", class_name=name)
+    second = await ask(deps, state, "describe", "prompt1_describe", role="lmm", images=[data], round=1,
+                       sample_index=index, suffix=reminder)
+    out.usage.append(second.usage)
+    out.counters.append(second.counters)
     out.reasked = True
-    out.text = first_following(parse_list(second.text), name)
+    out.text = second.first
     return out

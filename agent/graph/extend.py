@@ -7,8 +7,9 @@ Contract:
   at most ``EXTEND_BATCH`` per round — one reply cannot hold hundreds of sentences (K_y is 800 for
   Places-LT). The call's ``sample_index`` is the class's running extend-round count, so a round that
   repeats an earlier prompt word for word still gets its own answer, and a rerun gets the same answers.
-- Kept from a reply: items that follow Template 1 and are not already in the list (normalised text),
-  up to the number missing. Other items are counted (``extend_off_template``, ``extend_repeats``).
+- Kept from a reply: the descriptions ``agent.reply`` reads in it (Template 1, repaired where unambiguous,
+  counted in ``parse_*``) that are not already in the list (normalised text), up to the number missing.
+  Other items are counted (``extend_off_template`` = items the reader dropped, ``extend_repeats``).
 - Target: N_y new descriptions (N_y = K_y − M_y), so the list holds K_y when every real image was described.
 - Loop (graph edge back to extend) until the target is met; stop with a recorded warning after 2
   consecutive rounds that add nothing, or after ``settings.max_extend_rounds`` rounds in this phase.
@@ -22,11 +23,9 @@ from typing import Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-import prompts
-from agent.graph.common import call_ctx, chat_usage, describe_failure, is_item_failure
-from agent.graph.state import ClassState, GraphDeps
-from agent.parse import follows_template1, normalise, parse_list
-from agent.providers import ProviderError
+from agent.graph.common import ItemFailure, ask, ask_or_fail
+from agent.graph.state import ClassState, GraphDeps, add_counts
+from agent.parse import follows_template1, normalise
 
 STALE_ROUNDS_LIMIT = 2  # issue 3: "stop with a recorded warning after 2 rounds that add nothing new"
 EXTEND_BATCH = 50  # descriptions asked for per round: ~25 tokens each, well inside any model's reply limit
@@ -40,26 +39,20 @@ async def extend(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Lite
     if missing <= 0:
         return Command(goto="dedupe")
     current = [*state["existing"], *new]
-    prompt = prompts.render("prompt2_extend", class_name=name, descriptions=current, count=ask_count(missing))
     round_no = state["extend_round"]
     update: dict[str, object] = {"extend_round": round_no + 1, "phase_rounds": state["phase_rounds"] + 1}
     warnings: list[str] = []
-    try:
-        reply = await deps.providers.chat(
-            "llm", prompt, ctx=call_ctx(deps, state, "extend", round=round_no, sample_index=round_no)
-        )
-    except ProviderError as exc:
-        if not is_item_failure(exc):
-            raise  # a spent budget stops the class; resume continues it
+    answer = await ask_or_fail(ask(deps, state, "extend", "prompt2_extend", round=round_no, sample_index=round_no,
+                                   descriptions=current, count=ask_count(missing)))
+    if isinstance(answer, ItemFailure):
         added: list[str] = []
-        warnings.append(f"extend round {round_no}: {describe_failure(exc)}")
+        warnings.append(f"extend round {round_no}: {answer.message}")
         update["counters"] = {"extend_failed": 1}
     else:
-        added, counters = select_new(parse_list(reply.text), current, name, limit=missing)
-        update["usage"] = chat_usage(reply)
-        update["counters"] = counters
-        if deps.traces is not None and reply.call_id:
-            await deps.traces.annotate(reply.call_id, parse_dropped=counters["extend_off_template"])
+        added, counters = select_new(answer.kept, current, name, limit=missing)
+        counters["extend_off_template"] += answer.dropped
+        update["usage"] = answer.usage
+        update["counters"] = add_counts(counters, answer.counters)
     new.extend(added)
     stale = 0 if added else state["stale_rounds"] + 1
     update |= {"new": new, "stale_rounds": stale, "warnings": warnings}

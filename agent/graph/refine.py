@@ -5,8 +5,9 @@ Contract:
 - For every item in status ``low``: Prompt 5 on the item's *latest* text (the official code re-refines the
   original text each round; carrying the latest forward is what "iterative" means in the paper).
   ``sample_index`` = item index, ``round`` = the refinement being made (1, 2, ...).
-- The first reply line that follows Template 1 becomes the item's description (the old one goes to
-  ``history``), the item returns to ``pending`` and the graph goes to render -> evaluate again.
+- The first Template 1 sentence ``agent.reply`` reads in the reply that was not tried before becomes the
+  item's description (the old one goes to ``history``), the item returns to ``pending`` and the graph goes
+  to render -> evaluate again. The reader's repairs and drops are counted in ``parse_*``.
 - No usable reply (off-template, a text already tried, or a final provider failure): the item is
   ``rejected`` (with the error, if any) — rendering the same text again would only repeat the same score.
 """
@@ -15,35 +16,31 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
-import prompts
-from agent.graph.common import ItemFailure, call_ctx, chat_usage, fan_out, sum_usage
+from agent.graph.common import ItemFailure, ask, fan_out, sum_usage
 from agent.graph.state import ClassState, GraphDeps, Item, copy_item
-from agent.parse import first_following, normalise, parse_list
+from agent.parse import normalise
 
 
 async def refine(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str, object]:
     """Refine every low item once; the fixed edge refine -> render re-draws them."""
     deps = runtime.context
-    name = state["class_name"]
     items = [copy_item(item) for item in state["items"]]
     low = [item for item in items if item["status"] == "low"]
     results = await fan_out(
-        deps.providers.chat(
-            "llm",
-            prompts.render("prompt5_refine", class_name=name, description=item["description"]),
-            ctx=call_ctx(deps, state, "refine", round=item["round"] + 1, sample_index=item["index"]),
-        )
+        ask(deps, state, "refine", "prompt5_refine", round=item["round"] + 1, sample_index=item["index"],
+            description=item["description"])
         for item in low
     )
-    usage = []
+    usage, parsed = [], []
     unusable = 0
     for item, result in zip(low, results, strict=True):
         if isinstance(result, ItemFailure):
             item["status"], item["error"] = "rejected", result.message
             continue
-        usage.append(chat_usage(result))
-        text = first_following(parse_list(result.text), name)
-        if text is None or _already_tried(text, item):
+        usage.append(result.usage)
+        parsed.append(result.counters)
+        text = next((t for t in result.kept if not _already_tried(t, item)), None)
+        if text is None:
             unusable += 1
             item["status"] = "rejected"
             continue
@@ -52,7 +49,8 @@ async def refine(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str, ob
         item["history_images"] = [*item.get("history_images", []), item["sha256"] or ""]
         item["description"], item["round"], item["status"] = text, item["round"] + 1, "pending"
         item["sha256"] = item["ext"] = None
-    return {"items": items, "usage": sum_usage(usage), "counters": {"refine_unusable": unusable}}
+    return {"items": items, "usage": sum_usage(usage),
+            "counters": sum_usage([{"refine_unusable": unusable}, *parsed])}
 
 
 def _already_tried(text: str, item: Item) -> bool:

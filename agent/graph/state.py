@@ -25,6 +25,7 @@ from typing_extensions import NotRequired  # typing has it from 3.11 only; we su
 
 if TYPE_CHECKING:
     from agent.providers import CallContext, ChatResult, ImageResult
+    from agent.structured import StructuredAsk
     from store.blobs import BlobStore
 
 __all__ = [
@@ -95,7 +96,8 @@ class ClassState(TypedDict, total=False):
     # accumulated across nodes
     warnings: Annotated[list[str], operator.add]
     usage: Annotated[dict[str, int], add_counts]  # calls, cache_hits, input_tokens, output_tokens, images
-    counters: Annotated[dict[str, int], add_counts]  # describe_dropped, invented_rejected, local_duplicates, ...
+    # describe_dropped, local_duplicates, ..., and the reply reader's parse_* counters (agent/graph/common.py)
+    counters: Annotated[dict[str, int], add_counts]
 
 
 def copy_item(item: Item) -> Item:
@@ -118,7 +120,8 @@ class ProvidersLike(Protocol):
     """The part of ``agent.providers.Providers`` the graph uses (tests pass a small fake)."""
 
     async def chat(
-        self, role: str, prompt: str, *, images: Sequence[bytes] = (), ctx: CallContext
+        self, role: str, prompt: str, *, images: Sequence[bytes] = (), ctx: CallContext,
+        structured: StructuredAsk | None = None,
     ) -> ChatResult: ...
 
     async def generate_image(self, prompt: str, *, ctx: CallContext) -> ImageResult: ...

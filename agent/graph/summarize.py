@@ -3,7 +3,8 @@
 Contract:
 
 - One ``llm`` call with Prompt 4 over the whole descriptions list (existing + new).
-- C_y = the first reply line that follows Template 2. If none does, or the call failed for good,
+- C_y = the first Template 2 sentence ``agent.reply`` reads in the reply (label prefixes, emphasis, braces
+  and fences repaired; counted in ``parse_*``). If there is none, or the call failed for good,
   C_y falls back to ``fallback_text(y)`` ("a photo of a {y}.", CLIP's own prompt style — the same text
   softmax scoring uses for classes without a C_y) and a warning is recorded.
 - C_y is what CLIP's text tower reads, so it must fit the model's context (77 tokens for CLIP): it is
@@ -15,11 +16,8 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
-import prompts
-from agent.graph.common import call_ctx, chat_usage, describe_failure, is_item_failure
+from agent.graph.common import ItemFailure, ask, ask_or_fail
 from agent.graph.state import ClassState, GraphDeps
-from agent.parse import first_following, parse_list
-from agent.providers import ProviderError
 
 
 def fallback_text(class_name: str) -> str:
@@ -32,19 +30,16 @@ async def summarize(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str,
     deps = runtime.context
     name = state["class_name"]
     descriptions = [*state["existing"], *state["new"]]
-    prompt = prompts.render("prompt4_summarize", class_name=name, descriptions=descriptions)
     update: dict[str, object] = {}
     warnings: list[str] = []
     template: str | None = None
-    try:
-        reply = await deps.providers.chat("llm", prompt, ctx=call_ctx(deps, state, "summarize"))
-    except ProviderError as exc:
-        if not is_item_failure(exc):
-            raise  # a spent budget stops the class; resume continues it
-        warnings.append(f"summarize: {describe_failure(exc)}; using {fallback_text(name)!r}")
+    answer = await ask_or_fail(ask(deps, state, "summarize", "prompt4_summarize", template=2,
+                                   descriptions=descriptions))
+    if isinstance(answer, ItemFailure):
+        warnings.append(f"summarize: {answer.message}; using {fallback_text(name)!r}")
     else:
-        update["usage"] = chat_usage(reply)
-        template = first_following(parse_list(reply.text), name, template=2)
+        update |= {"usage": answer.usage, "counters": answer.counters}
+        template = answer.first
         if template is None:
             warnings.append(f"summarize: the reply did not follow Template 2; using {fallback_text(name)!r}")
     template = template or fallback_text(name)

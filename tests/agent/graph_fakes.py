@@ -19,6 +19,7 @@ from PIL import Image
 from agent.graph.graph import compile_graph
 from agent.graph.state import ClassState, GraphDeps, GraphSettings, initial_state
 from agent.providers import CallContext, ChatResult, ImageResult, ProviderError
+from agent.structured import StructuredAsk
 from store.blobs import BlobStore
 
 Reply = Callable[[str, CallContext], "str | Exception"]
@@ -41,7 +42,8 @@ class FakeProviders:
     calls: list[Call] = field(default_factory=list)
     drawn: dict[str, str] = field(default_factory=dict)  # sha256 -> prompt
 
-    async def chat(self, role: str, prompt: str, *, images: Sequence[bytes] = (), ctx: CallContext) -> ChatResult:
+    async def chat(self, role: str, prompt: str, *, images: Sequence[bytes] = (), ctx: CallContext,
+                   structured: StructuredAsk | None = None) -> ChatResult:
         self.calls.append(Call(role, prompt, ctx, len(images)))
         reply = self.replies.get(ctx.node, default_reply)(prompt, ctx)
         if isinstance(reply, Exception):

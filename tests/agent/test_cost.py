@@ -16,16 +16,26 @@ def test_packaged_table_prices_the_default_models() -> None:
     # gpt-4o: $2.50 in / $10 out per 1M tokens.
     assert table.chat_cost("gpt-4o", input_tokens=2_000, output_tokens=100) == pytest.approx(0.006)
     assert table.chat_cost("gpt-4o-mini", input_tokens=1_000_000, output_tokens=1_000_000) == pytest.approx(0.75)
-    # gpt-image-1 at medium 1024x1024 is $0.042 per image; prompt tokens at $5 per 1M.
-    assert table.image_cost("gpt-image-1", images=2, size="1024x1024", quality="medium") == pytest.approx(0.084)
+    # gpt-image-1 at medium 1024x1024 is 1056 image tokens at $40 per 1M ($0.042 rounded); prompt tokens at $5.
+    assert table.image_cost("gpt-image-1", images=2, size="1024x1024", quality="medium") == pytest.approx(0.08448)
     assert table.image_cost("gpt-image-1", images=1, size="1024x1536", quality="high",
-                            input_tokens=200) == pytest.approx(0.25 + 0.001)
+                            input_tokens=200) == pytest.approx(0.2496 + 0.001)
+
+
+def test_reported_image_usage_is_what_is_billed() -> None:
+    """gpt-image-1 reports its image tokens: the cost comes from them (a "high" image billed as high even
+    when the request said nothing), not from the per-image price of what was asked."""
+    table = load_prices()
+    assert table.image_cost("gpt-image-1", images=1, output_tokens=4160, input_tokens=20) == pytest.approx(
+        4160 * 40 / 1e6 + 20 * 5 / 1e6)
+    # Without usage (another server), the list price of the size and quality asked for.
+    assert table.image_cost("gpt-image-1", images=1, quality="low") == pytest.approx(0.01088)
 
 
 def test_auto_and_missing_size_quality_use_the_model_defaults() -> None:
     table = load_prices()
     default = table.image_cost("gpt-image-1", images=1)
-    assert default == table.image_cost("gpt-image-1", images=1, size="auto", quality="auto") == 0.042
+    assert default == table.image_cost("gpt-image-1", images=1, size="auto", quality="auto") == 0.04224
 
 
 def test_unlisted_size_charges_the_dearest_size_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,4 +1,4 @@
-"""Pure parsing: list styles, normalisation, the two templates, and the repetition-check helpers."""
+"""Pure parsing: list styles (agent/reply.py), normalisation, the two templates, the repetition-check helpers."""
 
 from __future__ import annotations
 
@@ -7,14 +7,8 @@ import pytest
 from agent.graph.dedupe import keep_subset, local_dedupe
 from agent.graph.evaluate import classify
 from agent.graph.extend import select_new
-from agent.parse import (
-    first_following,
-    follows_template1,
-    follows_template2,
-    near_duplicate,
-    normalise,
-    parse_list,
-)
+from agent.parse import follows_template1, follows_template2, near_duplicate, normalise
+from agent.reply import read_reply
 
 FOX1 = "A photo of the class red fox, with a bushy tail in the snow."
 FOX2 = "A photo of the class red fox, with black legs on a meadow."
@@ -31,14 +25,14 @@ FOX2 = "A photo of the class red fox, with black legs on a meadow."
     f"**1. {FOX1}**\n**2. {FOX2}**",
     f"{FOX1}\n{FOX2}",
 ])
-def test_parse_list_accepts_every_common_list_style(text):
-    assert parse_list(text) == [FOX1, FOX2]
+def test_every_common_list_style_reads_to_the_same_items(text):
+    assert read_reply(text, "red fox").kept == [FOX1, FOX2]
 
 
-def test_parse_list_keeps_chatty_lines_for_the_template_check_to_drop():
-    items = parse_list(f"Sure! Here are two:\n1. {FOX1}\n2. {FOX2}\nHope this helps.")
-    assert items == ["Sure! Here are two:", FOX1, FOX2, "Hope this helps."]
-    assert [i for i in items if follows_template1(i, "red fox")] == [FOX1, FOX2]
+def test_chatty_lines_are_skipped_and_counted_not_kept():
+    reading = read_reply(f"Sure! Here are two:\n1. {FOX1}\n2. {FOX2}\nHope this helps.", "red fox")
+    assert reading.kept == [FOX1, FOX2]
+    assert (reading.counts["chatter"], reading.counts["items"], reading.counts.get("dropped", 0)) == (2, 2, 0)
 
 
 def test_normalise_ignores_case_punctuation_and_spacing_only():
@@ -65,9 +59,9 @@ def test_template2_needs_with_and_features():
     assert not follows_template2(FOX1.replace(", with", " in"), "red fox")
 
 
-def test_first_following_picks_the_first_template_line():
-    assert first_following(["Sure.", FOX2, FOX1], "red fox") == FOX2
-    assert first_following(["Sure."], "red fox") is None
+def test_the_first_template_sentence_is_the_first_kept():
+    assert read_reply(f"Sure.\n{FOX2}\n{FOX1}", "red fox").kept[0] == FOX2
+    assert read_reply("Sure.", "red fox").kept == []
 
 
 def test_near_duplicate_catches_rewordings_but_not_new_features():

@@ -37,8 +37,8 @@ def test_image_cost_dominates_and_tracks_quality() -> None:
     low = plan_class("fox", 2, s, MODELS, prices, prompt_overheads("fox"), {"quality": "low"})
     high = plan_class("fox", 2, s, MODELS, prices, prompt_overheads("fox"), {"quality": "high"})
     assert low.cost_usd is not None and high.cost_usd is not None
-    # 18 images at $0.011 vs $0.167 (1024x1024): the difference is exactly the image prices.
-    assert high.cost_usd.low - low.cost_usd.low == pytest.approx(18 * (0.167 - 0.011))
+    # 18 images at $0.01088 vs $0.1664 (1024x1024): the difference is exactly the image prices.
+    assert high.cost_usd.low - low.cost_usd.low == pytest.approx(18 * (0.1664 - 0.01088))
 
 
 def test_unknown_model_makes_cost_unknown_not_a_crash() -> None:

@@ -12,7 +12,7 @@ from string import Template
 import pytest
 
 import prompts
-from agent.parse import follows_template1, parse_list
+from agent.parse import follows_template1
 from agent.run import main
 from scripts import sim_content
 from scripts.simulator import SimConfig, Simulator
@@ -90,7 +90,7 @@ def test_repetition_check_rejects_the_item_the_model_invents(tmp_path, data, sim
     with sqlite3.connect(out / "traces.sqlite") as db:
         for request, response in db.execute("SELECT request, response_text FROM traces WHERE node = 'dedupe'"):
             asked = set(_listed(json.loads(request)["messages"][-1]["content"]))
-            invented |= {item for item in parse_list(response) if item not in asked}
+            invented |= {item for item in _listed(response) if item not in asked}
     assert invented  # the simulator did invent
     final = {r.description for r in read_manifest(out / "manifest.jsonl")}
     assert not invented & final

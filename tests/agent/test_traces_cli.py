@@ -48,9 +48,11 @@ def test_summary_counts_every_call_and_prices_it(capsys: pytest.CaptureFixture[s
     for name, m_y in CLASSES.items():  # describe: one vision call per real image (+ at most one re-ask)
         assert m_y <= rows[name]["calls"]["lmm"]["calls"] <= 2 * m_y
     total = data["total"]
-    # A first run: every traced call was one simulator request.
+    # A first run: every traced call was one simulator request, and the counts say so (one definition).
     assert sum(c["calls"] for c in total["calls"].values()) == stats["total"]
-    assert total["calls"]["t2i"]["calls"] == stats["requests"]["images"]
+    assert sum(c["requests"] for c in total["calls"].values()) == stats["total"]
+    assert total["calls"]["t2i"]["sent"] == stats["requests"]["images"]
+    assert all(c["refused"] == c["stopped"] == 0 for c in total["calls"].values())
     assert total["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in data["classes"]))
 
 
@@ -118,9 +120,9 @@ def test_bad_input_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp_pa
 
 def test_status_of_a_finished_run(capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = finished_run()
-    rows = _json(capsys, str(run), "status", "--json")
-    assert isinstance(rows, list)
-    assert [(r["class_name"], r["done"], r["next"], r["last"]) for r in rows] == \
+    data = _json(capsys, str(run), "status", "--json")
+    assert isinstance(data, dict) and data["running"] is False
+    assert [(r["class_name"], r["done"], r["next"], r["last"]) for r in data["classes"]] == \
         [(name, True, [], ["finalize"]) for name in CLASSES]
 
 
@@ -144,15 +146,24 @@ def test_status_of_a_run_killed_midway(capsys: pytest.CaptureFixture[str], tmp_p
             proc.kill()
             proc.wait()
     before = hashlib.sha256((out / "checkpoints.sqlite").read_bytes()).hexdigest()
-    rows = _json(capsys, str(out), "status", "--json")
-    assert isinstance(rows, list) and [r["class_name"] for r in rows] == list(CLASSES)
+    data = _json(capsys, str(out), "status", "--json")
+    assert isinstance(data, dict) and data["running"] is False  # killed: the kernel dropped its lock
+    rows = data["classes"]
+    assert [r["class_name"] for r in rows] == list(CLASSES)
     unfinished = [r for r in rows if not r["done"]]
     assert unfinished, "a run killed mid-way has unfinished classes"
     for row in unfinished:
-        assert row["status"] in ("interrupted or running", "not started")
+        assert row["status"] in ("interrupted", "not started")
         assert row["next"], "an unfinished class says what runs next"
-    started = [r for r in unfinished if r["status"] == "interrupted or running"]
+    started = [r for r in unfinished if r["status"] == "interrupted"]
     assert started and all(r["last"] for r in started if r["step"])
+    # While an agent.run holds the folder (its run.lock), the same classes read "running".
+    from agent.lock import RunLock
+
+    with RunLock(out):
+        live = _json(capsys, str(out), "status", "--json")
+    assert live["running"] is True and f"pid {os.getpid()}" in live["holder"]
+    assert {r["status"] for r in live["classes"] if not r["done"]} <= {"running", "not started"}
     # Read-only: the inspector changed nothing in the checkpoint file.
     assert hashlib.sha256((out / "checkpoints.sqlite").read_bytes()).hexdigest() == before
     assert main([str(out), "summary", "--json"]) == 0  # no summary.json yet: still works from traces

@@ -8,6 +8,7 @@ server saw is in the traces), exits 143 (SIGTERM) or 130 (SIGINT), and repays no
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -99,6 +100,8 @@ def test_sigterm_then_sigint_stop_gracefully_and_resume(tmp_path, capsys):
         err = proc.stderr.read().decode() if proc.stderr else ""
         assert "--resume" in err and "Traceback" not in err, err
         check_stopped(out, sim)
+        first = sim.stats()["total"]
+        check_counts(out, err, session=first, run=first)
         # SIGINT (Ctrl-C) to a resumed run, in this process: saves a process start, same handlers.
         start = sim.stats()["total"]
         sender = threading.Thread(target=signal_at, args=(sim, start + full // 4, signal.SIGINT))
@@ -107,10 +110,14 @@ def test_sigterm_then_sigint_stop_gracefully_and_resume(tmp_path, capsys):
             assert main(argv(data, out, sim.base_url, "--resume")) == 130
         finally:
             sender.join(timeout=60)
-        assert "--resume" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "--resume" in err
         check_stopped(out, sim)
+        second = sim.stats()["total"]
+        check_counts(out, err, session=second - first, run=second)
         assert main(argv(data, out, sim.base_url, "--resume")) in (0, 1)
         total = sim.stats()["total"]
+        check_counts(out, capsys.readouterr().out, session=total - second, run=total)
     same_outputs(out, tmp_path / "reference")
     assert total == full, "a graceful stop must not repay any request"
 
@@ -122,6 +129,28 @@ def signal_at(sim: Simulator, requests: int, sig: int) -> None:
     while sim.stats()["total"] < requests and time.monotonic() < deadline:
         time.sleep(0.01)
     os.kill(os.getpid(), sig)
+
+
+def check_counts(out: Path, output: str, *, session: int, run: int) -> None:
+    """One set of counts: the final line, summary.json and `agent.traces summary` report the requests the
+    simulator saw, this session's and the whole run's, and calls never sent are not errors."""
+    from agent.traces import main as traces_main
+
+    totals = summary(out)["totals"]
+    assert (totals["session"]["requests"], totals["run"]["requests"]) == (session, run), totals
+    final = [line for line in output.splitlines() if line.startswith("run t1:")]
+    assert len(final) == 1 and f"this session {session} request(s) sent" in final[0], final
+    assert f"whole run {run} request(s)" in final[0]
+    rows = traces(out)
+    assert not [r for r in rows if r["status"] == "error" and r["attempts"] == 0], "an unsent call shown as an error"
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert traces_main([str(out), "summary", "--json"]) == 0
+    calls = json.loads(buffer.getvalue())["total"]["calls"]
+    assert sum(c["requests"] for c in calls.values()) == run
 
 
 def check_stopped(out: Path, sim: Simulator) -> None:

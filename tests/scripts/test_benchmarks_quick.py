@@ -119,3 +119,29 @@ def test_bench_loader_ab_measures_both_pipelines(capsys: pytest.CaptureFixture[s
     from trainer.data import build_transforms
 
     assert trainer.run.build_transforms is build_transforms  # the swap is undone
+
+
+def test_bench_parse_scores_the_corpus_and_a_past_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts import bench_parse
+
+    assert bench_parse.main(["--baseline", "852c5fb", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    now, before = res["current"]["total"], res["baseline"]["total"]
+    assert res["corpus"]["replies"] >= 80 and now["expected"] == before["expected"] > 0
+    assert now["clean"] == now["expected"] and before["clean"] < before["expected"]  # the old parser lost some
+    assert bench_parse.main(["--baseline", "no-such-ref"]) == 2
+
+
+def test_bench_replies_tiny(tmp_path: Path) -> None:
+    from scripts import bench_replies
+
+    out = tmp_path / "replies.json"
+    assert bench_replies.main(["--classes", "2", "--k", "5", "--modes", "text", "refused",
+                               "--json", str(out)]) == 0
+    text, refused = json.loads(out.read_text())["results"]
+    for res in (text, refused):
+        assert res["complete"] == res["classes"] == 2 and res["c_y_fallbacks"] == 0
+        assert res["manifest_marked"] == res["image_prompts_marked"] == res["c_y_marked"] == 0
+        assert res["styled_replies"] > 0 and res["dropped_share"] <= 0.05
+    assert refused["chat_400"] >= 1 and refused["structured_warnings"] == 2
+    assert refused["counters"]["structured_fallbacks"] >= 1
