@@ -156,6 +156,7 @@ _IMAGE_FIELDS = ("image_size", "image_quality", "response_format")
 # Settings of the local (diffusers) image provider; with provider "openai" each must stay unset.
 LOCAL_FIELDS = ("steps", "guidance", "batch_size", "devices", "seed")
 _SERVER_IMAGE_FIELDS = ("image_quality", "response_format")  # meaningless for a local pipeline
+_SERVER_DEFAULTS = ("image_size", "image_quality")  # _ROLE_DEFAULTS["t2i"] values meant for a server's bill
 FIELDS_BY_ROLE: dict[str, tuple[str, ...]] = {
     "lmm": (*_COMMON_FIELDS, *_CHAT_FIELDS, "max_image_side"),
     "llm": (*_COMMON_FIELDS, *_CHAT_FIELDS),
@@ -394,6 +395,10 @@ def _check_field(role: str, field: str, where: str, *, upper: bool = False) -> N
 
 def _build_role(role: str, values: dict[str, Any], sources: dict[str, str]) -> RoleConfig:
     cleaned = {k: _none_word(k, v) for k, v in values.items()}
+    if cleaned.get("provider") == "diffusers":  # the server defaults (size, quality for the bill) do not apply:
+        for field in _SERVER_DEFAULTS:           # a local pipeline renders at its own size unless one is given
+            if sources.get(field, "").startswith("default "):
+                cleaned[field] = None
     try:
         cfg = RoleConfig(**cleaned)
     except ValidationError as exc:

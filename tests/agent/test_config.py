@@ -222,3 +222,13 @@ def test_a_saved_openai_config_with_unset_local_settings_still_loads(tmp_path: P
     saved = redacted_dump(load_providers_config(env={}))
     assert saved["t2i"]["steps"] is None and saved["t2i"]["provider"] == "openai"
     assert load_providers_config(env={}, toml_doc=saved).t2i.provider == "openai"
+
+
+def test_the_server_image_defaults_do_not_apply_to_a_local_pipeline() -> None:
+    """gpt-image-1's default size and quality are for a bill: a pipeline renders at its own size unless told."""
+    server = load_providers_config(env={}).t2i
+    assert (server.image_size, server.image_quality) == ("1024x1024", "low")
+    local = load_providers_config(env={}, overrides={"t2i": {"provider": "diffusers", "model": "m"}})
+    assert (local.t2i.image_size, local.t2i.image_quality) == (None, None)
+    saved = redacted_dump(local)  # what config.json holds: a resume loads it back unchanged
+    assert load_providers_config(env={}, toml_doc=saved).t2i == local.t2i
