@@ -167,10 +167,11 @@ class CallMeter:
     """The providers' hook: a price to reserve, admission when sent, pricing + settlement before tracing."""
 
     def __init__(self, budget: Budget | None = None, prices: PriceTable | None = None,
-                 listeners: Sequence[Callable[[Any], None]] = ()) -> None:
+                 listeners: Sequence[Callable[[Any], None]] = (), unbilled: frozenset[str] = frozenset()) -> None:
         self.budget = budget if budget is not None else Budget()
         self.prices = prices
         self.listeners = list(listeners)
+        self.unbilled = unbilled  # roles served locally: $0, never priced at a cloud model's rates
         self._admitted: dict[str, float | None] = {}
 
     def reserve(self, row: Any, *, max_tokens: int | None = None) -> float | None:
@@ -181,14 +182,15 @@ class CallMeter:
         ``max_tokens`` (a true bound) or as many tokens as the prompt, at least 256 (the prompts ask for
         lists about as long as the list they carry). ``None`` when the model has no price.
         """
+        if row.role in self.unbilled:
+            return 0.0
         if self.prices is None:
             return None
         request = row.request if isinstance(row.request, dict) else {}
         if row.operation == "image_generation":
             return self.prices.image_cost(row.model, images=int(request.get("n") or 1),
                                           size=_text(request.get("size")), quality=_text(request.get("quality")),
-                                          input_tokens=len(str(request.get("prompt", ""))) // 4,
-                                          provider=_text(request.get("provider")))  # local: 0
+                                          input_tokens=len(str(request.get("prompt", ""))) // 4)
         chars, images = _prompt_size(request.get("messages"))
         tokens_in = chars // 4 + 765 * images
         tokens_out = max_tokens if max_tokens is not None else max(256, tokens_in)
@@ -201,7 +203,10 @@ class CallMeter:
 
     def record(self, row: Any) -> None:
         """Before ``row`` is written to the traces: set its cost, settle the budget, tell the listeners."""
-        if self.prices is not None and row.cost_usd is None:
+        if row.role in self.unbilled:
+            row.cost_usd = 0.0
+            row.meta = {**row.meta, "billing": "local"}
+        elif self.prices is not None and row.cost_usd is None:
             row.cost_usd = self.prices.record_cost(row)
         if row.call_id in self._admitted:
             self.budget.settle(row.cost_usd, self._admitted.pop(row.call_id))

@@ -74,6 +74,9 @@ class RoleConfig(BaseModel):
     max_attempts: int = Field(6, ge=1, le=50, description="an integer from 1 to 50")
     backoff_initial_s: float = Field(1.0, ge=0, description="a number >= 0")
     backoff_max_s: float = Field(60.0, ge=0, description="a number >= 0")
+    billing: Literal["auto", "priced", "free"] = Field(
+        "auto", description="'priced' (from the price table), 'free' (not billed), or 'auto' (free for a loopback "
+                            "server, priced otherwise)")
     # Role extras; None = not sent, the server's default applies.
     max_image_side: int = Field(768, ge=16, description="an integer >= 16 (pixels)")
     temperature: float | None = Field(None, ge=0, le=2, description="a number from 0 to 2, or none")
@@ -150,7 +153,7 @@ ROLE_FIELDS: tuple[str, ...] = tuple(RoleConfig.model_fields)
 # Which settings mean something for which role: the others are neither shown in --help nor accepted
 # (an --lmm-image-size or a [t2i] temperature would be silently ignored otherwise).
 _COMMON_FIELDS = ("base_url", "model", "api_key_env", "timeout_s", "max_in_flight", "per_minute", "max_attempts",
-                  "backoff_initial_s", "backoff_max_s")
+                  "backoff_initial_s", "backoff_max_s", "billing")
 _CHAT_FIELDS = ("temperature", "max_tokens", "structured")
 _IMAGE_FIELDS = ("image_size", "image_quality", "response_format")
 # Settings of the local (diffusers) image provider; with provider "openai" each must stay unset.
@@ -263,6 +266,20 @@ def is_local_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def unbilled_roles(config: ProvidersConfig) -> frozenset[str]:
+    """Roles whose calls no one bills: ``billing = "free"``, or ``"auto"`` (the default) on a model served on
+    this machine (a loopback base URL). Their calls cost $0 in every total, and displays say "local, not
+    billed" instead of pricing them at a cloud model's rates (a local server often reuses OpenAI model
+    names). A loopback proxy to a paid API (e.g. LiteLLM) sets ``billing = "priced"``. A pipeline run in this
+    process (``provider = "diffusers"``) is never billed, whatever ``billing`` says."""
+    def free(cfg: RoleConfig) -> bool:
+        if is_local_role(cfg):
+            return True
+        return cfg.billing == "free" or (cfg.billing == "auto" and is_local_url(cfg.base_url))
+
+    return frozenset(role for role in ROLES if free(config.role(role)))
 
 
 def redact_url(url: str) -> str:

@@ -8,8 +8,7 @@ Contract:
   ``chat_cost`` / ``image_cost`` / ``call_cost`` return ``None`` for a model missing from the table and
   log one warning per unknown model (not one per call: a run makes thousands).
 - ``record_cost(record)`` prices a :class:`store.traces.TraceRecord`: a cache hit and a failed request cost
-  ``0.0`` (nothing was billed); an image call reads ``size`` / ``quality`` from the traced request body,
-  and one whose body names a local ``provider`` (``"diffusers"``) costs ``0.0`` whatever its model.
+  ``0.0`` (nothing was billed); an image call reads ``size`` / ``quality`` from the traced request body.
 - A dated snapshot name (``gpt-4o-2024-08-06``) falls back to its base name (``gpt-4o``).
 
 >>> table = parse_prices({"models": {"m": {"input_per_1m": 2.0, "output_per_1m": 8.0}}}, "t.toml")
@@ -37,14 +36,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on 3.10
     import tomli as tomllib
 
-__all__ = ["DEFAULT_PRICES", "LOCAL_PROVIDERS", "ModelPrice", "PriceTable", "PricesError", "load_prices", "parse_prices"]
+__all__ = ["DEFAULT_PRICES", "ModelPrice", "PriceTable", "PricesError", "load_prices", "parse_prices"]
 
 LOG = logging.getLogger(__name__)
 DEFAULT_PRICES = Path(__file__).resolve().with_name("prices.toml")
 _SNAPSHOT_RE = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # OpenAI's dated snapshot suffix
 _AUTO = {None, "", "auto"}
-# Image providers that run in this process: nothing is billed (the device time is in the traces' meta).
-LOCAL_PROVIDERS = frozenset({"diffusers"})
 _MODEL_KEYS = {"input_per_1m", "output_per_1m", "image_output_per_1m", "image", "default_size", "default_quality"}
 
 
@@ -90,14 +87,11 @@ class PriceTable:
 
     def image_cost(
         self, model: str, *, images: int, size: str | None = None, quality: str | None = None,
-        input_tokens: int | None = None, output_tokens: int | None = None, provider: str | None = None,
+        input_tokens: int | None = None, output_tokens: int | None = None,
     ) -> float | None:
         """Image generation. When the answer reported its image tokens (``output_tokens``) and the model has
         an ``image_output_per_1m`` price, the bill is computed from that usage, as the API bills it;
-        otherwise the per-image list price for (quality, size) x images. Prompt tokens are added if priced.
-        An image rendered by a local pipeline (``provider`` in :data:`LOCAL_PROVIDERS`) costs ``0.0``."""
-        if provider in LOCAL_PROVIDERS:
-            return 0.0
+        otherwise the per-image list price for (quality, size) x images. Prompt tokens are added if priced."""
         price = self.price_of(model)
         if price is None:
             return None
@@ -111,14 +105,14 @@ class PriceTable:
     def call_cost(
         self, *, model: str, operation: str, input_tokens: int | None = None, output_tokens: int | None = None,
         images: int = 0, size: str | None = None, quality: str | None = None,
-        cache_hit: bool = False, status: str = "ok", provider: str | None = None,
+        cache_hit: bool = False, status: str = "ok",
     ) -> float | None:
         """The cost of one call; ``0.0`` when nothing was billed (cache hit or failed request)."""
         if cache_hit or status != "ok":
             return 0.0
         if operation == "image_generation":
             return self.image_cost(model, images=images, size=size, quality=quality, input_tokens=input_tokens,
-                                   output_tokens=output_tokens, provider=provider)
+                                   output_tokens=output_tokens)
         return self.chat_cost(model, input_tokens=input_tokens, output_tokens=output_tokens)
 
     def record_cost(self, record: Any) -> float | None:
@@ -128,7 +122,7 @@ class PriceTable:
             model=record.model, operation=record.operation, input_tokens=record.input_tokens,
             output_tokens=record.output_tokens, images=record.images,
             size=_text_or_none(request.get("size")), quality=_text_or_none(request.get("quality")),
-            cache_hit=record.cache_hit, status=record.status, provider=_text_or_none(request.get("provider")),
+            cache_hit=record.cache_hit, status=record.status,
         )
 
     def _per_image(self, model: str, price: ModelPrice, size: str | None, quality: str | None) -> float | None:

@@ -35,6 +35,7 @@ DESC_TOKENS = (12, 40)  # one Template 1 sentence
 TEMPLATE_TOKENS = (30, 100)  # C_y: "under 60 words" per Prompt 4
 IMAGE_TOKENS = (85, 765)  # OpenAI vision: detail low / a 768-px image at detail high
 ROLES = ("lmm", "llm", "t2i")
+EXTEND_BATCH = 50  # = agent.graph.extend.EXTEND_BATCH (not imported: the dry run loads no LangGraph; a test checks)
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,6 @@ class Span:
 
     def times(self, other: Span) -> Span:
         return Span(self.low * other.low, self.high * other.high)
-
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
 
     def text(self, fmt: str = "{:,.0f}") -> str:
         low, high = fmt.format(self.low), fmt.format(self.high)
@@ -92,6 +90,8 @@ class RunPlan:
     classes: list[ClassPlan]
     settings: PlanSettings
     models: dict[str, str] = field(default_factory=dict)
+    unbilled: frozenset[str] = frozenset()  # roles on local endpoints: $0
+    limits: dict[str, tuple[float, int]] = field(default_factory=dict)  # role -> (per_minute, max_in_flight)
 
     def total(self, what: str) -> Span | None:
         """Sum over classes of ``calls``, ``input_tokens``, ``output_tokens`` or ``cost_usd``."""
@@ -118,16 +118,18 @@ def prompt_overheads(class_name: str) -> dict[str, int]:
 
 
 def plan_run(classes: Sequence[tuple[str, int]], settings: PlanSettings, models: Mapping[str, str],
-             prices: PriceTable | None, image: Mapping[str, str | None] | None = None) -> RunPlan:
-    """Plan every ``(class_name, M_y)``; ``models`` maps role -> model name; ``image`` has size/quality and
-    the t2i ``provider`` (a local one's images cost 0)."""
-    plans = [plan_class(name, m_y, settings, models, prices, prompt_overheads(name), image or {})
+             prices: PriceTable | None, image: Mapping[str, str | None] | None = None,
+             unbilled: frozenset[str] = frozenset()) -> RunPlan:
+    """Plan every ``(class_name, M_y)``; ``models`` maps role -> model name; ``image`` has size/quality;
+    ``unbilled`` roles (local endpoints) cost $0."""
+    plans = [plan_class(name, m_y, settings, models, prices, prompt_overheads(name), image or {}, unbilled)
              for name, m_y in classes]
-    return RunPlan(plans, settings, dict(models))
+    return RunPlan(plans, settings, dict(models), unbilled)
 
 
 def plan_class(name: str, m_y: int, s: PlanSettings, models: Mapping[str, str], prices: PriceTable | None,
-               overhead: Mapping[str, int], image: Mapping[str, str | None]) -> ClassPlan:
+               overhead: Mapping[str, int], image: Mapping[str, str | None],
+               unbilled: frozenset[str] = frozenset()) -> ClassPlan:
     """One class's plan (pure); see the module docstring for what low and high mean."""
     n_y = max(0, s.k - m_y)
     if n_y == 0:
@@ -137,7 +139,7 @@ def plan_class(name: str, m_y: int, s: PlanSettings, models: Mapping[str, str], 
     calls = {role: sum((st.calls for st in steps if st.role == role), ZERO) for role in ROLES}
     tokens_in = sum((st.calls.times(st.input_tokens) for st in steps), ZERO)
     tokens_out = sum((st.calls.times(st.output_tokens) for st in steps if st.role != "t2i"), ZERO)
-    cost = _cost(steps, models, prices, image)
+    cost = _cost(steps, models, prices, image, unbilled)
     return ClassPlan(name, m_y, n_y, calls, tokens_in, tokens_out, cost)
 
 
@@ -156,7 +158,7 @@ def _steps(m_y: int, n_y: int, s: PlanSettings, oh: Mapping[str, int]) -> list[_
     # Describe: one vision call per image, each re-asked at most once (with the reminder appended).
     describe_in = Span(oh["describe"] + IMAGE_TOKENS[0], oh["describe"] + oh["reminder"] + IMAGE_TOKENS[1])
     # Extend rounds: the prompt carries the current list (M_y .. K items), the reply the missing ones.
-    extend_rounds = Span(1, s.max_extend_rounds * s.max_dedupe_passes)
+    extend_rounds = extend_round_span(n_y, s)
     # Refinement: none at best; every image R times at worst (Prompt 5 + a re-render each round).
     refine = Span(0, n_y * s.max_rounds)
     return [
@@ -170,22 +172,44 @@ def _steps(m_y: int, n_y: int, s: PlanSettings, oh: Mapping[str, int]) -> list[_
     ]
 
 
+def extend_round_span(n_y: int, s: PlanSettings) -> Span:
+    """Extend rounds (Prompt 2 calls) one class takes: ``low`` = every reply gives all it is asked for (a
+    round adds at most ``EXTEND_BATCH``); ``high`` = a weak model — half of each reply usable, and each
+    extra dedupe pass refilling a fifth of the list — never more than the loop's own limits.
+
+    >>> extend_round_span(20, PlanSettings()), extend_round_span(297, PlanSettings())
+    (Span(low=1, high=8), Span(low=6, high=20))
+    """
+    def rounds(missing: int, keep: float) -> int:
+        count = 0
+        while missing > 0 and count < s.max_extend_rounds:
+            ask = min(EXTEND_BATCH, missing + max(2, missing // 5))  # agent/graph/extend.py ask_count
+            missing -= max(1, min(missing, int(ask * keep)))
+            count += 1
+        return count
+
+    refill = math.ceil(n_y / 5)
+    high = rounds(n_y, 0.5) + (s.max_dedupe_passes - 1) * rounds(refill, 0.5)
+    return Span(rounds(n_y, 1.0), min(high, s.max_extend_rounds * s.max_dedupe_passes))
+
+
 def list_of(count: int) -> Span:
     """Tokens of a list of ``count`` descriptions."""
     return Span(count * DESC_TOKENS[0], count * DESC_TOKENS[1])
 
 
 def _cost(steps: Sequence[_Step], models: Mapping[str, str], prices: PriceTable | None,
-          image: Mapping[str, str | None]) -> Span | None:
+          image: Mapping[str, str | None], unbilled: frozenset[str] = frozenset()) -> Span | None:
     if prices is None:
         return None
     total = ZERO
     for st in steps:
+        if st.role in unbilled:
+            continue  # a local endpoint: nobody bills it
         model = models.get(st.role, "")
         if st.role == "t2i":
             one = [prices.image_cost(model, images=1, size=image.get("size"), quality=image.get("quality"),
-                                     input_tokens=int(t), provider=image.get("provider"))
-                   for t in (st.input_tokens.low, st.input_tokens.high)]
+                                     input_tokens=int(t)) for t in (st.input_tokens.low, st.input_tokens.high)]
         else:
             one = [prices.chat_cost(model, input_tokens=int(i), output_tokens=int(o))
                    for i, o in ((st.input_tokens.low, st.output_tokens.low),
@@ -194,6 +218,48 @@ def _cost(steps: Sequence[_Step], models: Mapping[str, str], prices: PriceTable 
             return None
         total = total + st.calls.times(Span(one[0], one[1]))
     return total
+
+
+# Typical server time of one request, used only for the in-flight bound on duration (a 768-px vision call,
+# a list-writing text call, one gpt-image-1 render); the per-minute bound needs no assumption.
+ASSUMED_LATENCY_S = {"lmm": 8.0, "llm": 8.0, "t2i": 20.0}
+
+
+@dataclass(frozen=True)
+class RoleTime:
+    """How long a role's calls take at its limits: seconds as a span, and which limit sets it."""
+
+    role: str
+    calls: Span
+    seconds: Span
+    binding: str
+
+
+def role_times(plan: RunPlan) -> list[RoleTime]:
+    """Per role: calls x 60 / per_minute (rate limit) or calls x latency / max_in_flight (in-flight limit,
+    with :data:`ASSUMED_LATENCY_S`), whichever is longer. Roles overlap across classes, so the run takes at
+    least the slowest role's time."""
+    out = []
+    for role, (per_minute, in_flight) in plan.limits.items():
+        calls = plan.role_calls(role)
+        rate = Span(calls.low * 60 / per_minute, calls.high * 60 / per_minute)
+        wire = Span(calls.low * ASSUMED_LATENCY_S[role] / in_flight, calls.high * ASSUMED_LATENCY_S[role] / in_flight)
+        if rate.high >= wire.high:
+            binding = f"{per_minute:g}/min"
+        else:
+            binding = f"{in_flight} in flight, ~{ASSUMED_LATENCY_S[role]:g} s each"
+        out.append(RoleTime(role, calls, Span(max(rate.low, wire.low), max(rate.high, wire.high)), binding))
+    return out
+
+
+def duration_text(seconds: Span) -> str:
+    """``duration_text(Span(90, 172800)) -> '2 min – 48 h'``."""
+    def one(value: float) -> str:
+        if value < 3600:
+            return f"{max(1, round(value / 60))} min"
+        return f"{value / 3600:.1f} h".replace(".0 h", " h")
+    low, high = one(seconds.low), one(seconds.high)
+    return low if low == high else f"{low} – {high}"
 
 
 def plan_json(plan: RunPlan) -> dict[str, Any]:
@@ -213,6 +279,8 @@ def plan_json(plan: RunPlan) -> dict[str, Any]:
         "total": {"calls": span(plan.total("calls")), "input_tokens": span(plan.total("input_tokens")),
                   "output_tokens": span(plan.total("output_tokens")), "cost_usd": span(plan.total("cost_usd")),
                   **{f"{r}_calls": span(plan.role_calls(r)) for r in ROLES}},
+        "time_s": {t.role: {"seconds": span(t.seconds), "binding": t.binding} for t in role_times(plan)},
+        "not_billed": sorted(plan.unbilled),
     }
 
 
@@ -226,7 +294,9 @@ def render_plan(plan: RunPlan, console: Any) -> None:
         table.add_column(head, justify="left" if head == "class" else "right")
 
     def money(s: Span | None) -> str:
-        return "unknown (no price)" if s is None else s.text("${:,.2f}")
+        if s is None:
+            return "unknown (no price)"
+        return "local, not billed" if plan.unbilled == set(ROLES) else s.text("${:,.2f}")
 
     for c in plan.classes:
         table.add_row(c.class_name, str(c.m_y), str(c.n_y), c.calls["lmm"].text(), c.calls["llm"].text(),
@@ -239,8 +309,18 @@ def render_plan(plan: RunPlan, console: Any) -> None:
                   money(plan.total("cost_usd")))
     console.print(table)
     calls = plan.total("calls") or ZERO
-    console.print(f"calls: {calls.text()} (low = every step succeeds first time; high = every loop runs to "
-                  f"its limit). Models: " + ", ".join(f"{r}={m}" for r, m in plan.models.items()))
+    console.print(f"calls: {calls.text()} (low = every step succeeds first time; high = a weak model: half of "
+                  "each extend reply usable, two extra dedupe passes, every image refined R times, every "
+                  "description re-asked). Models: " + ", ".join(f"{r}={m}" for r, m in plan.models.items()))
+    if plan.unbilled:
+        console.print(f"not billed (local endpoints): {', '.join(sorted(plan.unbilled))}")
+    times = role_times(plan)
+    if times:
+        slowest = max(times, key=lambda t: t.seconds.high)
+        console.print(f"time at the role limits: at least {duration_text(slowest.seconds)}, set by {slowest.role} "
+                      f"({slowest.calls.text()} calls at {slowest.binding}); "
+                      + "; ".join(f"{t.role} {duration_text(t.seconds)} ({t.binding})" for t in times)
+                      + ". Raise --<role>-per-minute / --<role>-max-in-flight to what your account allows.")
 
 
 def expected_by_stage(plan: RunPlan) -> dict[str, int]:

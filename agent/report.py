@@ -36,6 +36,7 @@ from typing import Any
 from store.blobs import BlobStore, is_sha256
 from store.cli import OneLineParser
 from store.errors import UsageError, usage_line
+from store.logs import cli_logging
 from store.manifest import ManifestError, ManifestRow, atomic_write_text, read_manifest
 
 __all__ = ["ClassView", "ReportData", "ReportError", "load_report_data", "main", "render_html", "write_report"]
@@ -328,6 +329,7 @@ def _fmt(value: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m agent.report RUN_DIR``: (re)build the run's report.html."""
+    cli_logging()  # warnings in our words, once; never Python's "WARNING:root:" default
     parser = OneLineParser(prog="python -m agent.report", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run folder made by python -m agent.run")
     args = parser.parse_args(argv)

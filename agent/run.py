@@ -48,6 +48,7 @@ from agent.settings import RunSettings, SettingsError, resolve
 from agent.shutdown import exit_code, graceful_stop
 from store.cli import OneLineParser
 from store.errors import UsageError, usage_line
+from store.logs import cli_logging
 
 EXIT_CODES = """exit codes:
   0  every class complete
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cli_logging()  # warnings in our words, once; never Python's "WARNING:root:" default
     try:
         settings, providers_config, inputs, notes = _prepare(args)
         controls = controls_from_args(args)
@@ -194,12 +196,15 @@ def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any, dict[str,
     settings = resolve(cli, toml_run, saved)
     providers_config = load_providers_config(args.config, os.environ, role_overrides_from_args(args),
                                              toml_doc=_merge_roles(saved_providers, doc))
-    _check_out(settings.out)
-    if settings.images is None and settings.train_list is None:
-        raise InputError("give the real images: --images DIR, or --train-list FILE --data-root DIR")
-    inputs = load_inputs(settings.classes, images_dir=settings.images, train_list=settings.train_list,
-                         data_root=settings.data_root, class_names_file=settings.class_names)
-    inputs = check_images(inputs, strict=args.strict)  # opens every real image: after the cheap checks
+    try:
+        _check_out(settings.out)
+        if settings.images is None and settings.train_list is None:
+            raise InputError("give the real images: --images DIR, or --train-list FILE --data-root DIR")
+        inputs = load_inputs(settings.classes, images_dir=settings.images, train_list=settings.train_list,
+                             data_root=settings.data_root, class_names_file=settings.class_names)
+        inputs = check_images(inputs, strict=args.strict)  # opens every real image: after the cheap checks
+    except UsageError as exc:
+        raise _named_by_source(exc, toml_run, cli, args.config) from None
     notes: dict[str, Any] = {"config_file": str(Path(args.config).resolve()) if args.config else None}
     if saved_doc is not None:
         changed = check_resume(saved_doc, config_doc(settings, providers_config, inputs))
@@ -233,6 +238,17 @@ def _saved_config(args: argparse.Namespace, toml_run: dict[str, Any]) -> dict[st
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SettingsError(f"--resume: {path} is not a run config ({type(exc).__name__}); start a new run") from None
     return doc
+
+
+def _named_by_source(exc: UsageError, toml_run: dict[str, Any], cli: dict[str, Any], config: str | None) -> UsageError:
+    """The error with its leading ``--flag`` replaced by where the value really came from, when that was the
+    ``[run]`` table of ``--config`` (a user who never typed ``--classes`` should not be told about it)."""
+    text = str(exc)
+    flag = text.split(":", 1)[0].split(" ", 1)[0]
+    key = flag[2:].replace("-", "_") if flag.startswith("--") else ""
+    if config and key in toml_run and key not in cli:
+        return type(exc)(f"{config} [run] {key}{text[len(flag):]}")
+    return exc
 
 
 def _toml_paths(toml_run: dict[str, Any], base: Path) -> dict[str, Any]:

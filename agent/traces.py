@@ -37,6 +37,7 @@ from agent.cost import PriceTable, load_prices
 from agent.lock import holder
 from store.cli import OneLineParser
 from store.errors import UsageError
+from store.logs import cli_logging
 from store.trace_schema import sum_counts
 from store.traces import TraceRecord, read_counts, read_traces
 
@@ -59,6 +60,7 @@ class ClassStatus:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    cli_logging()  # warnings in our words, once; never Python's "WARNING:root:" default
     try:
         return int(_COMMANDS[args.command](args) or 0)
     except UsageError as exc:  # InspectError, TraceStoreError, PricesError, a tampered checkpoint, ...

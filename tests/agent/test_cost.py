@@ -117,17 +117,3 @@ def test_missing_file_names_the_flag(tmp_path) -> None:  # type: ignore[no-untyp
 def test_parse_prices_is_pure_and_rejects_empty() -> None:
     with pytest.raises(PricesError):
         parse_prices({}, "x.toml")
-
-
-def test_a_local_render_costs_nothing_and_warns_about_no_price(caplog: pytest.LogCaptureFixture) -> None:
-    """A diffusers image: the model (a hub id or a folder) is in no price table, and nothing was billed."""
-    table = load_prices()
-    assert table.image_cost("stabilityai/sdxl-turbo", images=3, size="512x512", provider="diffusers") == 0.0
-    row = TraceRecord(run_id="r", class_name="c", node="render", role="t2i", operation="image_generation",
-                      model="/models/tiny-sd", images=1,
-                      request={"model": "/models/tiny-sd", "prompt": "a fox", "n": 1, "provider": "diffusers",
-                               "size": "32x32", "steps": 2, "guidance": None, "seed": 0})
-    with caplog.at_level(logging.WARNING):
-        assert table.record_cost(row) == 0.0
-    assert not caplog.records
-    assert table.image_cost("/models/tiny-sd", images=1) is None  # the same model through a server: unknown

@@ -17,7 +17,7 @@ from PIL import Image
 
 from agent import local_pipeline
 from agent.budget import CallMeter
-from agent.config import ConfigError, ProvidersConfig, load_providers_config
+from agent.config import ConfigError, ProvidersConfig, load_providers_config, unbilled_roles
 from agent.cost import load_prices
 from agent.local_pipeline import LocalPipelineError, RenderOptions, dtype_name, resolve_devices
 from agent.local_t2i import DiffusersTransport, open_local_transports
@@ -97,7 +97,7 @@ async def test_providers_render_through_the_pipeline_into_blobs_cache_and_traces
     local = await open_local_transports(cfg, log=lambda line: None)
     env = {"OPENAI_API_KEY": "sk-x"}  # for the chat roles' clients only
     providers = await Providers.open(cfg, cache=cache, traces=traces, blobs=blobs, env=env, transports=local,
-                                     meter=CallMeter(prices=load_prices()))
+                                     meter=CallMeter(prices=load_prices(), unbilled=unbilled_roles(cfg)))
     assert "t2i" not in providers.limiters  # no server, no limiter
     try:
         ctx = [CallContext(run_id="r", class_name="fox", node="render", sample_index=i) for i in range(3)]

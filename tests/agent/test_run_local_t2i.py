@@ -148,18 +148,21 @@ def test_a_model_that_does_not_load_is_one_error_line_and_nothing_is_written(
     with Simulator(SimConfig(latency_ms=0, seed=0)) as sim:
         assert main(argv(data, tmp_path / "out", sim.base_url, broken)) == 2
         assert sim.stats()["total"] == 0  # not one chat request was paid for
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: t2i model '{broken}': cannot load a diffusers pipeline on cpu")
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning: ")]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"error: t2i model '{broken}': cannot load a diffusers pipeline on cpu")
     assert not (tmp_path / "out").exists()
 
 
 def test_dry_run_prices_local_images_at_zero(tmp_path: Path, tiny_sd: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     data = make_dataset(tmp_path / "data")
-    args = argv(data, tmp_path / "out", "http://127.0.0.1:9/v1", tiny_sd, "--dry-run", "--log-json",
+    # Chat roles on a (never contacted) cloud URL: priced; the local pipeline: not billed.
+    args = argv(data, tmp_path / "out", "https://api.example.com/v1", tiny_sd, "--dry-run", "--log-json",
                 "--lmm-model", "gpt-4o", "--llm-model", "gpt-4o-mini")
     assert main(args) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["models"]["t2i"] == str(tiny_sd) and plan["total"]["t2i_calls"][0] == 12
     assert plan["total"]["cost_usd"] is not None and plan["total"]["cost_usd"][0] > 0  # chat only
+    assert plan["not_billed"] == ["t2i"]
     assert not (tmp_path / "out").exists()
