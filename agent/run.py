@@ -41,7 +41,7 @@ from agent.controls import (
     log_function,
 )
 from agent.inputs import InputError, check_images, load_inputs
-from agent.lock import RunLock, RunLocked
+from agent.lock import RunLock, RunLocked, holder
 from agent.preflight import check_keys, check_reachable
 from agent.resume import check_resume, config_doc
 from agent.settings import RunSettings, SettingsError, resolve
@@ -128,6 +128,10 @@ def _start(settings: RunSettings, providers_config: Any, inputs: Any, controls: 
     """Load the scorer, then take the folder and run. The run folder is created only here, once the run
     can start: bad input, a CLIP model or local t2i pipeline that does not load, or a Ctrl-C during start-up
     write nothing."""
+    in_use = holder(settings.out)
+    if in_use is not None:  # refused at once, before seconds of model loading (checked again when locking)
+        print(f"error: {RunLocked.message(settings.out, in_use)}", file=sys.stderr)
+        return 2
     from agent import runner  # heavy: torch, open_clip, langgraph
     from agent.local_t2i import preload
     from agent.scorer import ClipScorer
