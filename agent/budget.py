@@ -179,8 +179,8 @@ class CallMeter:
 
         Images: the list price of the size and quality asked for, times ``n``. Chat: prompt tokens estimated
         at 4 characters each (plus 765 per image, a 768-px image at detail high), and as output either
-        ``max_tokens`` (a true bound) or as many tokens as the prompt, at least 256 (the prompts ask for
-        lists about as long as the list they carry). ``None`` when the model has no price.
+        ``max_tokens`` (a true bound) or as many tokens as the prompt's text, at least 256 (the prompts ask
+        for lists about as long as the list they carry). ``None`` when the model has no price.
         """
         if row.role in self.unbilled:
             return 0.0
@@ -194,7 +194,7 @@ class CallMeter:
         else:
             chars, images = _prompt_size(request.get("messages"))
             tokens_in = chars // 4 + 765 * images
-            tokens_out = max_tokens if max_tokens is not None else max(256, tokens_in)
+            tokens_out = max_tokens if max_tokens is not None else max(256, chars // 4)
             price = self.prices.chat_cost(row.model, input_tokens=tokens_in, output_tokens=tokens_out)
         return self.prices.for_row(row, price)  # a Batch API request reserves its batch price
 

@@ -128,16 +128,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _start(settings: RunSettings, providers_config: Any, inputs: Any, controls: RunControls,
            notes: dict[str, Any]) -> int:
     """Load the scorer, then take the folder and run. The run folder is created only here, once the run
-    can start: bad input, a CLIP model that does not load, or a Ctrl-C during start-up write nothing."""
+    can start: bad input, a CLIP model or local t2i pipeline that does not load, or a Ctrl-C during start-up
+    write nothing."""
     in_use = holder(settings.out)
     if in_use is not None:  # refused at once, before seconds of model loading (checked again when locking)
         print(f"error: {RunLocked.message(settings.out, in_use)}", file=sys.stderr)
         return 2
     from agent import runner  # heavy: torch, open_clip, langgraph
+    from agent.local_t2i import preload
     from agent.scorer import ClipScorer
 
     try:
         scorer = ClipScorer.load(settings.clip_model, settings.pretrained_arg())
+        preload(providers_config)  # a local t2i pipeline (agent/local_t2i.py): loaded once, here
     except UsageError as exc:
         print(usage_line(exc), file=sys.stderr)
         return 2

@@ -42,6 +42,7 @@ from agent.graph.graph import RENDER_GATE, compile_graph
 from agent.graph.state import ClassState, GraphDeps, ScorerLike, initial_state
 from agent.graph.summarize import fallback_text
 from agent.inputs import ClassSpec, Inputs
+from agent.local_t2i import open_local_transports
 from agent.providers import ProviderError, Providers
 from agent.resume import config_doc
 from agent.score_cache import CachedScorer
@@ -120,9 +121,11 @@ async def execute(
     providers: Providers | None = None
     batch: BatchRun | None = None
     try:
+        # A local t2i pipeline loads now, off the loop: a bad model or device stops the run before any call.
+        local = await open_local_transports(providers_config, log=log)
         batch = await open_batch(providers_config, settings)  # None unless a role runs through the Batch API
         providers = await Providers.open(providers_config, cache=cache, traces=traces, blobs=blobs,
-                                         transports=batch.plugged() if batch else None)
+                                         transports={**local, **(batch.plugged() if batch else {})})
         if controls is not None:  # budget metering, progress display (agent/controls.py)
             await attach(controls, providers=providers, traces=traces, run_id=settings.run_id,
                          plan=plan_for(settings, providers_config, inputs, controls.prices))

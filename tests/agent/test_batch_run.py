@@ -152,3 +152,10 @@ def test_resume_may_switch_batch_mode_and_its_knobs() -> None:
     fresh = {"run": {"batch_window_s": 5.0, "batch_fallback": "sync"}, "providers": {"t2i": {"batch": True}}}
     assert check_resume(saved, fresh) == {"--batch-fallback": ["none", "sync"], "--batch-window-s": [60.0, 5.0],
                                           "--t2i-batch": [False, True]}
+
+
+def test_a_local_pipeline_cannot_be_batched() -> None:
+    from agent.config import ConfigError, load_providers_config
+
+    with pytest.raises(ConfigError, match=r"--t2i-batch: the Batch API is OpenAI's.*remove --t2i-batch"):
+        load_providers_config(env={}, overrides={"t2i": {"provider": "diffusers", "model": "m", "batch": "true"}})

@@ -40,7 +40,7 @@ time.sleep(60)
 ENTRY_POINTS = ("agent/run.py", "agent/traces.py", "agent/report.py", "trainer/train.py", "trainer/eval.py", "scripts/lt_tools.py",
                 "scripts/lt/inspect_split.py", "scripts/lt/make_lt.py", "scripts/lt/select_tail.py",
                 "scripts/lt/folder_to_list.py",
-                "scripts/demo.py", "scripts/simulator.py")
+                "scripts/demo.py", "scripts/simulator.py", "scripts/tiny_diffusers.py")
 
 
 def test_interrupt_line() -> None:
