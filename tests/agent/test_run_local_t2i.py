@@ -11,11 +11,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from agent.run import main
 from scripts.simulator import SimConfig, Simulator
 from scripts.tiny_diffusers import build
 from store.manifest import read_manifest
-from tests.agent.run_helpers import agent_argv, make_dataset
+from tests.agent.run_helpers import agent_argv, make_dataset, sigkill_when
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = 4
@@ -93,18 +91,8 @@ def test_sigkill_mid_render_then_resume_gives_the_uninterrupted_images(tmp_path:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen([sys.executable, "-m", "agent.run", *argv(data, out, sim.base_url, tiny_sd, *extra, k=8)],
                                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 240
-            while cached_images(out) < BATCH:
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                assert time.monotonic() < deadline, "the run never rendered a batch"
-                time.sleep(0.02)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert proc.returncode == -signal.SIGKILL and not (out / "manifest.jsonl").exists()
+        sigkill_when(proc, lambda: cached_images(out) >= BATCH, "a rendered batch")
+        assert not (out / "manifest.jsonl").exists()
         assert main(argv(data, out, sim.base_url, tiny_sd, *extra, "--resume", k=8)) == 0
     assert (out / "manifest.jsonl").read_bytes() == (tmp_path / "reference" / "manifest.jsonl").read_bytes()
     resumed = t2i_rows(out)

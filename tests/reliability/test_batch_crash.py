@@ -20,7 +20,7 @@ from pathlib import Path
 from agent.run import main
 from scripts.simulator import SimConfig, Simulator
 from tests.agent.run_helpers import agent_argv, make_dataset
-from tests.reliability.helpers import REPO, agent_env, summary
+from tests.reliability.helpers import REPO, agent_env, same_outputs
 
 CLASSES = {"red fox": 1, "snow owl": 2, "sea turtle": 1}
 BATCH = ["--lmm-batch", "--llm-batch", "--t2i-batch", "--batch-window-s", "0.05", "--batch-poll-s", "0.02",
@@ -42,13 +42,6 @@ def reference(tmp_path: Path, data: Path, sim: Simulator) -> int:
     total = int(sim.stats()["total"])
     sim.reset_stats()
     return total
-
-
-def same_outputs(out: Path, ref: Path) -> None:
-    for name in ("manifest.jsonl", "rejected.jsonl"):
-        assert (out / name).read_bytes() == (ref / name).read_bytes(), f"{name} differs from the synchronous run"
-    assert {k: v["status"] for k, v in summary(out)["classes"].items()} == {
-        k: v["status"] for k, v in summary(ref)["classes"].items()}
 
 
 def test_sigkill_at_every_batch_step_then_resume(tmp_path: Path) -> None:

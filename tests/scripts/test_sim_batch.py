@@ -10,7 +10,7 @@ import asyncio
 import http.client
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -84,11 +84,6 @@ def sim() -> Iterator[Simulator]:
         yield s
 
 
-@pytest.fixture
-async def client(sim: Simulator) -> AsyncIterator[AsyncOpenAI]:
-    c = AsyncOpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0, timeout=10)
-    yield c
-    await c.close()
 
 
 def chat_line(custom_id: str, text: str = "hello there", **extra: Any) -> dict[str, Any]:
