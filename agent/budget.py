@@ -167,10 +167,11 @@ class CallMeter:
     """The providers' hook: a price to reserve, admission when sent, pricing + settlement before tracing."""
 
     def __init__(self, budget: Budget | None = None, prices: PriceTable | None = None,
-                 listeners: Sequence[Callable[[Any], None]] = ()) -> None:
+                 listeners: Sequence[Callable[[Any], None]] = (), unbilled: frozenset[str] = frozenset()) -> None:
         self.budget = budget if budget is not None else Budget()
         self.prices = prices
         self.listeners = list(listeners)
+        self.unbilled = unbilled  # roles served locally: $0, never priced at a cloud model's rates
         self._admitted: dict[str, float | None] = {}
 
     def reserve(self, row: Any, *, max_tokens: int | None = None) -> float | None:
@@ -178,20 +179,24 @@ class CallMeter:
 
         Images: the list price of the size and quality asked for, times ``n``. Chat: prompt tokens estimated
         at 4 characters each (plus 765 per image, a 768-px image at detail high), and as output either
-        ``max_tokens`` (a true bound) or as many tokens as the prompt, at least 256 (the prompts ask for
-        lists about as long as the list they carry). ``None`` when the model has no price.
+        ``max_tokens`` (a true bound) or as many tokens as the prompt's text, at least 256 (the prompts ask
+        for lists about as long as the list they carry). ``None`` when the model has no price.
         """
+        if row.role in self.unbilled:
+            return 0.0
         if self.prices is None:
             return None
         request = row.request if isinstance(row.request, dict) else {}
         if row.operation == "image_generation":
-            return self.prices.image_cost(row.model, images=int(request.get("n") or 1),
-                                          size=_text(request.get("size")), quality=_text(request.get("quality")),
-                                          input_tokens=len(str(request.get("prompt", ""))) // 4)
-        chars, images = _prompt_size(request.get("messages"))
-        tokens_in = chars // 4 + 765 * images
-        tokens_out = max_tokens if max_tokens is not None else max(256, tokens_in)
-        return self.prices.chat_cost(row.model, input_tokens=tokens_in, output_tokens=tokens_out)
+            price = self.prices.image_cost(row.model, images=int(request.get("n") or 1),
+                                           size=_text(request.get("size")), quality=_text(request.get("quality")),
+                                           input_tokens=len(str(request.get("prompt", ""))) // 4)
+        else:
+            chars, images = _prompt_size(request.get("messages"))
+            tokens_in = chars // 4 + 765 * images
+            tokens_out = max_tokens if max_tokens is not None else max(256, chars // 4)
+            price = self.prices.chat_cost(row.model, input_tokens=tokens_in, output_tokens=tokens_out)
+        return self.prices.for_row(row, price)  # a Batch API request reserves its batch price
 
     def admit(self, row: Any, price: float | None = None) -> None:
         """The request of trace row ``row`` is being sent now; raises ``ProviderError(kind="budget")``."""
@@ -200,7 +205,10 @@ class CallMeter:
 
     def record(self, row: Any) -> None:
         """Before ``row`` is written to the traces: set its cost, settle the budget, tell the listeners."""
-        if self.prices is not None and row.cost_usd is None:
+        if row.role in self.unbilled:
+            row.cost_usd = 0.0
+            row.meta = {**row.meta, "billing": "local"}
+        elif self.prices is not None and row.cost_usd is None:
             row.cost_usd = self.prices.record_cost(row)
         if row.call_id in self._admitted:
             self.budget.settle(row.cost_usd, self._admitted.pop(row.call_id))

@@ -6,6 +6,10 @@ Contract (docs/INTERFACES.md § agent/config):
   environment variable holding the key — never the key), ``timeout_s``, ``max_in_flight``, ``per_minute``
   (requests/min for chat roles, images/min for ``t2i``), ``max_attempts``, back-off bounds and role extras.
 - :class:`ProvidersConfig` — ``lmm`` (vision chat), ``llm`` (text chat), ``t2i`` (images), ``cache_namespace``.
+- ``t2i`` has a ``provider``: ``"openai"`` (any OpenAI-compatible server, the default) or ``"diffusers"`` (a
+  local pipeline, agent/local_t2i.py) with its own settings ``steps``, ``guidance``, ``batch_size``,
+  ``devices``, ``seed`` (and ``image_size`` as ``WxH``). A setting of the other provider is a
+  :class:`ConfigError`, never silently ignored; ``--t2i-size`` is an alias of ``--t2i-image-size``.
 - :func:`load_providers_config` — precedence CLI overrides > ``LTGC_<ROLE>_<FIELD>`` env vars > TOML
   ``[lmm]`` / ``[llm]`` / ``[t2i]`` tables (and a top-level ``cache_namespace``) > defaults. Every other
   top-level key of the TOML file (e.g. a ``[run]`` table) is left for the caller: see
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,6 +74,9 @@ class RoleConfig(BaseModel):
     max_attempts: int = Field(6, ge=1, le=50, description="an integer from 1 to 50")
     backoff_initial_s: float = Field(1.0, ge=0, description="a number >= 0")
     backoff_max_s: float = Field(60.0, ge=0, description="a number >= 0")
+    billing: Literal["auto", "priced", "free"] = Field(
+        "auto", description="'priced' (from the price table), 'free' (not billed), or 'auto' (free for a loopback "
+                            "server, priced otherwise)")
     # Role extras; None = not sent, the server's default applies.
     max_image_side: int = Field(768, ge=16, description="an integer >= 16 (pixels)")
     temperature: float | None = Field(None, ge=0, le=2, description="a number from 0 to 2, or none")
@@ -76,9 +84,23 @@ class RoleConfig(BaseModel):
     image_size: str | None = Field(None, description="a size such as '1024x1024', or none")
     image_quality: str | None = Field(None, description="a quality word such as 'low', or none")
     response_format: Literal["b64_json", "url"] | None = Field(None, description="'b64_json', 'url' or none")
+    # Where images come from: an OpenAI-compatible server, or a diffusers pipeline in this process
+    # (agent/local_t2i.py). The local settings below apply to "diffusers" only (see _check_provider).
+    provider: Literal["openai", "diffusers"] = Field(
+        "openai", description="'openai' (an OpenAI-compatible server) or 'diffusers' (a local pipeline)")
+    steps: int | None = Field(None, ge=1, le=1000, description="an integer from 1 to 1000 (denoising steps), or none")
+    guidance: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
+                                   description="a number from 0 to 100 (guidance scale), or none")
+    batch_size: int | None = Field(None, ge=1, le=1024,
+                                   description="an integer from 1 to 1024 (prompts per forward pass), or none")
+    devices: str | None = Field(None, description="devices such as 'cuda:0,cuda:1' or 'cpu', or none (auto)")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1,
+                             description="an integer >= 0 mixed into every image's seed, or none (0)")
     # Chat roles: ask for JSON-schema structured outputs (agent/structured.py); part of every request body,
     # so of every cache key. A server that answers 400 to them is remembered and read as text instead.
     structured: bool = Field(False, description="true or false (JSON-schema structured outputs)")
+    # Send this role's calls through the OpenAI Batch API (agent/batch.py): half price, hours of latency.
+    batch: bool = Field(False, description="true or false (the OpenAI Batch API: half price, hours of latency)")
 
     @field_validator("base_url")
     @classmethod
@@ -88,7 +110,18 @@ class RoleConfig(BaseModel):
             raise ValueError("not an http(s) URL")
         return value.strip().rstrip("/")
 
+    @field_validator("devices")
+    @classmethod
+    def _check_devices(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        names = [part.strip() for part in value.split(",")]
+        if not all(_DEVICE_RE.match(name) for name in names) or len(set(names)) != len(names):
+            raise ValueError("not a list of distinct devices")
+        return ",".join(names)
 
+
+_DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
 _ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
     # Conservative starting points for a low-tier OpenAI account; raise them in the TOML file.
     "lmm": {"model": "gpt-4o", "max_in_flight": 8, "per_minute": 60, "timeout_s": 90.0},
@@ -122,14 +155,26 @@ ROLE_FIELDS: tuple[str, ...] = tuple(RoleConfig.model_fields)
 # Which settings mean something for which role: the others are neither shown in --help nor accepted
 # (an --lmm-image-size or a [t2i] temperature would be silently ignored otherwise).
 _COMMON_FIELDS = ("base_url", "model", "api_key_env", "timeout_s", "max_in_flight", "per_minute", "max_attempts",
-                  "backoff_initial_s", "backoff_max_s")
+                  "backoff_initial_s", "backoff_max_s", "billing", "batch")
 _CHAT_FIELDS = ("temperature", "max_tokens", "structured")
 _IMAGE_FIELDS = ("image_size", "image_quality", "response_format")
+# Settings of the local (diffusers) image provider; with provider "openai" each must stay unset.
+LOCAL_FIELDS = ("steps", "guidance", "batch_size", "devices", "seed")
+_SERVER_IMAGE_FIELDS = ("image_quality", "response_format")  # meaningless for a local pipeline
+_SERVER_DEFAULTS = ("image_size", "image_quality")  # _ROLE_DEFAULTS["t2i"] values meant for a server's bill
 FIELDS_BY_ROLE: dict[str, tuple[str, ...]] = {
     "lmm": (*_COMMON_FIELDS, *_CHAT_FIELDS, "max_image_side"),
     "llm": (*_COMMON_FIELDS, *_CHAT_FIELDS),
-    "t2i": (*_COMMON_FIELDS, *_IMAGE_FIELDS),
+    "t2i": (*_COMMON_FIELDS, *_IMAGE_FIELDS, "provider", *LOCAL_FIELDS),
 }
+# Extra spellings of a flag: the issue's --t2i-size is the same setting as --t2i-image-size.
+_FLAG_ALIASES: dict[tuple[str, str], tuple[str, ...]] = {("t2i", "image_size"): ("--t2i-size",)}
+_SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def is_local_role(cfg: RoleConfig) -> bool:
+    """The role runs a model in this process (no server, no API key): ``provider = "diffusers"``."""
+    return cfg.provider == "diffusers"
 
 
 def role_fields(role: str) -> tuple[str, ...]:
@@ -225,6 +270,20 @@ def is_local_url(url: str) -> bool:
         return False
 
 
+def unbilled_roles(config: ProvidersConfig) -> frozenset[str]:
+    """Roles whose calls no one bills: ``billing = "free"``, or ``"auto"`` (the default) on a model served on
+    this machine (a loopback base URL). Their calls cost $0 in every total, and displays say "local, not
+    billed" instead of pricing them at a cloud model's rates (a local server often reuses OpenAI model
+    names). A loopback proxy to a paid API (e.g. LiteLLM) sets ``billing = "priced"``. A pipeline run in this
+    process (``provider = "diffusers"``) is never billed, whatever ``billing`` says."""
+    def free(cfg: RoleConfig) -> bool:
+        if is_local_role(cfg):
+            return True
+        return cfg.billing == "free" or (cfg.billing == "auto" and is_local_url(cfg.base_url))
+
+    return frozenset(role for role in ROLES if free(config.role(role)))
+
+
 def redact_url(url: str) -> str:
     """Drop user:password and the query string (some gateways take ``?api_key=``) from a URL.
 
@@ -258,11 +317,12 @@ def add_role_arguments(parser: argparse.ArgumentParser) -> None:
     for role in ROLES:
         for field in role_fields(role):
             info = RoleConfig.model_fields[field]
-            # A bare boolean flag means true (--llm-structured); "--llm-structured false" still parses.
+            # A bare boolean flag means true (--llm-structured, --t2i-batch); "--llm-structured false" still parses.
             bare = {"nargs": "?", "const": "true"} if info.annotation is bool else {}
             group.add_argument(
-                _flag(role, field), dest=_dest(role, field), default=None, metavar=field.upper(),
-                help=f"{role} {field.replace('_', ' ')}: {info.description}", **bare,  # type: ignore[arg-type]
+                _flag(role, field), *_FLAG_ALIASES.get((role, field), ()), dest=_dest(role, field), default=None,
+                metavar=field.upper(), help=f"{role} {field.replace('_', ' ')}: {info.description}",
+                **bare,  # type: ignore[arg-type]
             )
     group.add_argument("--cache-namespace", dest="cache_namespace", default=None,
                        help="string mixed into every cache key; change it to force fresh calls")
@@ -354,8 +414,12 @@ def _check_field(role: str, field: str, where: str, *, upper: bool = False) -> N
 
 def _build_role(role: str, values: dict[str, Any], sources: dict[str, str]) -> RoleConfig:
     cleaned = {k: _none_word(k, v) for k, v in values.items()}
+    if cleaned.get("provider") == "diffusers":  # the server defaults (size, quality for the bill) do not apply:
+        for field in _SERVER_DEFAULTS:           # a local pipeline renders at its own size unless one is given
+            if sources.get(field, "").startswith("default "):
+                cleaned[field] = None
     try:
-        return RoleConfig(**cleaned)
+        cfg = RoleConfig(**cleaned)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
@@ -366,6 +430,33 @@ def _build_role(role: str, values: dict[str, Any], sources: dict[str, str]) -> R
             # The value may be a pasted secret: never echo it.
             raise ConfigError(f"{source}: must be {expected} (like OPENAI_API_KEY), not the key itself") from None
         raise ConfigError(f"{source}: must be {expected}, got {values.get(field)!r}") from None
+    _check_provider(role, cfg, sources)
+    return cfg
+
+
+def _check_provider(role: str, cfg: RoleConfig, sources: Mapping[str, str]) -> None:
+    """Settings that only make sense with the other provider are errors, not silently ignored."""
+    if cfg.provider == "openai":
+        wrong = [f for f in LOCAL_FIELDS if getattr(cfg, f) is not None]
+        if wrong:
+            raise ConfigError(f"{sources[wrong[0]]}: applies to the diffusers provider only ({role} provider is "
+                              f"'openai'); remove it, or set --{role}-provider diffusers")
+        return
+    if cfg.batch:
+        raise ConfigError(f"{sources['batch']}: the Batch API is OpenAI's, and the diffusers provider renders in "
+                          f"this process; remove --{role}-batch, or set --{role}-provider openai")
+    if sources.get("model", "").startswith("default "):
+        raise ConfigError(f"{sources['provider']}: the diffusers provider needs --{role}-model: a hub id such as "
+                          "stabilityai/sdxl-turbo, or a local folder holding model_index.json")
+    wrong = [f for f in _SERVER_IMAGE_FIELDS if getattr(cfg, f) is not None]
+    if wrong:
+        raise ConfigError(f"{sources[wrong[0]]}: applies to an OpenAI-compatible server only ({role} provider is "
+                          "'diffusers'); remove it")
+    if cfg.image_size is not None:
+        match = _SIZE_RE.match(cfg.image_size)
+        if match is None or any(int(side) < 8 or int(side) % 8 for side in match.groups()):
+            raise ConfigError(f"{sources['image_size']}: must be WIDTHxHEIGHT in pixels, each a multiple of 8 "
+                              f"(e.g. 512x512) for a diffusers pipeline, got {cfg.image_size!r}")
 
 
 def _none_word(field: str, value: Any) -> Any:

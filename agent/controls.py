@@ -4,7 +4,7 @@ Contract (the glue between the run driver and agent/cost, budget, plan, progress
 
 - :func:`add_control_arguments` adds ``--dry-run``, ``--max-cost USD``, ``--max-calls N``, ``--prices FILE``,
   ``--quiet`` and ``--log-json``; :func:`controls_from_args` validates them into :class:`RunControls`
-  (:class:`ControlError`, one line, for a bad value or price file).
+  (a one-line ``UsageError`` — ``BudgetError`` / ``PricesError`` — for a bad value or price file).
 - :func:`dry_run` prints the plan (table, or JSON with ``--log-json``) for the resolved inputs and settings
   and returns 0; it builds no client and sends nothing.
 - :func:`attach` runs once the run's stores and providers exist: it seeds the budget from this run's
@@ -18,6 +18,8 @@ Contract (the glue between the run driver and agent/cost, budget, plan, progress
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -25,21 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.budget import EXIT_BUDGET, Budget, BudgetError, CallMeter, parse_limits
-from agent.cost import PricesError, PriceTable, load_prices
+from agent.budget import EXIT_BUDGET, Budget, CallMeter, parse_limits
+from agent.config import unbilled_roles
+from agent.cost import PriceTable, load_prices
 from agent.plan import PlanSettings, expected_by_stage, plan_json, plan_run, render_plan
 from agent.progress import Mode, Progress
-from store.errors import UsageError
+from store.manifest import atomic_write_text
 
-__all__ = ["EXIT_BUDGET", "ControlError", "RunControls", "ScoringWatch", "add_control_arguments", "attach",
+__all__ = ["EXIT_BUDGET", "RunControls", "ScoringWatch", "add_control_arguments", "attach",
            "controls_from_args", "log_function", "watch_scorer",
            "dry_run", "finish"]
 
 LOG = logging.getLogger(__name__)
-
-
-class ControlError(UsageError):
-    """A bad control flag (one line)."""
 
 
 @dataclass
@@ -52,6 +51,7 @@ class RunControls:
     budget: Budget = field(default_factory=Budget)
     progress: Progress | None = None
     meter: CallMeter | None = None
+    unbilled: frozenset[str] = frozenset()  # roles on local endpoints (agent.config.unbilled_roles)
 
 
 def add_control_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,11 +73,9 @@ def add_control_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def controls_from_args(args: argparse.Namespace) -> RunControls:
-    try:
-        max_cost, max_calls = parse_limits(args.max_cost, args.max_calls)
-        prices = load_prices(args.prices)
-    except (BudgetError, PricesError) as exc:
-        raise ControlError(str(exc)) from None
+    """Validated controls; a bad cap or price file raises its own one-line ``UsageError``."""
+    max_cost, max_calls = parse_limits(args.max_cost, args.max_calls)
+    prices = load_prices(args.prices)
     mode: Mode = "log_json" if args.log_json else ("quiet" if args.quiet else "live")
     return RunControls(prices=prices, max_cost_usd=max_cost, max_calls=max_calls, dry_run=bool(args.dry_run),
                        mode=mode)
@@ -90,35 +88,40 @@ def plan_for(settings: Any, providers_config: Any, inputs: Any, prices: PriceTab
                                  max_dedupe_passes=settings.graph_settings().max_dedupe_passes)
     models = {role: providers_config.role(role).model for role in ("lmm", "llm", "t2i")}
     image = {"size": providers_config.t2i.image_size, "quality": providers_config.t2i.image_quality}
-    return plan_run([(c.name, len(c.images)) for c in inputs.classes], plan_settings, models, prices, image)
+    batched = [role for role in ("lmm", "llm", "t2i") if providers_config.role(role).batch]
+    plan = plan_run([(c.name, len(c.images)) for c in inputs.classes], plan_settings, models, prices, image,
+                    unbilled_roles(providers_config), batched)
+    limits = {role: (providers_config.role(role).per_minute, providers_config.role(role).max_in_flight)
+              for role in ("lmm", "llm", "t2i")}
+    return dataclasses.replace(plan, limits=limits)
 
 
 def dry_run(settings: Any, providers_config: Any, inputs: Any, controls: RunControls) -> int:
     """Print the plan and return 0; nothing is opened, nothing is sent."""
     plan = plan_for(settings, providers_config, inputs, controls.prices)
     if controls.mode == "log_json":
-        import json
-
         print(json.dumps({"event": "plan", **plan_json(plan)}))
         return 0
     from rich.console import Console
 
     console = Console()
     if not console.is_terminal:
-        console = Console(width=160)  # piped or captured: keep rows on one line each
+        console = Console(width=200)  # piped or captured: keep rows on one line each
     render_plan(plan, console)
     return 0
 
 
 async def attach(controls: RunControls, *, providers: Any, traces: Any, run_id: str, plan: Any = None) -> None:
     """Seed the budget from earlier trace rows of ``run_id``, meter the providers, start the display."""
+    controls.unbilled = unbilled_roles(providers.config)
     # Cache hits are never billable (Budget.seeded skips them): not reading them keeps a run folder's
     # start-up cost flat however many warm reruns its traces hold (scripts/bench_agent.py).
     earlier = await traces.query(run_id=run_id, cache_hit=False)
     controls.budget = Budget.seeded(earlier, max_cost_usd=controls.max_cost_usd, max_calls=controls.max_calls,
                                     prices=controls.prices)
     controls.progress = Progress(mode=controls.mode, expected=expected_by_stage(plan) if plan else None)
-    controls.meter = CallMeter(controls.budget, controls.prices, listeners=[controls.progress.on_call])
+    controls.meter = CallMeter(controls.budget, controls.prices, listeners=[controls.progress.on_call],
+                               unbilled=controls.unbilled)
     providers.meter = controls.meter
     controls.progress.start()
     controls.progress.event("run_start", run_id=run_id, earlier_calls=controls.budget.calls,
@@ -156,14 +159,11 @@ def cost_section(controls: RunControls, traces_costs: Mapping[str, float | None]
     known = [c for c in traces_costs.values() if c is not None]
     return {"total_usd": None if len(known) < len(traces_costs) else round(sum(known), 6),
             "priced_from": controls.prices.source, "prices_as_of": controls.prices.as_of,
+            "not_billed": {role: "local endpoint" for role in sorted(controls.unbilled)},
             "budget": controls.budget.snapshot()}
 
 
 def atomic_summary(out: Path, summary: Mapping[str, Any]) -> None:
-    import json
-
-    from store.manifest import atomic_write_text
-
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
 
 

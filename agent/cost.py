@@ -10,12 +10,17 @@ Contract:
 - ``record_cost(record)`` prices a :class:`store.traces.TraceRecord`: a cache hit and a failed request cost
   ``0.0`` (nothing was billed); an image call reads ``size`` / ``quality`` from the traced request body.
 - A dated snapshot name (``gpt-4o-2024-08-06``) falls back to its base name (``gpt-4o``).
+- Batch API prices: a call whose trace row says ``meta["transport"] == "batch"`` costs the model's
+  ``batch_factor`` times its price (default :data:`DEFAULT_BATCH_FACTOR`, OpenAI's 50 %); :meth:`PriceTable.
+  for_row` applies it to any price of a row (the budget reserves with it too).
 
 >>> table = parse_prices({"models": {"m": {"input_per_1m": 2.0, "output_per_1m": 8.0}}}, "t.toml")
 >>> table.chat_cost("m", input_tokens=1_000, output_tokens=500)
 0.006
 >>> table.chat_cost("m-2025-01-31", input_tokens=1_000_000, output_tokens=0)
 2.0
+>>> table.batch_factor("m")
+0.5
 """
 
 from __future__ import annotations
@@ -36,13 +41,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on 3.10
     import tomli as tomllib
 
-__all__ = ["DEFAULT_PRICES", "ModelPrice", "PriceTable", "PricesError", "load_prices", "parse_prices"]
+__all__ = ["DEFAULT_BATCH_FACTOR", "DEFAULT_PRICES", "ModelPrice", "PriceTable", "PricesError", "is_batched",
+           "load_prices", "parse_prices"]
 
 LOG = logging.getLogger(__name__)
 DEFAULT_PRICES = Path(__file__).resolve().with_name("prices.toml")
 _SNAPSHOT_RE = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # OpenAI's dated snapshot suffix
 _AUTO = {None, "", "auto"}
-_MODEL_KEYS = {"input_per_1m", "output_per_1m", "image_output_per_1m", "image", "default_size", "default_quality"}
+_MODEL_KEYS = {"input_per_1m", "output_per_1m", "image_output_per_1m", "image", "default_size", "default_quality",
+               "batch_factor"}
+DEFAULT_BATCH_FACTOR = 0.5  # OpenAI bills Batch API requests at half price
 
 
 class PricesError(UsageError):
@@ -59,6 +67,7 @@ class ModelPrice:
     image: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     default_size: str | None = None
     default_quality: str | None = None
+    batch_factor: float = DEFAULT_BATCH_FACTOR
 
 
 @dataclass
@@ -115,9 +124,23 @@ class PriceTable:
                                    output_tokens=output_tokens)
         return self.chat_cost(model, input_tokens=input_tokens, output_tokens=output_tokens)
 
+    def batch_factor(self, model: str) -> float:
+        """What share of the synchronous price a Batch API request of ``model`` costs."""
+        found = self.models.get(model) or self.models.get(_SNAPSHOT_RE.sub("", model))
+        return found.batch_factor if found is not None else DEFAULT_BATCH_FACTOR
+
+    def for_row(self, record: Any, price: float | None) -> float | None:
+        """``price`` of the call on trace row ``record``, at the batch price when it went through a batch."""
+        if price is None or not is_batched(record):
+            return price
+        return _round(price * self.batch_factor(record.model))
+
     def record_cost(self, record: Any) -> float | None:
         """Price a trace record (duck-typed on ``store.traces.TraceRecord``'s fields)."""
         request = record.request if isinstance(record.request, Mapping) else {}
+        return self.for_row(record, self._sync_cost(record, request))
+
+    def _sync_cost(self, record: Any, request: Mapping[str, Any]) -> float | None:
         return self.call_cost(
             model=record.model, operation=record.operation, input_tokens=record.input_tokens,
             output_tokens=record.output_tokens, images=record.images,
@@ -199,7 +222,21 @@ def _parse_model(entry: Any, where: str) -> ModelPrice:
         image=image,
         default_size=_text_or_none(entry.get("default_size")),
         default_quality=_text_or_none(entry.get("default_quality")),
+        batch_factor=_factor(entry.get("batch_factor", DEFAULT_BATCH_FACTOR), f"{where}.batch_factor"),
     )
+
+
+def _factor(value: Any, where: str) -> float:
+    share = _price(value, where)
+    if share > 1:
+        raise PricesError(f"{where}: must be a share of the synchronous price from 0 to 1, got {value!r}")
+    return share
+
+
+def is_batched(record: Any) -> bool:
+    """Whether a trace row's call went through the Batch API (its ``meta`` says so)."""
+    meta = getattr(record, "meta", None)
+    return isinstance(meta, Mapping) and meta.get("transport") == "batch"
 
 
 def _is_table(value: Any, where: str) -> bool:

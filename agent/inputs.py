@@ -33,13 +33,12 @@ from PIL import Image
 
 from agent.parse import normalise
 from store.errors import UsageError
-from store.lists import ListFileError, read_class_map, read_list_file
+from store.lists import ListFileError, read_class_map, read_image_folder, read_list_file
 from store.slug import slugify
 
 __all__ = ["ClassSpec", "InputError", "Inputs", "check_images", "image_problem", "load_inputs", "read_class_names",
            "read_tail"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 _LABELLED = re.compile(r"^\s*(\d+)\t(.+?)\s*$")
 
 
@@ -130,9 +129,11 @@ def read_class_names(path: Path) -> dict[int, str]:
 def _from_image_folder(
     root: Path, entries: list[TailEntry], known: dict[int, str]
 ) -> tuple[list[ClassSpec], dict[int, str]]:
-    if not root.is_dir():
-        raise InputError(f"--images {root}: not a folder; pass an ImageFolder tree (one folder per class)")
-    folders = sorted(p.name for p in _listdir(root, "--images") if p.is_dir() and not p.name.startswith("."))
+    try:  # the one ImageFolder reader (store.lists): the trainer numbers folders the same way
+        tree = {folder.name: folder.images for folder in read_image_folder(root)}
+    except ListFileError as exc:
+        raise InputError(f"--images {exc}") from None
+    folders = list(tree)
     names = dict(known) if known else dict(enumerate(folders))
     classes = []
     for entry in entries:
@@ -143,8 +144,7 @@ def _from_image_folder(
                 f"{entry.name!r} and {slugify(entry.name)!r}); create it or fix the name"
             )
         label = _label_for(entry, known, fallback=folders.index(folder) if not known else None)
-        images = sorted(str(p.resolve()) for p in _listdir(root / folder, entry.where)
-                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        images = sorted(str(p.resolve()) for p in tree[folder])
         classes.append(ClassSpec(entry.name, label, tuple(images)))
     _check_unique_labels(classes, entries)
     for spec in classes:
@@ -247,14 +247,6 @@ def image_problem(path: Path) -> str | None:
     except Exception as exc:  # PIL raises many types for broken files; all mean "unreadable"
         return f"not a readable image ({type(exc).__name__})"
     return None
-
-
-def _listdir(folder: Path, where: str) -> list[Path]:
-    try:
-        return list(folder.iterdir())
-    except OSError as exc:
-        raise InputError(f"{where}: cannot list {folder} ({exc.strerror or type(exc).__name__}); "
-                         "check that it exists and is readable") from None
 
 
 def _read_lines(path: Path, flag: str) -> list[str]:

@@ -33,6 +33,12 @@ LOCK_NAME = "run.lock"
 class RunLocked(RuntimeError):
     """The run folder is in use (or cannot be locked); the message is one line: what, where, how to fix."""
 
+    @staticmethod
+    def message(out_dir: Path, holder_text: str) -> str:
+        """``--out DIR: in use by another agent.run (pid N since ...); ...`` — the one wording."""
+        return (f"--out {out_dir}: in use by another agent.run ({holder_text}); wait for it to finish "
+                "(or stop it), or pass a different --out")
+
 
 class RunLock:
     """Exclusive lock on a run folder for the lifetime of one run (see the module docstring).
@@ -65,10 +71,7 @@ class RunLock:
             holder = _read_holder(fd)
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunLocked(
-                    f"--out {self.out_dir}: in use by another agent.run{holder}; wait for it to finish "
-                    "(or stop it), or pass a different --out"
-                ) from None
+                raise RunLocked(RunLocked.message(self.out_dir, holder.strip(" ()") or "another process")) from None
             raise RunLocked(f"--out {self.out_dir}: cannot lock {LOCK_NAME} ({exc.strerror}); "
                             "use a run folder on a local file system") from None
         # Holder details for the next refusal's message; written only once the lock is ours.

@@ -10,6 +10,8 @@ Contract:
   a short back-off. No HTTP request is sent, so no request is counted or billed and no key leaves the
   process. An address that never answers is a ``ConfigError`` naming the URL (credentials removed) and
   the roles using it, after at most ``attempts * timeout_s`` plus the back-off.
+- A local role (``t2i`` with ``provider = "diffusers"``) has no key and no URL: ``check_keys`` checks its
+  optional packages and model instead (one line each), ``check_reachable`` skips it.
   Why a separate check: the providers retry a connection error per item with back-off up to a minute, and
   a run has hundreds of items, so an unreachable server would otherwise take many minutes to report.
 - A base URL reached through a proxy (``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` apply and
@@ -25,15 +27,22 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
-from agent.config import ROLES, ConfigError, ProvidersConfig, redact_url, resolve_api_key
+from agent.config import ROLES, ConfigError, ProvidersConfig, is_local_role, redact_url, resolve_api_key
 
 __all__ = ["check_keys", "check_reachable", "host_port"]
 
 
 def check_keys(config: ProvidersConfig, env: Mapping[str, str] = os.environ) -> None:
-    """Raise ``ConfigError`` when a role that needs an API key has none (see the module docstring)."""
+    """Raise ``ConfigError`` when a role that needs an API key has none (see the module docstring); a local
+    role needs no key, but its packages and model (agent/local_t2i.py: ``check_local_role``)."""
     for role in ROLES:
-        resolve_api_key(role, config.role(role), env)  # the value is discarded here on purpose
+        cfg = config.role(role)
+        if is_local_role(cfg):
+            from agent.local_t2i import check_local_role  # imports no torch / diffusers
+
+            check_local_role(role, cfg)
+            continue
+        resolve_api_key(role, cfg, env)  # the value is discarded here on purpose
 
 
 def host_port(url: str) -> tuple[str, int]:
@@ -54,7 +63,8 @@ def check_reachable(
     """Raise ``ConfigError`` for the first base URL no TCP connection reaches (see the module docstring)."""
     by_url: dict[str, list[str]] = {}
     for role in ROLES:
-        by_url.setdefault(config.role(role).base_url, []).append(role)
+        if not is_local_role(config.role(role)):  # a local pipeline has no server to reach
+            by_url.setdefault(config.role(role).base_url, []).append(role)
     for url, roles in by_url.items():
         if _proxied(url):
             continue

@@ -11,6 +11,9 @@ Contract:
 - Modes: ``live`` draws rich progress bars on stderr (stdout stays clean for pipes); ``quiet`` draws
   nothing; ``log_json`` writes one JSON object per event and line to the given stream (stderr by default)
   and draws no bars, so batch-job logs stay machine-readable.
+- ``batches(role, counts)`` is fed by the Batch API transports (agent/batch.py): requests queued for the
+  next batch, calls waiting in live batches, live batches — shown after the spend line, and in ``log_json``
+  mode one ``batches`` event each time a role's number of live batches changes.
 - ETA = elapsed x (expected calls left / calls done), from the plan's expected calls; ``None`` before the
   first call or without a plan. It is a rough guide: cache hits are fast, images are slow.
 """
@@ -73,6 +76,7 @@ class Progress:
         self._bars: Any = None
         self._tasks: dict[str, Any] = {}
         self._refreshed_at = -math.inf
+        self.batch_counts: dict[str, dict[str, int]] = {}  # role -> queued / waiting / batches
 
     # ------------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> Progress:
@@ -109,6 +113,19 @@ class Progress:
                    role=record.role, model=record.model, status=record.status, cache_hit=record.cache_hit,
                    cost_usd=record.cost_usd, call_id=record.call_id, error_kind=record.error_kind)
 
+    def batches(self, role: str, counts: Mapping[str, int]) -> None:
+        """A batched role's queue and live batches changed (see the module docstring)."""
+        before = self.batch_counts.get(role, {}).get("batches")
+        self.batch_counts[role] = dict(counts)
+        if self.mode == "log_json" and before != counts.get("batches"):
+            self._emit("batches", role=role, **counts)
+        elif self.mode == "live":
+            self._emit("batches")
+
+    def waiting_in_batches(self) -> int:
+        """Calls waiting for a batch, all roles: queued for the next one or in a live one."""
+        return sum(c.get("queued", 0) + c.get("waiting", 0) for c in self.batch_counts.values())
+
     def advance(self, stage: str, class_name: str, n: int = 1, **fields: Any) -> None:
         """Work of ``stage`` that is not a model call (e.g. ``n`` images scored in evaluate)."""
         self.stages.setdefault(stage, StageCount()).done += n
@@ -141,6 +158,7 @@ class Progress:
                        for n, c in self.stages.items()},
             "calls": self.calls, "spent_usd": round(self.spent_usd, 6),
             "elapsed_s": round(self.elapsed_s(), 3), "eta_s": None if eta is None else round(eta, 1),
+            **({"batches": {r: dict(c) for r, c in self.batch_counts.items()}} if self.batch_counts else {}),
         }
 
     # ------------------------------------------------------------------------------- outputs
@@ -181,5 +199,8 @@ class Progress:
             self._bars.update(self._tasks[name], completed=c.done, total=total, note=note)
         eta = self.eta_s()
         eta_text = "" if eta is None else f" · ETA {int(eta // 60)}:{int(eta % 60):02d}"
+        live = sum(c.get("batches", 0) for c in self.batch_counts.values())
+        batch_text = (f" · {self.waiting_in_batches()} waiting in batches ({live} live)"
+                      if self.batch_counts else "")
         self._bars.update(self._tasks["_total"], completed=self.calls,
-                          note=f"${self.spent_usd:.4f} spent · {self.calls} calls{eta_text}")
+                          note=f"${self.spent_usd:.4f} spent · {self.calls} calls{eta_text}{batch_text}")

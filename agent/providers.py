@@ -4,7 +4,9 @@ Contract (docs/INTERFACES.md § agent/providers):
 
 - ``await Providers.open(config, *, cache, traces, blobs, env=os.environ)`` builds one ``openai.AsyncOpenAI``
   per role (``max_retries=0``: retries are ours; explicit timeout) and one :class:`RoleLimiter` per role.
-  API keys are read from ``env`` here and live only inside the SDK clients.
+  API keys are read from ``env`` here and live only inside the SDK clients. A local role (``t2i`` with
+  ``provider = "diffusers"``) gets no client and needs no key: its transport is agent/local_t2i.py's
+  (one the caller passes in ``transports``, or a lazily loading one).
 - ``await chat(role, prompt, *, images=(), ctx, structured=None) -> ChatResult`` for ``lmm`` / ``llm``: images
   are downscaled to ``max_image_side`` and sent as data URIs; the cache key and the trace hold their sha256,
   never bytes. ``structured`` (agent/structured.py) is a JSON-schema alternative of the request: sent instead
@@ -45,9 +47,10 @@ import httpx2
 import openai
 
 from agent.budget import CallMeter
-from agent.config import ProvidersConfig, RoleConfig, resolve_api_key
+from agent.config import ProvidersConfig, RoleConfig, is_local_role, resolve_api_key
 from agent.images import InputImageError, data_uri, decode_b64_image, image_format, prepare_image
 from agent.limiter import RoleLimiter
+from agent.local_t2i import DiffusersTransport, local_image_body
 from agent.retry import ProviderError, call_with_retry
 from agent.shutdown import stop_requested
 from agent.structured import StructuredAsk, StructuredMemory
@@ -145,7 +148,10 @@ class Providers:
         limiter) against the run's budget, and prices every trace row before it is written.
         ``transports`` replaces the HTTP transport of the roles it names.
         """
-        clients = {role: _build_client(role, config.role(role), env) for role in ("lmm", "llm", "t2i")}
+        local = [role for role in ("lmm", "llm", "t2i") if is_local_role(config.role(role))]
+        clients = {role: _build_client(role, config.role(role), env) for role in ("lmm", "llm", "t2i")
+                   if role not in local}  # a local pipeline has no server: no SDK client, no API key
+        transports = {**{role: DiffusersTransport(config.role(role)) for role in local}, **(transports or {})}
         return cls(config, clients, cache=cache, traces=traces, blobs=blobs, meter=meter, transports=transports)
 
     async def close(self) -> None:
@@ -389,6 +395,8 @@ def _chat_bodies(
 
 def image_body(cfg: RoleConfig, prompt: str) -> dict[str, Any]:
     """The images request: size and quality always stated when configured, so the bill matches the plan."""
+    if is_local_role(cfg):  # a local pipeline keys its own settings (steps, guidance, seed)
+        return local_image_body(cfg, prompt)
     extras = (("size", cfg.image_size), ("quality", cfg.image_quality), ("response_format", cfg.response_format))
     return {"model": cfg.model, "prompt": prompt, "n": 1, **{k: v for k, v in extras if v is not None}}
 

@@ -36,6 +36,7 @@ from typing import Any
 from store.blobs import BlobStore, is_sha256
 from store.cli import OneLineParser
 from store.errors import UsageError, usage_line
+from store.logs import cli_logging
 from store.manifest import ManifestError, ManifestRow, atomic_write_text, read_manifest
 
 __all__ = ["ClassView", "ReportData", "ReportError", "load_report_data", "main", "render_html", "write_report"]
@@ -328,6 +329,7 @@ def _fmt(value: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m agent.report RUN_DIR``: (re)build the run's report.html."""
+    cli_logging()  # warnings in our words, once; never Python's "WARNING:root:" default
     parser = OneLineParser(prog="python -m agent.report", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run folder made by python -m agent.run")
     args = parser.parse_args(argv)
@@ -335,6 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = write_report(args.run_dir)
     except UsageError as exc:  # ReportError, a tampered checkpoint, an unreadable trace file
         print(usage_line(exc), file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only run folder, a full disk: the old report.html, if any, is intact
+        print(f"error: cannot write {args.run_dir / 'report.html'} ({exc.strerror or exc}); the old report, if any, "
+              "is intact — free space or make the folder writable, then run this again", file=sys.stderr)
         return 2
     print(path)
     return 0

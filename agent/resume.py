@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import prompts
 from store.errors import UsageError
 
 __all__ = ["HOW_ROLE_FIELDS", "HOW_RUN_FIELDS", "ResumeError", "check_resume", "config_doc", "inputs_fingerprint",
@@ -39,12 +40,13 @@ __all__ = ["HOW_ROLE_FIELDS", "HOW_RUN_FIELDS", "ResumeError", "check_resume", "
 
 # Run settings a resume may change (everything else in RunSettings changes what is generated, except the
 # run's identity: out, run_id, resume).
-HOW_RUN_FIELDS = frozenset({"max_classes_in_flight", "include_originals"})
+HOW_RUN_FIELDS = frozenset({"max_classes_in_flight", "include_originals", "batch_max_requests", "batch_window_s",
+                            "batch_poll_s", "batch_poll_max_s", "batch_fallback"})
 _IDENTITY = frozenset({"out", "run_id", "resume"})
 # Role settings a resume may change: where and how requests are sent, never what they ask for.
 HOW_ROLE_FIELDS = frozenset({
     "base_url", "api_key_env", "timeout_s", "max_in_flight", "per_minute", "max_attempts", "backoff_initial_s",
-    "backoff_max_s", "batch", "devices", "batch_size",
+    "backoff_max_s", "billing", "batch", "devices", "batch_size",
 })
 _WHAT = "classes and their images, K, μ, score, R, CLIP, models, prompts"
 
@@ -131,8 +133,6 @@ def inputs_fingerprint(images: Iterable[str | Path]) -> str:
 def prompts_digest() -> str:
     """sha256 of every prompt and template file's text and of the answer-format lines (``formats.toml``):
     what the cache keys are made of."""
-    import prompts
-
     digest = hashlib.sha256()
     for name in (*prompts.PROMPT_NAMES, "template1", "template2"):
         digest.update(name.encode() + b"\0" + prompts.load(name).encode() + b"\0")

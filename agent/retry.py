@@ -125,6 +125,15 @@ def classify(exc: BaseException, *, now: float | None = None) -> Failure | None:
     return None
 
 
+def failure_from_status(status: int, message: str, code: str | None = None) -> Failure:
+    """The policy's reading of an HTTP status that did not come as an exception (a Batch API output line).
+
+    >>> failure_from_status(503, "overloaded").kind, failure_from_status(400, "bad").retryable
+    ('server', False)
+    """
+    return _from_status(status, message, code, {}, None)
+
+
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds the server asked us to wait, or None. ``retry-after-ms`` wins over ``retry-after``.
 

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.batch_setup import BATCH_FLAGS, add_batch_arguments
 from agent.config import (
     ROLES,
     add_role_arguments,
@@ -41,13 +42,14 @@ from agent.controls import (
     log_function,
 )
 from agent.inputs import InputError, check_images, load_inputs
-from agent.lock import RunLock, RunLocked
+from agent.lock import RunLock, RunLocked, holder
 from agent.preflight import check_keys, check_reachable
 from agent.resume import check_resume, config_doc
 from agent.settings import RunSettings, SettingsError, resolve
 from agent.shutdown import exit_code, graceful_stop
 from store.cli import OneLineParser
 from store.errors import UsageError, usage_line
+from store.logs import cli_logging
 
 EXIT_CODES = """exit codes:
   0  every class complete
@@ -97,12 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("--clip-model", help="open_clip model name or config JSON path (default ViT-B-32)")
     paper.add_argument("--clip-pretrained", help="tag, weights file, or none (default openai)")
     add_role_arguments(p)
+    add_batch_arguments(p)
     add_control_arguments(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cli_logging()  # warnings in our words, once; never Python's "WARNING:root:" default
     try:
         settings, providers_config, inputs, notes = _prepare(args)
         controls = controls_from_args(args)
@@ -124,12 +128,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _start(settings: RunSettings, providers_config: Any, inputs: Any, controls: RunControls,
            notes: dict[str, Any]) -> int:
     """Load the scorer, then take the folder and run. The run folder is created only here, once the run
-    can start: bad input, a CLIP model that does not load, or a Ctrl-C during start-up write nothing."""
+    can start: bad input, a CLIP model or local t2i pipeline that does not load, or a Ctrl-C during start-up
+    write nothing."""
+    in_use = holder(settings.out)
+    if in_use is not None:  # refused at once, before seconds of model loading (checked again when locking)
+        print(f"error: {RunLocked.message(settings.out, in_use)}", file=sys.stderr)
+        return 2
     from agent import runner  # heavy: torch, open_clip, langgraph
+    from agent.local_t2i import preload
     from agent.scorer import ClipScorer
 
     try:
         scorer = ClipScorer.load(settings.clip_model, settings.pretrained_arg())
+        preload(providers_config)  # a local t2i pipeline (agent/local_t2i.py): loaded once, here
     except UsageError as exc:
         print(usage_line(exc), file=sys.stderr)
         return 2
@@ -191,12 +202,15 @@ def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any, dict[str,
     settings = resolve(cli, toml_run, saved)
     providers_config = load_providers_config(args.config, os.environ, role_overrides_from_args(args),
                                              toml_doc=_merge_roles(saved_providers, doc))
-    _check_out(settings.out)
-    if settings.images is None and settings.train_list is None:
-        raise InputError("give the real images: --images DIR, or --train-list FILE --data-root DIR")
-    inputs = load_inputs(settings.classes, images_dir=settings.images, train_list=settings.train_list,
-                         data_root=settings.data_root, class_names_file=settings.class_names)
-    inputs = check_images(inputs, strict=args.strict)  # opens every real image: after the cheap checks
+    try:
+        _check_out(settings.out)
+        if settings.images is None and settings.train_list is None:
+            raise InputError("give the real images: --images DIR, or --train-list FILE --data-root DIR")
+        inputs = load_inputs(settings.classes, images_dir=settings.images, train_list=settings.train_list,
+                             data_root=settings.data_root, class_names_file=settings.class_names)
+        inputs = check_images(inputs, strict=args.strict)  # opens every real image: after the cheap checks
+    except UsageError as exc:
+        raise _named_by_source(exc, toml_run, cli, args.config) from None
     notes: dict[str, Any] = {"config_file": str(Path(args.config).resolve()) if args.config else None}
     if saved_doc is not None:
         changed = check_resume(saved_doc, config_doc(settings, providers_config, inputs))
@@ -230,6 +244,17 @@ def _saved_config(args: argparse.Namespace, toml_run: dict[str, Any]) -> dict[st
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SettingsError(f"--resume: {path} is not a run config ({type(exc).__name__}); start a new run") from None
     return doc
+
+
+def _named_by_source(exc: UsageError, toml_run: dict[str, Any], cli: dict[str, Any], config: str | None) -> UsageError:
+    """The error with its leading ``--flag`` replaced by where the value really came from, when that was the
+    ``[run]`` table of ``--config`` (a user who never typed ``--classes`` should not be told about it)."""
+    text = str(exc)
+    flag = text.split(":", 1)[0].split(" ", 1)[0]
+    key = flag[2:].replace("-", "_") if flag.startswith("--") else ""
+    if config and key in toml_run and key not in cli:
+        return type(exc)(f"{config} [run] {key}{text[len(flag):]}")
+    return exc
 
 
 def _toml_paths(toml_run: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -292,7 +317,7 @@ def _log(line: str) -> None:
 _RUN_FLAGS = frozenset({
     "classes", "images", "train_list", "data_root", "class_names", "out", "run_id", "resume",
     "max_classes_in_flight", "include_originals", "target_per_class", "threshold", "score", "max_rounds",
-    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained",
+    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", *BATCH_FLAGS,
 })
 
 

@@ -20,6 +20,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -32,6 +33,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Durability, RunnableConfig
 
+from agent.batch_setup import BatchRun, open_batch
 from agent.checkpoints import open_checkpoints, verify_checkpoints
 from agent.config import ProvidersConfig
 from agent.controls import RunControls, attach, finish, plan_for, watch_scorer
@@ -40,6 +42,7 @@ from agent.graph.graph import RENDER_GATE, compile_graph
 from agent.graph.state import ClassState, GraphDeps, ScorerLike, initial_state
 from agent.graph.summarize import fallback_text
 from agent.inputs import ClassSpec, Inputs
+from agent.local_t2i import open_local_transports
 from agent.providers import ProviderError, Providers
 from agent.resume import config_doc
 from agent.score_cache import CachedScorer
@@ -116,11 +119,18 @@ async def execute(
     cache = await CallCache.open(out / "cache.sqlite")
     traces = await TraceStore.open(out / "traces.sqlite")
     providers: Providers | None = None
+    batch: BatchRun | None = None
     try:
-        providers = await Providers.open(providers_config, cache=cache, traces=traces, blobs=blobs)
+        # A local t2i pipeline loads now, off the loop: a bad model or device stops the run before any call.
+        local = await open_local_transports(providers_config, log=log)
+        batch = await open_batch(providers_config, settings)  # None unless a role runs through the Batch API
+        providers = await Providers.open(providers_config, cache=cache, traces=traces, blobs=blobs,
+                                         transports={**local, **(batch.plugged() if batch else {})})
         if controls is not None:  # budget metering, progress display (agent/controls.py)
             await attach(controls, providers=providers, traces=traces, run_id=settings.run_id,
                          plan=plan_for(settings, providers_config, inputs, controls.prices))
+            if batch is not None and controls.progress is not None:
+                batch.set_notify(controls.progress.batches)
         if getattr(scorer, "cache_identity", None):  # scores of a known model: cached (agent/score_cache.py)
             scorer = CachedScorer(scorer, cache)
         deps = GraphDeps(providers=providers, scorer=watch_scorer(controls, scorer), blobs=blobs,
@@ -138,6 +148,8 @@ async def execute(
     finally:
         if providers is not None:
             await providers.close()
+        if batch is not None:
+            await batch.close()
         await traces.close()
         await cache.close()
     summary = write_outputs(settings, inputs, states, outcomes, wall_s=time.monotonic() - started)
@@ -364,8 +376,6 @@ def _prune_images(out: Path, keep: set[str]) -> None:
 
 
 def _sha256_file(path: Path) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -54,6 +54,13 @@ class RunSettings:
     max_extend_rounds: int = 50
     max_classes_in_flight: int = 8
     include_originals: bool = False
+    # The Batch API (roles with batch = true; agent/batch.py): when a batch closes, how it is polled, and
+    # what happens to requests a batch did not answer.
+    batch_max_requests: int = 50_000
+    batch_window_s: float = 60.0
+    batch_poll_s: float = 15.0
+    batch_poll_max_s: float = 300.0
+    batch_fallback: Literal["none", "sync"] = "none"
 
     def graph_settings(self) -> GraphSettings:
         return GraphSettings(threshold=self.threshold, score=self.score, max_rounds=self.max_rounds,
@@ -154,6 +161,20 @@ def _bool(value: Any, where: str) -> bool:
     raise SettingsError(f"{where}: must be true or false, got {value!r}")
 
 
+def _positive(value: Any, where: str) -> float:
+    number = _float(value, where)
+    if number <= 0:
+        raise SettingsError(f"{where}: must be a number of seconds > 0, got {value!r}")
+    return number
+
+
+def _batch_requests(value: Any, where: str) -> int:
+    number = _int(1)(value, where)
+    if number > 50_000:  # the Batch API's limit per input file
+        raise SettingsError(f"{where}: must be an integer from 1 to 50000 (the Batch API's limit), got {value!r}")
+    return number
+
+
 def _optional_int(minimum: int) -> Callable[[Any, str], int | None]:
     inner = _int(minimum)
 
@@ -175,4 +196,9 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "max_extend_rounds": _int(1),
     "max_classes_in_flight": _int(1),
     "include_originals": _bool,
+    "batch_max_requests": _batch_requests,
+    "batch_window_s": _positive,
+    "batch_poll_s": _positive,
+    "batch_poll_max_s": _positive,
+    "batch_fallback": _choice("none", "sync"),
 }

@@ -1,4 +1,4 @@
-"""The trace inspector: ``python -m agent.traces RUN_DIR summary|calls|show CALL_ID|export|status``.
+"""The trace inspector: ``python -m agent.traces RUN_DIR summary|calls|show CALL_ID|export|status|batches``.
 
 Contract:
 
@@ -33,10 +33,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from agent.batch_cli import age_text, batch_rows, cancel_live
 from agent.cost import PriceTable, load_prices
 from agent.lock import holder
 from store.cli import OneLineParser
 from store.errors import UsageError
+from store.logs import cli_logging
 from store.trace_schema import sum_counts
 from store.traces import TraceRecord, read_counts, read_traces
 
@@ -59,6 +61,7 @@ class ClassStatus:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    cli_logging()  # warnings in our words, once; never Python's "WARNING:root:" default
     try:
         return int(_COMMANDS[args.command](args) or 0)
     except UsageError as exc:  # InspectError, TraceStoreError, PricesError, a tampered checkpoint, ...
@@ -153,8 +156,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batches(args: argparse.Namespace) -> int:
+    rows = batch_rows(args.run_dir)
+    cancelled = cancel_live(args.run_dir, rows) if args.cancel else None
+    if args.json:
+        _print_json({"batches": rows, **({"cancelled": cancelled} if cancelled is not None else {})})
+        return 0
+    table = _table(f"Batch API batches of {args.run_dir}", ["batch", "role", "requests", "completed", "failed",
+                                                           "status", "state", "age", "run"])
+    for r in rows:
+        table.add_row(r["batch_id"] or f"({r['submission_id'][:12]})", r["role"], str(r["requests"]),
+                      _dash(r["completed"]), _dash(r["failed"]), _dash(r["status"]), r["state"],
+                      age_text(r["age_s"]), r["run_id"])
+    _print(table)
+    for c in cancelled or []:
+        print(f"cancel {c['batch_id']} ({c['role']}): {c['status']}; --resume sends what it did not answer again")
+    if cancelled == []:
+        print("no live batch to cancel")
+    return 0
+
+
 _COMMANDS = {"summary": cmd_summary, "calls": cmd_calls, "show": cmd_show, "export": cmd_export,
-             "status": cmd_status}
+             "status": cmd_status, "batches": cmd_batches}
 
 
 # -------------------------------------------------------------------------------- public helpers
@@ -400,6 +423,9 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", parents=[common, filters], help="calls as JSON lines on stdout")
     export.add_argument("--format", choices=("jsonl",), default="jsonl")
     sub.add_parser("status", parents=[common], help="per class: done, last node, next node (checkpoints)")
+    batches = sub.add_parser("batches", parents=[common], help="the run's Batch API batches: id, role, counts, "
+                             "status, age")
+    batches.add_argument("--cancel", action="store_true", help="cancel the run's live batches (server-side)")
     return parser
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from store.cli import OneLineParser
+
 CLASSES = [
     ("red circle", 40),
     ("blue square", 24),
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m scripts.demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="demo-run", help="output folder (default: demo-run)")
     p.add_argument("--latency-ms", type=float, default=20.0, help="simulated API latency (default: 20)")
     p.add_argument("--k", type=int, default=12, help="target images per tail class K_y (default: 12)")

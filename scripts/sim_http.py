@@ -2,7 +2,8 @@
 
 THIS IS A SIMULATOR: the content it serves is synthetic (``scripts/sim_content.py``).
 
-Routes: ``POST /v1/chat/completions``, ``POST /v1/images/generations``, ``GET /v1/models``,
+Routes: ``POST /v1/chat/completions``, ``POST /v1/images/generations``, ``GET /v1/models``, the Batch
+API's ``/v1/files`` and ``/v1/batches`` (``scripts/sim_batch.py``; not counted in ``requests`` / ``total``),
 ``GET /sim/files/<id>.png`` (images asked for with ``response_format="url"``), ``GET /sim/stats``,
 ``POST /sim/reset`` (zero the stats), ``POST /sim/config`` (JSON object of knobs, as ``set_config``).
 HTTP/1.1 with keep-alive, as the openai SDK keeps its connections open. Shapes follow the OpenAI API
@@ -34,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from scripts import sim_content, sim_styles
+from scripts.sim_batch import BatchService
 from scripts.sim_state import SimState
 
 IMAGE_PART_TOKENS = 85  # a fixed estimate per image part (OpenAI's low-detail figure)
@@ -63,6 +65,25 @@ class SimServer(ThreadingHTTPServer):
         self.state = state
         self.connections: set[socket.socket] = set()
         super().__init__(address, SimHandler)
+        self.batches = BatchService(lambda: state.config, self._batch_answer)
+
+    def _batch_answer(self, endpoint: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """One batch line, answered as the synchronous endpoint answers it (same content, same checks)."""
+        name = "chat" if endpoint == "/v1/chat/completions" else "images"
+        try:
+            body = _parse_body(json.dumps(body).encode("utf-8"), name)
+        except ValueError as exc:
+            return 400, {"error": {"message": str(exc), "type": "invalid_request_error", "param": None,
+                                   "code": None}}
+        if name == "chat":
+            rejected = _rejected_format(body, self.state)
+            if rejected is not None:
+                return rejected.status, json.loads(rejected.data)
+            return 200, chat_completion(body, self.state, nontemplate=False)
+        return 200, images_response(body, self.state, self.file_url, bad=False)
+
+    def file_url(self, name: str) -> str:
+        return f"http://{self.state.config.host}:{self.server_address[1]}/sim/files/{name}.png"
 
     def drop_connections(self) -> None:
         """Shut every open keep-alive connection, so its thread ends with the server."""
@@ -130,6 +151,10 @@ class SimHandler(BaseHTTPRequestHandler):
         if path.startswith("/sim/"):
             self._sim_route(method, path, raw)
             return
+        batch_reply = self.server.batches.handle(method, self.path, self.headers.get("Content-Type", ""), raw)
+        if batch_reply is not None:
+            self._write(_Reply(*batch_reply))
+            return
         endpoint = _ROUTES.get((method, path))
         if endpoint is None:
             self._write(_error(404, f"Unknown route {method} {path} (simulator).", "not_found",
@@ -158,10 +183,11 @@ class SimHandler(BaseHTTPRequestHandler):
     def _sim_route(self, method: str, path: str, raw: bytes) -> None:
         state = self.server.state
         if method == "GET" and path == "/sim/stats":
-            self._write(_json(200, state.stats()))
+            self._write(_json(200, {**state.stats(), "batch": self.server.batches.stats()}))
         elif method == "POST" and path == "/sim/reset":
             state.reset_stats()
-            self._write(_json(200, state.stats()))
+            self.server.batches.reset_stats()
+            self._write(_json(200, {**state.stats(), "batch": self.server.batches.stats()}))
         elif method == "POST" and path == "/sim/config":
             try:
                 knobs = json.loads(raw or b"{}")
@@ -222,7 +248,7 @@ class SimHandler(BaseHTTPRequestHandler):
                 return rejected
             return _json(200, chat_completion(body, state, nontemplate=fault == "nontemplate", entry=entry))
         if endpoint == "images":
-            return _json(200, self._images(body, bad=fault == "bad_image"))
+            return _json(200, images_response(body, state, self.server.file_url, bad=fault == "bad_image"))
         cfg = state.config
         return _json(200, {"object": "list", "data": [
             {"id": m, "object": "model", "created": 1700000000, "owned_by": "ltgc-simulator"} for m in cfg.models
@@ -252,33 +278,6 @@ class SimHandler(BaseHTTPRequestHandler):
             return _Reply(200, b'{"id": "sim-broken", "object": "chat.completion", "choices": [{"index": 0, ')
         return None  # nontemplate, bad_image: a 200 with altered content
 
-    def _images(self, body: dict[str, Any], *, bad: bool) -> dict[str, Any]:
-        """gpt-image-1's answer shape; ``usage.output_tokens`` are its image tokens for the quality and size
-        asked for ("auto" and unset read as medium / 1024x1024, as the API documents)."""
-        state = self.server.state
-        cfg = state.config
-        prompt, n = body["prompt"], body["n"]
-        data = []
-        for i in range(n):
-            if bad:  # valid base64 of bytes no image decoder accepts
-                png = b"this is not an image " + hashlib.sha256(f"{i}{prompt}".encode()).digest()
-            else:
-                png = sim_content.png_image(prompt, side=cfg.image_side, index=i, seed=cfg.seed)
-            if body.get("response_format") == "url":
-                name = uuid.uuid4().hex
-                state.put_file(name, png)
-                data.append({"url": f"http://{cfg.host}:{self.server.server_address[1]}/sim/files/{name}.png"})
-            else:
-                data.append({"b64_json": base64.b64encode(png).decode("ascii")})
-        state.count(images=n)
-        text_tokens = estimate_tokens(prompt)
-        image_tokens = _IMAGE_TOKENS.get((body.get("quality") or "medium", body.get("size") or "1024x1024"), 1056) * n
-        return {
-            "created": int(time.time()), "data": data, "output_format": "png",
-            "usage": {"input_tokens": text_tokens, "output_tokens": image_tokens, "total_tokens": text_tokens + image_tokens,
-                      "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 0}},
-        }
-
     # --- low-level I/O -------------------------------------------------------------------------------
 
     def _read_body(self) -> bytes:
@@ -304,6 +303,34 @@ def _error(status: int, message: str, code: str | None, err_type: str,
     """An OpenAI-shaped error: ``{"error": {message, type, param, code}}``."""
     body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
     return _Reply(status, json.dumps(body).encode("utf-8"), headers=tuple((headers or {}).items()))
+
+
+def images_response(body: dict[str, Any], state: SimState, file_url: Any, *, bad: bool) -> dict[str, Any]:
+    """gpt-image-1's answer shape: ``n`` PNGs as ``b64_json``, or as URLs under ``/sim/files/``
+    (``file_url(name)``); ``usage.output_tokens`` are its image tokens for the quality and size asked for
+    ("auto" and unset read as medium / 1024x1024, as the API documents)."""
+    cfg = state.config
+    prompt, n = body["prompt"], body["n"]
+    data = []
+    for i in range(n):
+        if bad:  # valid base64 of bytes no image decoder accepts
+            png = b"this is not an image " + hashlib.sha256(f"{i}{prompt}".encode()).digest()
+        else:
+            png = sim_content.png_image(prompt, side=cfg.image_side, index=i, seed=cfg.seed)
+        if body.get("response_format") == "url":
+            name = uuid.uuid4().hex
+            state.put_file(name, png)
+            data.append({"url": file_url(name)})
+        else:
+            data.append({"b64_json": base64.b64encode(png).decode("ascii")})
+    state.count(images=n)
+    text_tokens = estimate_tokens(prompt)
+    image_tokens = _IMAGE_TOKENS.get((body.get("quality") or "medium", body.get("size") or "1024x1024"), 1056) * n
+    return {
+        "created": int(time.time()), "data": data, "output_format": "png",
+        "usage": {"input_tokens": text_tokens, "output_tokens": image_tokens, "total_tokens": text_tokens + image_tokens,
+                  "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 0}},
+    }
 
 
 def chat_completion(body: dict[str, Any], state: SimState, *, nontemplate: bool,

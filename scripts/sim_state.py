@@ -69,6 +69,11 @@ class SimConfig:
     log_path: str | None = None  # JSONL request log
     require_key: bool = False  # 401 unless an Authorization: Bearer header is present
     models: tuple[str, ...] = field(default=("sim-chat", "sim-vision", "sim-image"))
+    # Batch API (scripts/sim_batch.py): seconds in each status, and the share of lines answered with a 500.
+    batch_validating_s: float = 0.05
+    batch_in_progress_s: float = 0.2
+    batch_finalizing_s: float = 0.05
+    rate_batch_line_error: float = 0.0
 
     def rate(self, kind: str) -> float:
         return float(getattr(self, f"rate_{kind}"))
@@ -91,6 +96,9 @@ class SimConfig:
             "retry_after_s": self.retry_after_s >= 0, "hang_s": self.hang_s >= 0,
             "rpm_limit": self.rpm_limit >= 0, "image_side": 1 <= self.image_side <= 4096,
             "port": 0 <= self.port <= 65535,
+            "batch_validating_s": self.batch_validating_s >= 0, "batch_in_progress_s": self.batch_in_progress_s >= 0,
+            "batch_finalizing_s": self.batch_finalizing_s >= 0,
+            "rate_batch_line_error": 0.0 <= self.rate_batch_line_error <= 1.0,
         }
         for name, ok in checks.items():
             if not ok:

@@ -8,7 +8,8 @@ LTGC; use it to test plumbing (caching, retries, rate limits, resume, parsing) w
 Serves on 127.0.0.1 (port chosen by the OS unless given):
 ``POST /v1/chat/completions`` (text and ``image_url`` data-URI parts), ``POST /v1/images/generations``
 (``b64_json`` PNG, or ``response_format="url"`` served from ``/sim/files/<id>.png``), ``GET /v1/models``,
-``GET /sim/stats``, ``POST /sim/reset``, ``POST /sim/config``. See ``scripts/sim_http.py`` for shapes and
+``GET /sim/stats``, ``POST /sim/reset``, ``POST /sim/config``, and the Batch API (``/v1/files``,
+``/v1/batches``: ``scripts/sim_batch.py``). See ``scripts/sim_http.py`` for shapes and
 ``scripts/sim_state.py`` for every knob (``SimConfig``) and fault kind.
 
 Python::
@@ -41,12 +42,14 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
+from scripts.sim_batch import BATCH_FAULT_KINDS
 from scripts.sim_http import SimServer
 from scripts.sim_state import FAULT_KINDS, SimConfig, SimState
+from store.cli import OneLineParser
 
-__all__ = ["FAULT_KINDS", "SimConfig", "Simulator", "main"]
+__all__ = ["BATCH_FAULT_KINDS", "FAULT_KINDS", "SimConfig", "Simulator", "main"]
 
 
 class Simulator:
@@ -112,15 +115,26 @@ class Simulator:
         return self._state.set_config(**knobs)
 
     def inject(self, kind: str, count: int = 1, endpoint: str | None = None) -> None:
-        """Make the next ``count`` requests that can take fault ``kind`` (on ``endpoint``) fail with it."""
-        self._state.inject(kind, count, endpoint)
+        """Make the next ``count`` requests that can take fault ``kind`` (on ``endpoint``) fail with it;
+        a Batch API kind (``BATCH_FAULT_KINDS``) applies to the next ``count`` batches (lines for
+        ``batch_line_error``)."""
+        if kind in BATCH_FAULT_KINDS:
+            self._batches().inject(kind, count)
+        else:
+            self._state.inject(kind, count, endpoint)
 
     def stats(self) -> dict[str, Any]:
-        """Same body as ``GET /sim/stats``."""
-        return self._state.stats()
+        """Same body as ``GET /sim/stats`` (``batch``: the Batch API's counts, ``submitted`` per custom_id)."""
+        return {**self._state.stats(), "batch": self._batches().stats()}
 
     def reset_stats(self) -> None:
         self._state.reset_stats()
+        self._batches().reset_stats()
+
+    def _batches(self) -> Any:
+        if self._server is None:
+            raise RuntimeError("simulator is not running; use `with Simulator(...) as sim:` or sim.start()")
+        return self._server.batches
 
 
 # --- CLI ------------------------------------------------------------------------------------------------
@@ -137,14 +151,9 @@ _HELP = {
 }
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"simulator: error: {message} (see python -m scripts.simulator --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Flags are generated from ``SimConfig`` fields, so every knob has one (``rate_429`` → ``--rate-429``)."""
-    parser = _OneLineParser(prog="python -m scripts.simulator",
+    parser = OneLineParser(prog="python -m scripts.simulator",
                             description="OpenAI-compatible simulator (synthetic content) for tests and demos.")
     for f in dataclasses.fields(SimConfig):
         flag = "--" + f.name.replace("_", "-")

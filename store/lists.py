@@ -10,11 +10,21 @@ The one reader of both formats (DESIGN.md §4); the agent, the trainer and the d
   a tab, which would silently shift every later label. A label appears once. :func:`read_class_names`
   also wants labels ``0 .. C-1`` without gaps; :func:`read_class_map` allows gaps (a file may name only
   some classes of a dataset).
+  A class name appears once, too: a second line with the same name is an error
+  (``file:line: duplicate class name 'x' (first at line n)``), since a name resolves to one label.
+- An **ImageFolder** tree (torchvision's layout, and the agent's ``--images``) has one folder per class;
+  :func:`read_image_folder` lists its non-hidden sub-folders in sorted order, so without a class-names file
+  the label of a folder is its position in that order. A class's images are the files directly inside its
+  folder with an image extension (:data:`IMAGE_EXTENSIONS`), sorted.
+- :class:`ClassIndex` finds which class of a class-names list a folder name or a manifest's ``class_name``
+  means, with the agent's folder rule: the exact name, else a class whose slug (:func:`store.slug.slugify`)
+  it is, else the one class equal to it after :func:`loose_key` (case, punctuation and ``_`` ignored).
 - Files are UTF-8 (a leading byte-order mark is ignored). Every problem is a :class:`ListFileError` whose
   message reads ``file:line: reason`` (or ``file: reason`` for a whole-file problem), one line, so a CLI
-  prints it as it is.
+  prints it as it is; it is a :class:`store.errors.UsageError` (exit status 2).
 
-Standard library only; :mod:`store.manifest` re-exports the readers, so the trainer imports only that.
+Standard library only (with :mod:`store.slug` and :mod:`store.errors`, the same); :mod:`store.manifest`
+re-exports the readers, so the trainer imports only that.
 
 >>> parse_list_line("n01440764/a b.JPEG 0", "train.txt:1")
 ListEntry(path='n01440764/a b.JPEG', label=0)
@@ -23,17 +33,25 @@ ListEntry(path='n01440764/a b.JPEG', label=0)
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ListEntry", "ListFileError", "parse_list_line", "read_class_map", "read_class_names",
-           "read_list_file"]
+from store.errors import UsageError
+from store.slug import slugify
 
+__all__ = ["IMAGE_EXTENSIONS", "ClassIndex", "FolderClass", "ListEntry", "ListFileError", "loose_key",
+           "parse_list_line", "read_class_map", "read_class_names", "read_image_folder", "read_list_file"]
+
+# The agent's --images extensions (agent/inputs.py): one rule for which files of a class folder are images.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 _INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits only: int() would also take "+3", "1_0" and "٣"
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 
-class ListFileError(ValueError):
+class ListFileError(UsageError):
     """A list or class-names file that cannot be used; ``str()`` reads ``file:line: reason``.
 
     ``where`` (``file:line`` or ``file``) and ``reason`` are the two halves; ``label`` is the label text as
@@ -118,6 +136,7 @@ def read_class_map(path: Path | str) -> dict[int, str]:
         lineno = lines[tabbed.index(not tabbed[0])][0]
         raise ListFileError(f"{path}:{lineno}",
                             "mixes 'label<TAB>name' lines with plain-name lines; use one layout")
+    _check_unique_names(path, lines)
     return {index: text for index, (_, text) in enumerate(lines)}
 
 
@@ -136,7 +155,91 @@ def _labelled_names(path: Path, lines: list[tuple[int, str]]) -> dict[int, str]:
             raise ListFileError(where, f"label {label} is used twice (it appears twice, on lines "
                                        f"{first_line[label]} and {lineno}); each label names one class")
         by_label[label], first_line[label] = name, lineno
+    _check_unique_names(path, [(lineno, text.split("\t", 1)[1].strip()) for lineno, text in lines])
     return by_label
+
+
+def _check_unique_names(path: Path, names: list[tuple[int, str]]) -> None:
+    """A name given twice would silently mean its first label everywhere a name is looked up."""
+    first: dict[str, int] = {}
+    for lineno, name in names:
+        if name in first:
+            raise ListFileError(f"{path}:{lineno}", f"duplicate class name {name!r} (first at line {first[name]}); "
+                                                    "each class needs its own name: rename one of the two")
+        first[name] = lineno
+
+
+def loose_key(text: str) -> str:
+    """The comparison key of a name: NFKC, case-folded, every run of punctuation, space or ``_`` one space.
+
+    The agent's ``agent.parse.normalise``, so both sides match folders the same way.
+
+    >>> loose_key("Red_Fox") == loose_key("red fox") == loose_key(" RED-fox.")
+    True
+    """
+    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+class ClassIndex:
+    """Which class of a class-names list a text (a folder name, a manifest's ``class_name``) means.
+
+    Tried in order: the exact name; a class whose slug is the text (the agent names its image folders by
+    slug); the one class equal after :func:`loose_key` (``red_fox`` for "red fox"). Two classes with the
+    same loose key match neither loosely: the text must then be exact.
+
+    >>> index = ClassIndex(["cat", "red fox", "Snow Owl"])
+    >>> index.find("red fox"), index.find("red-fox-e4b9541d"), index.find("snow_owl"), index.find("dog")
+    (1, 1, 2, None)
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self._exact = {name: label for label, name in enumerate(self.names)}
+        self._slug = {slugify(name): label for label, name in enumerate(self.names)}
+        loose: dict[str, list[int]] = {}
+        for label, name in enumerate(self.names):
+            loose.setdefault(loose_key(name), []).append(label)
+        self._loose = {key: labels[0] for key, labels in loose.items() if len(labels) == 1}
+
+    def find(self, text: str) -> int | None:
+        """The label ``text`` names, or None."""
+        for table, key in ((self._exact, text), (self._slug, text), (self._loose, loose_key(text))):
+            if key in table:
+                return table[key]
+        return None
+
+
+@dataclass(frozen=True)
+class FolderClass:
+    """One class folder of an ImageFolder tree: its name and its images (sorted paths)."""
+
+    name: str
+    images: tuple[Path, ...]
+
+
+def read_image_folder(root: Path | str) -> list[FolderClass]:
+    """The class folders of ``root`` in sorted order (label = position when no class-names file is given).
+
+    Hidden folders (``.cache``) are not classes; a class folder may be empty (it keeps its label).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ListFileError(str(root), "not a folder; expected an ImageFolder tree (one folder per class)")
+    folders = sorted(p for p in _listdir(root) if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise ListFileError(str(root), "no class folders; an ImageFolder tree holds one folder per class "
+                                       "(root/<class name>/<images>)")
+    return [FolderClass(folder.name, tuple(sorted(p for p in _listdir(folder)
+                                                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)))
+            for folder in folders]
+
+
+def _listdir(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise ListFileError(str(folder), f"cannot list the folder ({exc.strerror or type(exc).__name__}); "
+                                         "check that it exists and is readable") from None
 
 
 def _numbered_lines(path: Path) -> list[tuple[int, str]]:

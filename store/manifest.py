@@ -11,7 +11,13 @@ A manifest is JSON Lines, one object per image (DESIGN.md §4):
   ``round`` and ``run_id``.
 - Rows are written atomically (temp file + rename) in a stable order (label, source, path), so the same
   rows always give the same bytes.
-- The reader rejects a malformed row with ``file:line: reason`` (:class:`ManifestError`).
+- The reader rejects a malformed row with ``file:line: reason`` (:class:`ManifestError`, a
+  :class:`store.errors.UsageError`: one line, exit status 2).
+- Two readers: :func:`read_manifest` is the agent's (every field above, strictly: what the agent writes, it
+  reads back); :func:`read_labelled_rows` is the trainer's, for manifests written by any tool: only
+  ``path`` and ``label`` are required; ``class_name`` and ``sha256`` are checked when present (the trainer
+  uses them), every other field is optional and not read. Both keep the ``file:line`` errors and reject a
+  second row for the same image.
 
 This module imports only the standard library and :mod:`store.lists` (the same), whose list-file and
 class-names readers it re-exports: the trainer depends on this module and on nothing else of ours.
@@ -26,18 +32,30 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from store.lists import ListEntry, ListFileError, read_class_map, read_class_names, read_list_file
+from store.errors import UsageError
+from store.lists import (
+    ClassIndex,
+    FolderClass,
+    ListEntry,
+    ListFileError,
+    read_class_map,
+    read_class_names,
+    read_image_folder,
+    read_list_file,
+)
 
-__all__ = ["ListEntry", "ListFileError", "ManifestError", "ManifestRow", "atomic_write_text", "parse_row",
-           "read_class_map", "read_class_names", "read_list_file", "read_manifest", "write_manifest"]
+__all__ = ["ClassIndex", "FolderClass", "LabelledRow", "ListEntry", "ListFileError", "ManifestError", "ManifestRow",
+           "atomic_write_bytes", "atomic_write_text", "parse_row", "read_class_map", "read_class_names",
+           "read_image_folder", "read_labelled_rows", "read_list_file", "read_manifest", "write_manifest"]
 
 SOURCES = ("original", "generated")
 _GENERATED_FIELDS = ("description", "score", "round", "run_id")
 _ALL_FIELDS = ("path", "label", "class_name", "source", "sha256", *_GENERATED_FIELDS)
 
 
-class ManifestError(ValueError):
+class ManifestError(UsageError):
     """A manifest row or file that cannot be used; the message reads ``file:line: reason``."""
 
 
@@ -102,6 +120,78 @@ def read_manifest(path: Path | str) -> list[ManifestRow]:
     A second row for an image already listed is a bad row too (``write_manifest`` never writes one).
     """
     path = Path(path)
+    rows: list[ManifestRow] = []
+    first_line: dict[str, int] = {}
+    for lineno, line in _numbered_rows(path):
+        row = parse_row(line, where=f"{path}:{lineno}")
+        _check_new_path(row.path, lineno, first_line, path)
+        rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class LabelledRow:
+    """What the trainer reads of a manifest row: the image, its label and, when given, its class and hash."""
+
+    path: str
+    label: int
+    class_name: str | None
+    sha256: str | None
+    where: str  # "file:line", for messages
+
+    def resolve(self, manifest_dir: Path) -> Path:
+        """The image's path: ``path`` taken relative to the manifest's folder (or absolute)."""
+        p = Path(self.path)
+        return p if p.is_absolute() else manifest_dir / p
+
+
+def read_labelled_rows(path: Path | str) -> tuple[list[LabelledRow], list[str]]:
+    """The trainer's reader: ``(rows, fields_not_read)`` for a manifest written by the agent or another tool.
+
+    Required per row: ``path`` (non-empty string) and ``label`` (integer >= 0). Checked when present:
+    ``class_name`` (non-empty string) and ``sha256`` (64 hex digits, stored lowercase). Fields the agent
+    writes and the trainer does not need (``source``, ``description``, …) are accepted unread; any other
+    field is returned in ``fields_not_read`` (sorted) so the caller can say once that it was ignored.
+
+    >>> row = _labelled_row({"path": "a.png", "label": 2}, "m.jsonl:1")
+    >>> (row.path, row.label, row.class_name, row.sha256)
+    ('a.png', 2, None, None)
+    """
+    path = Path(path)
+    rows: list[LabelledRow] = []
+    unknown: set[str] = set()
+    first_line: dict[str, int] = {}
+    for lineno, line in _numbered_rows(path):
+        where = f"{path}:{lineno}"
+        obj = _json_object(line, where)
+        unknown.update(set(obj) - set(_ALL_FIELDS))
+        row = _labelled_row(obj, where)
+        _check_new_path(row.path, lineno, first_line, path)
+        rows.append(row)
+    return rows, sorted(unknown)
+
+
+def _labelled_row(obj: dict[str, Any], where: str) -> LabelledRow:
+    missing = [k for k in ("path", "label") if k not in obj]
+    if missing:
+        raise ManifestError(f"{where}: missing field(s) {', '.join(missing)} (a row needs at least "
+                            f"'path' and 'label')")
+    path, label = obj["path"], obj["label"]
+    class_name, sha = obj.get("class_name"), obj.get("sha256")
+    if not isinstance(path, str) or not path:
+        raise ManifestError(f"{where}: path must be a non-empty string")
+    if not isinstance(label, int) or isinstance(label, bool) or label < 0:
+        raise ManifestError(f"{where}: label must be an integer >= 0, got {label!r}")
+    if class_name is not None and (not isinstance(class_name, str) or not class_name):
+        raise ManifestError(f"{where}: class_name must be a non-empty string when given, got {class_name!r}")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64
+                                and all(c in "0123456789abcdef" for c in sha.lower())):
+        raise ManifestError(f"{where}: sha256 must be 64 hex digits when given")
+    return LabelledRow(path, label, class_name, sha.lower() if isinstance(sha, str) else None, where)
+
+
+def _numbered_rows(path: Path) -> list[tuple[int, str]]:
+    """The non-blank lines of a manifest with their line numbers (a file problem is a ManifestError)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -111,29 +201,19 @@ def read_manifest(path: Path | str) -> list[ManifestRow]:
     except UnicodeDecodeError as exc:
         lineno = raw[: exc.start].count(b"\n") + 1
         raise ManifestError(f"{path}:{lineno}: not UTF-8 text (byte {exc.start})") from None
-    rows: list[ManifestRow] = []
-    first_line: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = parse_row(line, where=f"{path}:{lineno}")
-        if row.path in first_line:
-            raise ManifestError(
-                f"{path}:{lineno}: duplicate row for image {row.path!r} (first at line {first_line[row.path]})"
-            )
-        first_line[row.path] = lineno
-        rows.append(row)
-    return rows
+    return [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def _check_new_path(image: str, lineno: int, first_line: dict[str, int], path: Path) -> None:
+    if image in first_line:
+        raise ManifestError(f"{path}:{lineno}: duplicate row for image {image!r} "
+                            f"(first at line {first_line[image]})")
+    first_line[image] = lineno
 
 
 def parse_row(line: str, where: str = "<row>") -> ManifestRow:
     """Parse one JSON line into a row, or raise ``ManifestError`` prefixed with ``where``."""
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{where}: not valid JSON ({exc.msg})") from None
-    if not isinstance(obj, dict):
-        raise ManifestError(f"{where}: a row must be a JSON object")
+    obj = _json_object(line, where)
     unknown = sorted(set(obj) - set(_ALL_FIELDS))
     if unknown:
         raise ManifestError(f"{where}: unknown field(s) {', '.join(unknown)}")
@@ -146,13 +226,32 @@ def parse_row(line: str, where: str = "<row>") -> ManifestRow:
         raise ManifestError(f"{where}: {exc}") from None
 
 
+def _json_object(line: str, where: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{where}: not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: a row must be a JSON object")
+    return obj
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    """Write ``text`` (UTF-8) to ``path`` via a temp file in the same folder and ``os.replace``."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``.
+
+    Either the old file or the whole new one is there afterwards: a full disk or a crash mid-write leaves
+    the old file (and no temp file) behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -1,7 +1,8 @@
 """Command-line parsing shared by ``python -m trainer.train`` and ``python -m trainer.eval``.
 
-Contract: a bad option is one line on stderr (``<prog>: error: what (how to fix)``) and exit code 2 — never a
-usage dump or a traceback. Numeric options are range-checked here so later code can trust them.
+Contract: a bad option is one line on stderr (``error: what (see <prog> --help)``, with "did you mean --x?" for
+a mistyped flag) and exit code 2 — never a usage dump or a traceback. Numeric options are range-checked here so later code can trust them. Errors
+raised while running are :class:`store.errors.UsageError` subclasses, caught once in :func:`run_main`.
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
+
+from store.cli import OneLineParser
+from store.errors import UsageError, usage_line
 
 
-class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are a single line (argparse prints the whole usage block by default)."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
+class Parser(OneLineParser):
+    """The project's one-line parser (store/cli.py: no abbreviations, "did you mean", no usage dump)."""
 
 
 def positive_int(text: str) -> int:
@@ -61,12 +61,16 @@ def default_workers() -> int:
     return min(8, max(0, (os.cpu_count() or 1) - 1))
 
 
-def add_eval_options(p: argparse.ArgumentParser) -> None:
-    """Options that both train and eval understand."""
-    p.add_argument("--many", type=nonneg_int, default=100,
-                   help="classes with MORE than this many original training images are 'many' (default 100)")
-    p.add_argument("--few", type=nonneg_int, default=20,
-                   help="classes with FEWER than this many original training images are 'few' (default 20)")
+def add_eval_options(p: argparse.ArgumentParser, thresholds_from_run: bool = False) -> None:
+    """Options that both train and eval understand; eval takes ``--many/--few`` from the training run."""
+    many, few = (None, None) if thresholds_from_run else (100, 20)
+    default = "default: the training run's value" if thresholds_from_run else "default {}"
+    p.add_argument("--many", type=nonneg_int, default=many,
+                   help=f"classes with MORE than this many original training images are 'many' "
+                        f"({default.format(100)})")
+    p.add_argument("--few", type=nonneg_int, default=few,
+                   help=f"classes with FEWER than this many original training images are 'few' "
+                        f"({default.format(20)})")
     p.add_argument("--max-test", type=nonneg_int, default=0,
                    help="evaluate on at most N test images, taken class by class (0 = all)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -77,7 +81,8 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=nonneg_int, default=0,
                    help="torch CPU threads per process (0 = auto: cores / local ranks - workers, at least 1)")
     p.add_argument("--skip-bad-images", action="store_true",
-                   help="drop missing/corrupt images with a counted warning instead of stopping")
+                   help="drop missing, changed (sha256) or corrupt images with a counted warning instead of "
+                        "stopping; metrics.json records how many (skipped_images)")
     p.add_argument("--cache-mb", type=nonneg_float, default=1024.0,
                    help="keep up to this many MB of decoded images in memory (default 1024; 0 = off)")
 
@@ -91,7 +96,8 @@ def _number(text: str, kind: type[int] | type[float]) -> int | float:
 
 
 def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, body: Callable[[Any], int]) -> int:
-    """Parse ``argv`` and run ``body(args)``: a data or model error is one ``error:`` line and exit 2.
+    """Parse ``argv`` and run ``body(args)``: a :class:`UsageError` is its one ``error:`` line and its exit code
+    (2 for bad input; 1 for an output that could not be saved after work was done).
 
     torch is imported only after parsing, so ``--help`` and option errors are instant.
     """
@@ -99,24 +105,12 @@ def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, body: 
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    from trainer.data import DataError
-    from trainer.model import ModelError
-
     try:
         return body(args)
-    except (DataError, ModelError) as exc:
-        print(f"error: {one_line(str(exc))}", file=sys.stderr)
-        return 2
+    except UsageError as exc:
+        print(usage_line(exc), file=sys.stderr)
+        return int(exc.exit_code)
     finally:
         from trainer.loop import teardown_runtime
 
         teardown_runtime()
-
-
-def one_line(message: str) -> str:
-    """A worker-raised error arrives wrapped in a traceback: keep only the original message."""
-    last = [ln for ln in message.strip().splitlines() if ln.strip()][-1]
-    for prefix in ("trainer.data.DataError: ", "DataError: "):
-        if last.startswith(prefix):
-            return last[len(prefix):]
-    return last

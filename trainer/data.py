@@ -1,14 +1,10 @@
-"""Training and test data: list files, manifests, class names, image loading and datasets.
+"""Image loading and datasets: transforms, a decoded-image cache, and the datasets the samplers index.
 
 Contract
-- A data spec is either a *list file* (ImageNet-LT / Places-LT / iNat18 style: ``relative/path.jpg <label>``
-  per line, paths relative to ``data_root``, which defaults to the list file's folder) or a *manifest*
-  (``*.jsonl``, read with :func:`store.manifest.read_manifest`; paths relative to the manifest's folder).
-  Blank lines and ``#`` comments in list files are ignored.
-- Every problem with user input raises :class:`DataError` whose message is one line:
-  ``file:line: reason`` for a row, ``file: reason`` for a whole file.
-- :func:`read_samples` validates labels against the class count; :func:`check_images` checks that files exist
-  (and, with ``skip_bad``, that they decode), dropping and counting bad ones only when asked to.
+- Which images and labels a run uses is :mod:`trainer.samples` (list files, manifests, ImageFolder trees,
+  class names); this module turns those samples into tensors.
+- An image that cannot be decoded raises :class:`trainer.samples.DataError` (one line: ``file:line``, the
+  path, the fix).
 - Datasets take *keys* produced by the samplers in :mod:`trainer.balancemix`: ``PairDataset[(i, j, lam)]``
   returns the transformed pair; ``j < 0`` means "no partner" (an empty tensor stands in for ``x_j``).
 
@@ -21,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,98 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from store import manifest  # also the list-file and class-names readers (store.lists), re-exported
-from store.manifest import ListFileError, ManifestError, read_manifest
-
-
-class DataError(ValueError):
-    """Unusable input data; the message is one line that names the file (and line) and the fix."""
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One labelled image. ``where`` is ``file:line`` of the row that listed it, for error messages."""
-
-    path: Path
-    label: int
-    where: str
-
-
-def read_class_names(path: Path | str) -> list[str]:
-    """Read a class-names file: ``label<TAB>name`` lines, or one name per line (line index = label).
-
-    Both ``"1<TAB>dog\\n0<TAB>cat\\n"`` and ``"cat\\ndog\\n"`` give ``["cat", "dog"]``
-    (:func:`store.manifest.read_class_names`, with :class:`DataError` for its errors).
-    """
-    try:
-        return manifest.read_class_names(path)
-    except ListFileError as exc:
-        raise _data_error(exc) from None
-
-
-def read_samples(spec: Path | str, num_classes: int, data_root: Path | str | None = None) -> list[Sample]:
-    """Read a list file or a manifest (``.jsonl``) into samples, checking every label is < ``num_classes``."""
-    spec = Path(spec)
-    if not spec.is_file():
-        raise DataError(f"{spec}: no such file (expected a list file 'path label' or a manifest .jsonl)")
-    samples = _read_manifest(spec) if is_manifest(spec) else read_list_file(spec, data_root)
-    for s in samples:
-        if s.label >= num_classes:
-            raise DataError(f"{s.where}: label {s.label} is out of range: the class-names file has "
-                            f"{num_classes} classes (labels 0..{num_classes - 1})")
-    return samples
-
-
-def is_manifest(path: Path) -> bool:
-    """A manifest is a ``.jsonl`` file, or any file whose first non-blank character is ``{``."""
-    if path.suffix == ".jsonl":
-        return True
-    head = _read_text(path)[:4096].lstrip()
-    return head.startswith("{")
-
-
-def read_list_file(path: Path | str, data_root: Path | str | None = None) -> list[Sample]:
-    """Parse ``path label`` lines (:func:`store.manifest.read_list_file`); paths are joined to ``data_root``."""
-    path = Path(path)
-    root = Path(data_root) if data_root is not None else path.parent
-    try:
-        entries = manifest.read_list_file(path)
-    except ListFileError as exc:
-        raise _data_error(exc) from None
-    if not entries:
-        raise DataError(f"{path}: no samples listed (expected lines 'relative/path.jpg <label>')")
-    return [Sample(root / e.path, e.label, e.where) for e in entries]
-
-
-def class_counts(samples: Sequence[Sample], num_classes: int) -> list[int]:
-    """Images per class. ``[Sample(.., 0, ..), Sample(.., 2, ..)], 3 -> [1, 0, 1]``."""
-    counts = [0] * num_classes
-    for s in samples:
-        counts[s.label] += 1
-    return counts
-
-
-def check_images(samples: Sequence[Sample], skip_bad: bool) -> tuple[list[Sample], list[str]]:
-    """Return (usable samples, problems). Without ``skip_bad`` the first missing file raises.
-
-    With ``skip_bad`` every image is also opened and verified, so corrupt files are dropped up front rather
-    than failing mid-epoch.
-    """
-    kept: list[Sample] = []
-    problems: list[str] = []
-    for s in samples:
-        problem = None
-        if not s.path.is_file():
-            problem = f"{s.where}: image not found: {s.path}"
-        elif skip_bad:
-            problem = _verify_image(s)
-        if problem is None:
-            kept.append(s)
-        elif skip_bad:
-            problems.append(problem)
-        else:
-            raise DataError(problem + " (fix the path or --data-root, or pass --skip-bad-images)")
-    return kept, problems
+from trainer.samples import DataError, Sample, reason_of
 
 
 def build_transforms(image_size: int, mean: Sequence[float], std: Sequence[float],
@@ -229,7 +133,7 @@ class ImageLoader:
             with Image.open(sample.path) as im:
                 image = im.convert("RGB")
         except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise DataError(f"{sample.where}: cannot read image {sample.path}: {_reason(exc)} "
+            raise DataError(f"{sample.where}: cannot read image {sample.path}: {reason_of(exc)} "
                             f"(replace the file, or pass --skip-bad-images)") from None
         size = image.width * image.height * 3
         if self._used + size <= self._budget:
@@ -269,69 +173,6 @@ class EvalDataset(_ImageDataset, Dataset[tuple[torch.Tensor, int]]):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         s = self.samples[index]
         return self.transform(self.loader.load(s)), s.label
-
-
-def subset_round_robin(samples: Sequence[Sample], limit: int) -> list[Sample]:
-    """First ``limit`` samples taken class by class in turn, so a quick test subset keeps every class.
-
-    Labels ``[0, 0, 0, 1, 1, 2]`` with ``limit=4`` give labels ``[0, 1, 2, 0]``.
-    """
-    if limit <= 0 or limit >= len(samples):
-        return list(samples)
-    by_class: dict[int, list[Sample]] = {}
-    for s in samples:
-        by_class.setdefault(s.label, []).append(s)
-    queues = [by_class[k] for k in sorted(by_class)]
-    picked: list[Sample] = []
-    depth = 0
-    while len(picked) < limit:
-        for q in queues:
-            if depth < len(q) and len(picked) < limit:
-                picked.append(q[depth])
-        depth += 1
-    return picked
-
-
-def _read_manifest(path: Path) -> list[Sample]:
-    try:
-        rows = read_manifest(path)
-    except ManifestError as exc:
-        raise DataError(str(exc)) from None
-    if not rows:
-        raise DataError(f"{path}: the manifest has no rows")
-    return [Sample(row.resolve(path.parent), row.label, f"{path}: row {n}")
-            for n, row in enumerate(rows, start=1)]
-
-
-def _verify_image(s: Sample) -> str | None:
-    try:
-        with Image.open(s.path) as im:
-            im.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        return f"{s.where}: cannot read image {s.path}: {_reason(exc)}"
-    return None
-
-
-def _data_error(exc: ListFileError) -> DataError:
-    if exc.label is not None:  # the trainer's wording for a bad label since issue 4 (users grep for it)
-        return DataError(f"{exc.where}: label must be a non-negative integer, got {exc.label!r}")
-    return DataError(str(exc))
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:160]
 
 
 def dump_json(obj: Any) -> str:

@@ -8,8 +8,9 @@ Contract
   results are usually computed with; on a balanced test set the two coincide. An empty group is ``null``.
 - :func:`count_correct` gathers per-class (correct, total) on this rank's share of the test set and sums
   them over ranks, so metrics under DDP equal a single-process run.
-- Files written by :func:`write_reports`: ``metrics.json``, ``per_class.csv``
-  (``label,name,train_count,group,test_images,correct,accuracy``) and ``acc_vs_count.png``.
+- Files written by :func:`write_reports`, each atomically: ``metrics.json``, ``per_class.csv``
+  (``label,name,train_count,group,test_images,correct,accuracy``) and ``acc_vs_count.png``
+  (:func:`accuracy_figure`: log x-axis with 1-2-5 ticks, labelled many / few bounds, a title).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
-from store.manifest import atomic_write_text
+from store.manifest import atomic_write_bytes, atomic_write_text
 from trainer.data import dump_json
 from trainer.loop import Runtime
 
@@ -120,29 +121,50 @@ def write_reports(out: Path, metrics: dict[str, Any], correct: Sequence[int], to
 
 def plot_accuracy_vs_count(path: Path, correct: Sequence[int], total: Sequence[int],
                            train_counts: Sequence[int], many: int, few: int) -> None:
-    """Scatter of per-class accuracy against original training count (log x), coloured by group."""
+    """Write :func:`accuracy_figure` as a PNG, atomically (a full disk leaves the old plot, not half a file)."""
+    import matplotlib.pyplot as plt
+
+    fig = accuracy_figure(correct, total, train_counts, many, few)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def accuracy_figure(correct: Sequence[int], total: Sequence[int], train_counts: Sequence[int],
+                    many: int, few: int) -> Any:
+    """Per-class accuracy against original training count: log x with 1-2-5 ticks, labelled group bounds.
+
+    The x range always spans both thresholds, so the many / medium / few bands (and several ticks) show.
+    """
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")  # no display on training machines
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.95)  # tight_layout costs ~1 s
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.88)  # tight_layout costs ~1 s
     colours = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
     for g in GROUPS:
         pts = [(max(n, 1), 100.0 * c / t) for n, c, t in zip(train_counts, correct, total, strict=True)
                if t and group_of(n, many, few) == g]
         if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, label=g, color=colours[g])
-    for x in (few, many):
-        ax.axvline(x, color="grey", linestyle=":", linewidth=1)
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, label=f"{g} ({len(pts)})", color=colours[g])
+    counts = [max(n, 1) for n in train_counts] or [1]
     ax.set_xscale("log")
+    ax.set_xlim(min(*counts, max(few, 1)) / 1.5, max(*counts, max(many, 1)) * 1.5)
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # "100", not "10^2"
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("training images of the class (original data)")
+    for x, text, side in ((few, f"few: < {few}", "right"), (many, f"many: > {many}", "left")):
+        ax.axvline(x, color="grey", linestyle=":", linewidth=1)
+        ax.text(x * (0.93 if side == "right" else 1.07), 99, text, ha=side, va="top", fontsize=8, color="dimgrey")
+    ax.set_xlabel("training images of the class (original data, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.legend(loc="lower right")
-    fig.savefig(path)
-    plt.close(fig)
+    ax.set_ylim(-2, 104)
+    n_test = sum(total)
+    overall = f"overall {100.0 * sum(correct) / n_test:.1f}% on {n_test} test images" if n_test else "no test images"
+    ax.set_title(f"Per-class top-1 accuracy vs. training images\n({overall}; one dot per class)", fontsize=10)
+    ax.legend(loc="best", fontsize=8)
+    return fig

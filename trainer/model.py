@@ -4,7 +4,10 @@ Contract
 - ``--model`` is an open_clip model name or a path to an open_clip model-config JSON (``embed_dim``,
   ``vision_cfg``, ``text_cfg``), registered with ``open_clip.add_model_config`` under the file's stem.
 - ``--pretrained`` is ``none`` (random init, seeded, no download attempted), an open_clip tag (downloaded on
-  the user's machine), or a path to a weights file. Anything else is a :class:`ModelError` (one line).
+  the user's machine), or a path to a weights file. Anything else is a :class:`ModelError` (one line, a
+  :class:`store.errors.UsageError`). open_clip's own "No pretrained weights loaded" log line is held back:
+  the caller says what the random start means in its context (training, or eval loading trained weights on
+  top); any other warning open_clip logs while building is passed to ``log`` once, prefixed ``open_clip:``.
 - Tuning (:data:`TUNES`): ``lora`` (the paper: backbone frozen; peft LoRA on the visual tower's ``attn``,
   ``mlp.c_fc``, ``mlp.c_proj`` — not ``attn.out_proj``, which nn.MultiheadAttention bypasses, see
   ENV-NOTES), ``full`` (every visual parameter trains: a small model from scratch), ``head`` (linear probe).
@@ -17,8 +20,12 @@ Contract
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from store.errors import UsageError
 from trainer.choices import TUNES
 
 LORA_TARGETS = ["attn", "mlp.c_fc", "mlp.c_proj"]
 PROMPT = "a photo of a {name}."
 
 
-class ModelError(ValueError):
+class ModelError(UsageError):
     """A model name, config file or weights source that cannot be used; the message is one line."""
 
 
@@ -83,14 +91,18 @@ class Classifier(nn.Module):
         return self.head(features)
 
 
-def build_classifier(cfg: ModelConfig, class_names: list[str]) -> tuple[Classifier, dict[str, Any]]:
-    """Create the classifier on CPU; returns it and the preprocessing config (size, mean, std)."""
+def build_classifier(cfg: ModelConfig, class_names: list[str],
+                     log: Callable[[str], None] | None = None) -> tuple[Classifier, dict[str, Any]]:
+    """Create the classifier on CPU; returns it and the preprocessing config (size, mean, std).
+
+    ``log`` receives open_clip's warnings other than its random-init line (default: stderr).
+    """
     import open_clip  # heavy (~9 s): imported only when a model is really built
 
     name = register_model(cfg.model)
     # Every random init here (backbone for `none`, random head, LoRA A) comes from cfg.seed, and the
     # caller's RNG is left untouched: the same config always gives the same starting model.
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _open_clip_logs(log or _stderr):
         torch.manual_seed(cfg.seed)
         clip = _create_clip(open_clip, name, cfg)
         preprocess = dict(clip.visual.preprocess_cfg)
@@ -148,6 +160,56 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     total = sum(p.numel() for p in model.parameters())
     return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
+RANDOM_INIT = "No pretrained weights loaded"  # open_clip's log line for a random start (factory.py)
+
+
+@contextmanager
+def _open_clip_logs(log: Callable[[str], None]) -> Iterator[None]:
+    """Hold back what open_clip logs through the root logger (raw ``WARNING:root:`` lines) while it builds.
+
+    The random-init line is dropped (callers say it in their words); other warnings go to ``log`` once.
+    While the root logger has no handler, a holding one stands in: ``logging.warning`` would otherwise
+    install a stderr handler for the rest of the process (its ``basicConfig`` fallback), and warnings
+    propagated from other loggers (peft's) are held and passed on the same way.
+    """
+    root = logging.getLogger()
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    guard = _Holding(held) if not root.handlers else None
+    if guard is not None:
+        root.addHandler(guard)
+    root.addFilter(hold)
+    try:
+        yield
+    finally:
+        root.removeFilter(hold)
+        if guard is not None:
+            root.removeHandler(guard)
+        said = {f"{'open_clip' if r.name == 'root' else r.name}: {r.getMessage()}": None
+                for r in held if r.levelno >= logging.WARNING and RANDOM_INIT not in r.getMessage()}
+        for line in said:
+            log(line)
+
+
+class _Holding(logging.Handler):
+    """A handler that keeps WARNING+ records in a list (see :func:`_open_clip_logs`)."""
+
+    def __init__(self, held: list[logging.LogRecord]) -> None:
+        super().__init__(logging.WARNING)
+        self.held = held
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.held.append(record)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def _create_clip(open_clip: Any, name: str, cfg: ModelConfig) -> Any:

@@ -1,8 +1,11 @@
 """One training run, wired from parsed options: data -> model -> loaders -> epochs -> checkpoint -> reports.
 
 Contract: :func:`run_training` is called by :func:`trainer.train.main` with validated options; it raises
-:class:`trainer.data.DataError` / :class:`trainer.model.ModelError` for bad input (main turns those into one
-line and exit code 2) and returns 0 on success. Rank 0 writes every file; all ranks train and evaluate.
+a :class:`store.errors.UsageError` (``DataError``, ``ModelError``, ``OutputError``) for bad input or an output
+that cannot be written (main prints its one line; exit 2, or 1 once epochs were trained) and returns 0 on
+success. Rank 0 writes every file; all ranks train and evaluate. Write order per epoch: checkpoint
+(atomic folder swap), then the ``train_log.jsonl`` row (atomic rewrite), so a failed write never leaves a
+half file and ``--resume`` continues from the last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,20 +25,7 @@ from torch.utils.data import DataLoader
 
 from store.manifest import atomic_write_text
 from trainer.balancemix import PairSampler, SamplingConfig
-from trainer.data import (
-    DataError,
-    EvalDataset,
-    ImageLoader,
-    PairDataset,
-    Sample,
-    build_transforms,
-    check_images,
-    class_counts,
-    dump_json,
-    read_class_names,
-    read_samples,
-    subset_round_robin,
-)
+from trainer.data import EvalDataset, ImageLoader, PairDataset, build_transforms, dump_json
 from trainer.evaluate import StridedSampler, compute_metrics, count_correct, write_reports
 from trainer.loop import (
     Runtime,
@@ -48,6 +39,17 @@ from trainer.loop import (
 )
 from trainer.losses import TrainingLoss, sampler_prior
 from trainer.model import Classifier, ModelConfig, ModelError, build_classifier, count_parameters
+from trainer.outputs import check_out_folder, write_log_row, writing
+from trainer.samples import (
+    DataError,
+    Sample,
+    check_images,
+    class_counts,
+    load_classes,
+    read_listing,
+    relabel_note,
+    subset_round_robin,
+)
 
 
 @dataclass
@@ -57,11 +59,13 @@ class DataBundle:
     generated: list[Sample]
     test: list[Sample]
     train_counts: list[int]  # per class, original data only: defines many/medium/few (and --la-prior original)
+    skipped: dict[str, int]  # images dropped by --skip-bad-images, per part (original, generated, test)
 
 
 def run_training(args: argparse.Namespace, trajectory_keys: Sequence[str]) -> int:
     log = _logger()
     out = Path(args.out)
+    check_out_folder(out)
     resume_dir = _resume_dir(args, out)
     if args.mode == "balancemix" and not args.generated:
         raise DataError("--mode balancemix mixes with generated data: pass --generated LIST|MANIFEST "
@@ -76,7 +80,9 @@ def run_training(args: argparse.Namespace, trajectory_keys: Sequence[str]) -> in
     cfg = ModelConfig(model=args.model, pretrained=args.pretrained, tune=args.tune, head=args.head,
                       lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                       image_size=args.image_size, seed=args.seed)
-    model, preprocess = build_classifier(cfg, data.class_names)
+    model, preprocess = build_classifier(cfg, data.class_names, log)
+    if cfg.pretrained == "none":
+        log(f"--pretrained none: the backbone starts from random weights (seed {cfg.seed}), not from CLIP")
     trainable, total = count_parameters(model)
     log(f"model {cfg.model} ({cfg.tune}): {trainable:,} trainable of {total:,} parameters")
     model.to(rt.device)
@@ -99,7 +105,9 @@ def run_training(args: argparse.Namespace, trajectory_keys: Sequence[str]) -> in
     config = _resolved_config(args, data, rt, len(sampler) * rt.world, trainable)
     config["la_prior_resolved"] = [round(p, 6) for p in prior]
     if rt.is_main:
-        atomic_write_text(out / "config.json", dump_json(config))
+        with writing(out / "config.json", done_work=False, safe="nothing was trained; free space or choose "
+                                                               "another --out"):
+            atomic_write_text(out / "config.json", dump_json(config))
     info = _model_info(cfg, data, args, preprocess)
     ctx = _EpochContext(args, rt, net, model, optimizer, scheduler, sampler, train_loader, test_loader,
                         build_loss(args, data, prior), data, out, info, log)
@@ -108,15 +116,23 @@ def run_training(args: argparse.Namespace, trajectory_keys: Sequence[str]) -> in
     if end < args.epochs:
         log(f"stopped after epoch {end} of {args.epochs}; continue with --resume")
         return 0
-    correct, totals = count_correct(model, test_loader, rt, len(data.class_names))
+    _report(ctx, images, seconds)
+    return 0
+
+
+def _report(ctx: _EpochContext, images: int, seconds: float) -> None:
+    """Evaluate the trained model and write metrics.json, per_class.csv and acc_vs_count.png (rank 0)."""
+    args, data, out = ctx.args, ctx.data, ctx.out
+    correct, totals = count_correct(ctx.model, ctx.test_loader, ctx.rt, len(data.class_names))
     metrics = compute_metrics(correct, totals, data.train_counts, args.many, args.few)
     metrics.update({"epochs": args.epochs, "images_per_s": images / seconds if seconds else None,
-                    "train_seconds": seconds, "mode": args.mode, "loss": args.loss})
-    if rt.is_main:
-        write_reports(out, metrics, correct, totals, data.train_counts, data.class_names)
+                    "train_seconds": seconds, "mode": args.mode, "loss": args.loss, "skipped_images": data.skipped})
+    if ctx.rt.is_main:
+        with writing(out, done_work=True, safe=f"the trained model is in {out / 'checkpoints' / 'last'}: free "
+                                                f"space and run the same command with --resume to write the reports"):
+            write_reports(out, metrics, correct, totals, data.train_counts, data.class_names)
         shown = {k: None if metrics[k] is None else round(metrics[k], 2) for k in ("overall", "many", "medium", "few")}
-        log(f"done: {json.dumps(shown)} -> {out}")
-    return 0
+        ctx.log(f"done: {json.dumps(shown)} -> {out}")
 
 
 @dataclass
@@ -150,8 +166,7 @@ def run_epochs(ctx: _EpochContext, start: int, end: int) -> tuple[int, float]:
             stats = train_one_epoch(ctx.net, ctx.train_loader, ctx.optimizer, ctx.scheduler, ctx.loss_fn,
                                     ctx.rt, len(ctx.data.class_names), ctx.args.clip_grad, bar)
         images, seconds = images + stats.images, seconds + stats.seconds
-        save_checkpoint(ctx.out / "checkpoints" / "last", ctx.net, ctx.optimizer, ctx.scheduler, ctx.sampler,
-                        epoch + 1, ctx.model_info, ctx.rt)
+        _save(ctx, epoch + 1)
         row: dict[str, Any] = {"epoch": epoch + 1, "loss": stats.loss, "images": stats.images,
                                "seconds": round(stats.seconds, 3), "images_per_s": round(stats.images_per_s, 1),
                                "lr": ctx.scheduler.get_last_lr()[0]}
@@ -161,8 +176,10 @@ def run_epochs(ctx: _EpochContext, start: int, end: int) -> tuple[int, float]:
             m = compute_metrics(correct, totals, ctx.data.train_counts, ctx.args.many, ctx.args.few)
             row.update({k: m[k] for k in ("overall", "many", "medium", "few")})
         if ctx.rt.is_main:
-            with open(ctx.out / "train_log.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
+            with writing(ctx.out / "train_log.jsonl", done_work=True,
+                         safe=f"checkpoints/last holds epoch {epoch + 1}: free space and continue with --resume "
+                              f"(the log will lack that epoch's row)"):
+                write_log_row(ctx.out / "train_log.jsonl", row)
             ctx.log(f"epoch {epoch + 1}/{ctx.args.epochs}: loss {stats.loss:.4f}, "
                     f"{stats.images_per_s:.0f} images/s")
     return images, seconds
@@ -183,23 +200,49 @@ def build_loss(args: argparse.Namespace, data: DataBundle, prior: list[float]) -
     return TrainingLoss(args.loss, [p * pool for p in prior], args.la_tau)
 
 
+def _save(ctx: _EpochContext, epochs_done: int) -> None:
+    """The checkpoint of ``epochs_done`` epochs; a failed write leaves the previous one and says so."""
+    folder = ctx.out / "checkpoints" / "last"
+    before = f"checkpoints/last still holds epoch {epochs_done - 1}" if epochs_done > 1 else "no epoch is saved"
+    try:
+        with writing(folder, done_work=True, safe=f"{before}: free space and continue with --resume"
+                                                  if epochs_done > 1 else f"{before}: free space and run again"):
+            save_checkpoint(folder, ctx.net, ctx.optimizer, ctx.scheduler, ctx.sampler, epochs_done,
+                            ctx.model_info, ctx.rt)
+    except BaseException:
+        # save_checkpoint writes into "last.tmp" and swaps it in only when complete: drop the partial copy so
+        # the space it took is free again (the next save would remove it too).
+        shutil.rmtree(folder.with_name(folder.name + ".tmp"), ignore_errors=True)
+        raise
+
+
 def load_data(args: argparse.Namespace, log: Any) -> DataBundle:
-    """Read class names, D_o, D_g and the test set; check images; preload small datasets into memory."""
-    names = read_class_names(args.class_names)
-    c = len(names)
-    original = read_samples(args.train, c, args.data_root)
-    generated = [s for spec in args.generated for s in read_samples(spec, c, args.data_root)]
-    test = subset_round_robin(read_samples(args.test, c, args.data_root), args.max_test)
-    skipped: list[str] = []
-    for part in (original, generated, test):
-        kept, problems = check_images(part, args.skip_bad_images)
-        part[:] = kept
-        skipped += problems
-    if skipped:
-        log(f"warning: skipped {len(skipped)} unreadable image(s) (--skip-bad-images); first: {skipped[0]}")
+    """Read class names, D_o, D_g and the test set; check images; say once what was relabelled or skipped."""
+    classes = load_classes(args.class_names, args.train)
+    c = len(classes.names)
+    parts = {"original": [read_listing(args.train, classes, args.data_root)],
+             "generated": [read_listing(spec, classes, args.data_root) for spec in args.generated],
+             "test": [read_listing(args.test, classes, args.data_root)]}
+    for note in dict.fromkeys(n for listings in parts.values() for listing in listings for n in listing.notes):
+        log(f"note: {note}")
+    samples = {name: [s for listing in listings for s in listing.samples] for name, listings in parts.items()}
+    samples["test"] = subset_round_robin(samples["test"], args.max_test)
+    relabelled = relabel_note([s for part in samples.values() for s in part], classes.source)
+    if relabelled:
+        log(relabelled)
+    problems: list[str] = []
+    skipped: dict[str, int] = {}
+    for name, part in samples.items():
+        part[:], bad = check_images(part, args.skip_bad_images)
+        problems += bad
+        skipped[name] = len(bad)
+    if problems:
+        log(f"warning: skipped {len(problems)} unreadable image(s) (--skip-bad-images); first: {problems[0]}")
+    original, test = samples["original"], samples["test"]
     if not original or not test:
         raise DataError(f"no usable {'training' if not original else 'test'} images left after skipping")
-    return DataBundle(names, original, generated, test, class_counts(original, c))
+    return DataBundle(list(classes.names), original, samples["generated"], test, class_counts(original, c),
+                      skipped)
 
 
 def make_train_loader(args: argparse.Namespace, data: DataBundle, preprocess: dict[str, Any],
@@ -262,7 +305,9 @@ def _resolved_config(args: argparse.Namespace, data: DataBundle, rt: Runtime, sa
     config.update({"num_classes": len(data.class_names), "original_images": len(data.original),
                    "generated_images": len(data.generated), "test_images": len(data.test),
                    "samples_per_epoch_resolved": samples, "world_size": rt.world, "device": str(rt.device),
-                   "trainable_parameters": trainable, "train_counts": data.train_counts})
+                   "trainable_parameters": trainable, "train_counts": data.train_counts,
+                   "generated_counts": class_counts(data.generated, len(data.class_names)),
+                   "class_names_used": data.class_names})
     return config
 
 

@@ -1,11 +1,15 @@
 """``python -m trainer.train``: fine-tune CLIP's visual tower on D_o (+ D_g) with BalanceMix or an ablation mode.
 
 Contract (issue 4; DESIGN.md §5)
-- Inputs: ``--train`` D_o and ``--generated`` D_g (list files or manifests; whatever is passed as D_g is D_g),
-  ``--test``, ``--class-names``. List-file paths are relative to ``--data-root`` (default: the list's own
-  folder); manifest paths to the manifest's folder.
-- ``main(argv) -> int``: 0 on success; 2 with one line on stderr for any bad input; never a traceback for
-  user errors. Runs single-process or under ``torchrun --nproc_per_node=N`` (DDP).
+- Inputs: ``--train`` D_o and ``--generated`` D_g (list files, manifests or ImageFolder trees; whatever is
+  passed as D_g is D_g), ``--test``, ``--class-names`` (optional when ``--train`` is an ImageFolder: its
+  sorted folder names are the classes). Labels: :mod:`trainer.samples` (a manifest row's ``class_name`` and
+  a folder's name decide their label). List-file paths are relative to ``--data-root`` (default: the
+  list's own folder); manifest paths to the manifest's folder.
+- ``main(argv) -> int``: 0 on success; 2 with one line on stderr for any bad input (or an ``--out`` that
+  cannot be written); 1 with one line when a checkpoint or report cannot be written mid-run (the last
+  complete checkpoint is intact: ``--resume``); never a traceback for user errors. Runs single-process or
+  under ``torchrun --nproc_per_node=N`` (DDP).
 - Outputs in ``--out``: ``config.json`` (resolved options), ``train_log.jsonl`` (one row per epoch),
   ``checkpoints/last/`` (see :mod:`trainer.loop`), ``metrics.json``, ``per_class.csv``, ``acc_vs_count.png``.
 - ``--resume`` continues from ``checkpoints/last``: the options that shape training must match the run that
@@ -20,8 +24,6 @@ if __name__ == "__main__":  # before the imports below: Ctrl-C while they load i
     exit_on_interrupt("trainer.train", "finished epochs are in checkpoints/last of --out (continue with --resume)")
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 from trainer import cli
@@ -37,11 +39,14 @@ TRAJECTORY_KEYS = ("train", "generated", "data_root", "mode", "alpha", "gen_samp
 def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser(prog="python -m trainer.train", description=__doc__.split("\n")[0])
     d = p.add_argument_group("data")
-    d.add_argument("--train", required=True, help="original training data D_o: list file or manifest")
-    d.add_argument("--generated", nargs="+", action="extend", default=[], metavar="LIST|MANIFEST",
-                   help="generated data D_g (one or more list files / manifests; repeatable)")
-    d.add_argument("--test", required=True, help="test data: list file or manifest")
-    d.add_argument("--class-names", required=True, help="class names: 'label<TAB>name' or one name per line")
+    d.add_argument("--train", required=True,
+                   help="original training data D_o: list file, manifest or ImageFolder (one folder per class)")
+    d.add_argument("--generated", nargs="+", action="extend", default=[], metavar="LIST|MANIFEST|FOLDER",
+                   help="generated data D_g (one or more list files / manifests / ImageFolders; repeatable)")
+    d.add_argument("--test", required=True, help="test data: list file, manifest or ImageFolder")
+    d.add_argument("--class-names", default=None,
+                   help="class names, 'label<TAB>name' or one name per line (line = label); optional when "
+                        "--train is an ImageFolder: then its sorted folder names are the classes")
     d.add_argument("--data-root", default=None, help="root of list-file paths (default: each list's folder)")
     d.add_argument("--out", required=True, help="output folder")
     s = p.add_argument_group("sampling and loss")
@@ -93,10 +98,6 @@ def _train(args: Any) -> int:
     from trainer.run import run_training
 
     return run_training(args, TRAJECTORY_KEYS)
-
-
-def load_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

@@ -29,9 +29,8 @@ from agent.graph.render import render
 from agent.graph.state import ClassState, GraphDeps
 from agent.graph.summarize import summarize
 
-__all__ = ["NODES", "RENDER_GATE", "build_graph", "compile_graph"]
+__all__ = ["RENDER_GATE", "build_graph", "compile_graph"]
 
-NODES = ("describe", "extend", "dedupe", "summarize", "render", "evaluate", "refine", "finalize")
 RENDER_GATE = "render"
 
 

@@ -15,7 +15,6 @@ from store.interrupt import exit_on_interrupt
 if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
     exit_on_interrupt("inspect", "nothing was written")
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Any
 
 from scripts.lt.listfile import ListFileError, class_counts, read_class_names, read_list_file
 from scripts.lt.profile import split_group
+from store.cli import OneLineParser
 
 GROUPS = ("many", "medium", "few")
 
@@ -99,8 +99,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> OneLineParser:
+    p = OneLineParser(
         prog="lt_tools inspect", description="Per-class counts and the many/medium/few breakdown of a split."
     )
     p.add_argument("--list", type=Path, required=True, help="list file: 'relative/path <label>' per line")

@@ -2,8 +2,8 @@
 
 The format and its readers live in :mod:`store.lists` (one reader for the agent, the trainer and these
 tools); they are re-exported here, so ``ListFileError`` is the same class everywhere. This module adds what
-only the tools need: :func:`write_list_file`, :func:`write_class_names` (the inverse of the readers) and
-:func:`class_counts`.
+only the tools need: :func:`write_list_file`, :func:`write_class_names` (the inverse of the readers; each
+writes its file whole or not at all) and :func:`class_counts`.
 """
 
 from __future__ import annotations
@@ -13,21 +13,20 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from store.lists import ListEntry, ListFileError, parse_list_line, read_class_names, read_list_file
+from store.manifest import atomic_write_text
 
 __all__ = ["ListEntry", "ListFileError", "class_counts", "parse_list_line", "read_class_names", "read_list_file",
            "write_class_names", "write_list_file"]
 
 
 def write_list_file(path: Path, entries: Iterable[ListEntry]) -> None:
-    """Write ``path label`` lines (the inverse of :func:`read_list_file`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{e.path} {e.label}\n" for e in entries), encoding="utf-8")
+    """Write ``path label`` lines (the inverse of :func:`read_list_file`), atomically."""
+    atomic_write_text(path, "".join(f"{e.path} {e.label}\n" for e in entries))
 
 
 def write_class_names(path: Path, names: Sequence[str]) -> None:
-    """Write ``label<TAB>name`` lines, the layout that survives names with spaces."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{i}\t{name}\n" for i, name in enumerate(names)), encoding="utf-8")
+    """Write ``label<TAB>name`` lines, the layout that survives names with spaces, atomically."""
+    atomic_write_text(path, "".join(f"{i}\t{name}\n" for i, name in enumerate(names)))
 
 
 def class_counts(entries: Iterable[ListEntry], num_classes: int) -> list[int]:

@@ -28,7 +28,6 @@ from store.interrupt import exit_on_interrupt
 if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
     exit_on_interrupt("make-lt", "the split was not finished; run it again")
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ from scripts.lt.profile import (
     take_counts,
 )
 from scripts.lt.sources import ImageSource, SourceError, fashion_mnist, image_folder
+from store.cli import OneLineParser
 from store.slug import slugify
 
 DEFAULT_FOLDER_TEST_PER_CLASS = 20
@@ -161,8 +161,8 @@ def _write_split_json(path: Path, cfg: SplitConfig, result: SplitResult) -> None
     path.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> OneLineParser:
+    p = OneLineParser(
         prog="lt_tools make-lt",
         description="Build an exponential-profile long-tailed split (PNG images, list files, class names).",
     )

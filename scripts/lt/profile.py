@@ -26,10 +26,12 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 
+from store.errors import UsageError
+
 _EPS = 1e-9
 
 
-class ProfileError(ValueError):
+class ProfileError(UsageError):
     """Settings that cannot give a long-tailed split; the message says which and how to fix it."""
 
 

@@ -19,12 +19,12 @@ from store.interrupt import exit_on_interrupt
 if __name__ == "__main__":  # before the imports below: Ctrl-C while they load is one line, not a traceback
     exit_on_interrupt("select-tail", "the command did not finish; run it again")
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from scripts.lt.listfile import ListFileError, class_counts, read_class_names, read_list_file
+from store.cli import OneLineParser
 
 DEFAULT_THRESHOLD = 20
 
@@ -89,8 +89,8 @@ def format_tail(labels: Sequence[int], names: Sequence[str], rule: str) -> str:
     return f"# select-tail: {rule}\n" + "".join(f"{label}\t{names[label]}\n" for label in labels)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> OneLineParser:
+    p = OneLineParser(
         prog="lt_tools select-tail",
         description="Write tail.txt (label<TAB>name per line) for python -m agent.run --classes.",
     )

@@ -3,8 +3,10 @@
 An :class:`ImageSource` is the class names, one label per image, and a loader ``image(i)``. Images are
 loaded lazily, so only the images a split uses are decoded.
 
-- **ImageFolder** (torchvision's layout): ``root/<class name>/<image>``; classes are the sub-folders in
-  sorted order (label = position), images the files with a known image extension, sorted by path.
+- **ImageFolder** (torchvision's layout): ``root/<class name>/<image>``, read by
+  :func:`store.lists.read_image_folder` — the rule the agent and the trainer use: classes are the
+  non-hidden sub-folders in sorted order (label = position), images the files directly inside with an
+  image extension, sorted by path. Here a class folder without images is an error.
 - **Fashion-MNIST IDX** (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``, ``t10k-…``):
   the IDX format of LeCun et al. (big-endian magic 0x00000803 for images, 0x00000801 for labels, then the
   dimensions, then uint8 data). Gzip is detected by the file's magic bytes, not its name.
@@ -23,16 +25,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from store.errors import UsageError
+from store.lists import IMAGE_EXTENSIONS, ListFileError, read_image_folder
+
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _IDX_IMAGES_MAGIC = 0x00000803
 _IDX_LABELS_MAGIC = 0x00000801
 
 
-class SourceError(ValueError):
+class SourceError(UsageError):
     """An image source that cannot be read; the message names the file and how to fix it."""
 
 
@@ -48,21 +52,19 @@ class ImageSource:
 
 def image_folder(root: Path) -> ImageSource:
     """Scan ``root/<class>/<image>``; a class folder without images is an error (it would get label gaps)."""
-    if not root.is_dir():
-        raise SourceError(f"{root}: not a folder; pass an ImageFolder tree (root/<class name>/<images>)")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise SourceError(f"{root}: no class sub-folders; expected root/<class name>/<images>")
+    try:
+        folders = read_image_folder(root)
+    except ListFileError as exc:
+        raise SourceError(str(exc)) from None
     paths: list[Path] = []
     labels: list[int] = []
-    for label, name in enumerate(classes):
-        files = sorted(
-            p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
-        if not files:
-            raise SourceError(f"{root / name}: class folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
-        paths.extend(files)
-        labels.extend([label] * len(files))
+    for label, folder in enumerate(folders):
+        if not folder.images:
+            raise SourceError(f"{root / folder.name}: class folder has no images directly inside "
+                              f"({', '.join(IMAGE_EXTENSIONS)})")
+        paths.extend(folder.images)
+        labels.extend([label] * len(folder.images))
+    classes = [folder.name for folder in folders]
 
     def load(i: int) -> Image.Image:
         try:

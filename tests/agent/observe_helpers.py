@@ -46,7 +46,9 @@ def run_args(inputs: dict[str, Path], out: Path, base_url: str, *, k: int = 5, r
     """``python -m agent.run`` arguments for the tiny run (threshold 0.0: raw cosine rarely goes below)."""
     roles: list[str] = []
     for role, model in MODELS.items():
-        roles += [f"--{role}-base-url", base_url, f"--{role}-model", model, f"--{role}-per-minute", "100000"]
+        # billing priced: the simulator stands in for the paid API, so the price table applies
+        roles += [f"--{role}-base-url", base_url, f"--{role}-model", model, f"--{role}-per-minute", "100000",
+                  f"--{role}-billing", "priced"]
     return [
         "--classes", str(inputs["tail"]), "--images", str(inputs["images"]), "--out", str(out),
         "--run-id", "obs", "--target-per-class", str(k), "--max-rounds", str(rounds),

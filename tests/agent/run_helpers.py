@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -37,3 +39,22 @@ def agent_argv(data: Path, out: Path, base_url: str, *extra: str, k: int = 6) ->
                  f"--{role}-per-minute", "100000", f"--{role}-max-attempts", "2",
                  f"--{role}-backoff-initial-s", "0.01", f"--{role}-timeout-s", "20"]
     return [*argv, *extra]
+
+
+def sigkill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str, timeout: float = 240) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()``; fail if it ends first or ``timeout`` passes."""
+    import signal
+    import time
+
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, f"the run never got to {what}"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL

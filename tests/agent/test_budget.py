@@ -138,3 +138,19 @@ def test_parse_limits_rejects_bad_caps(cost: float | None, calls: int | None, ne
         parse_limits(cost, calls)
     assert parse_limits(2.5, 10) == (2.5, 10)
     assert EXIT_BUDGET == 3
+
+
+
+def test_a_local_pipeline_role_is_never_billed_but_counts_as_a_call() -> None:
+    from agent.config import load_providers_config, unbilled_roles
+
+    config = load_providers_config(env={}, overrides={"t2i": {"provider": "diffusers", "model": "m",
+                                                              "billing": "priced"}})
+    assert unbilled_roles(config) == frozenset({"t2i"})  # whatever billing says: nothing to bill
+    meter = CallMeter(Budget(max_cost_usd=0.01, max_calls=2), load_prices(), unbilled=unbilled_roles(config))
+    row = TraceRecord(run_id="r", class_name="c", node="render", role="t2i", operation="image_generation",
+                      model="m", images=1, request={"model": "m", "prompt": "a fox", "n": 1, "provider": "diffusers"})
+    price = meter.reserve(row)
+    meter.admit(row, price)
+    meter.record(row)
+    assert price == 0.0 and row.cost_usd == 0.0 and meter.budget.spent_usd == 0.0 and meter.budget.calls == 1

@@ -164,3 +164,71 @@ def test_redacted_dump_holds_no_secret_and_no_url_credentials() -> None:
     assert redacted_dump(cfg)["llm"]["base_url"] == "https://gateway.example/v1"
     assert redacted_dump(cfg)["llm"]["api_key_env"] == "OPENAI_API_KEY"
     assert redact_url("http://[::1]:8080/v1") == "http://[::1]:8080/v1"
+
+
+# ------------------------------------------------------------------------- the local (diffusers) provider
+def test_t2i_provider_diffusers_with_its_settings_from_flags_env_and_toml(tmp_path: Path) -> None:
+    path = _toml(tmp_path, '[t2i]\nprovider = "diffusers"\nmodel = "stabilityai/sdxl-turbo"\nsteps = 4\n'
+                           'guidance = 0.0\n')
+    env = {"LTGC_T2I_BATCH_SIZE": "16", "LTGC_T2I_DEVICES": "cuda:0, cuda:1"}
+    cfg = load_providers_config(path, env=env, overrides=_cli("--t2i-size", "512x512", "--t2i-seed", "7")).t2i
+    assert (cfg.provider, cfg.model, cfg.steps, cfg.guidance) == ("diffusers", "stabilityai/sdxl-turbo", 4, 0.0)
+    assert (cfg.batch_size, cfg.devices, cfg.image_size, cfg.seed) == (16, "cuda:0,cuda:1", "512x512", 7)
+    assert redacted_dump(load_providers_config(path, env=env))["t2i"]["provider"] == "diffusers"
+
+
+def test_size_is_an_alias_of_image_size() -> None:
+    assert _cli("--t2i-size", "64x64") == _cli("--t2i-image-size", "64x64") == {"t2i": {"image_size": "64x64"}}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"provider": "local"}, "--t2i-provider: must be 'openai' (an OpenAI-compatible server) or 'diffusers' "
+                            "(a local pipeline), got 'local'"),
+    ({"steps": "4"}, "--t2i-steps: applies to the diffusers provider only (t2i provider is 'openai'); remove it, "
+                     "or set --t2i-provider diffusers"),
+    ({"provider": "diffusers"}, "--t2i-provider: the diffusers provider needs --t2i-model: a hub id such as "
+                                "stabilityai/sdxl-turbo, or a local folder holding model_index.json"),
+    ({"provider": "diffusers", "model": "m", "image_quality": "high"},
+     "--t2i-image-quality: applies to an OpenAI-compatible server only (t2i provider is 'diffusers'); remove it"),
+    ({"provider": "diffusers", "model": "m", "image_size": "500x500"},
+     "--t2i-image-size: must be WIDTHxHEIGHT in pixels, each a multiple of 8 (e.g. 512x512) for a diffusers "
+     "pipeline, got '500x500'"),
+    ({"provider": "diffusers", "model": "m", "devices": "gpu0"},
+     "--t2i-devices: must be devices such as 'cuda:0,cuda:1' or 'cpu', or none (auto), got 'gpu0'"),
+    ({"provider": "diffusers", "model": "m", "devices": "cpu,cpu"},
+     "--t2i-devices: must be devices such as 'cuda:0,cuda:1' or 'cpu', or none (auto), got 'cpu,cpu'"),
+    ({"provider": "diffusers", "model": "m", "batch_size": "0"},
+     "--t2i-batch-size: must be an integer from 1 to 1024 (prompts per forward pass), or none, got '0'"),
+])
+def test_local_provider_errors_are_one_line_naming_the_setting(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_providers_config(env={}, overrides={"t2i": overrides})
+    assert str(info.value) == message
+
+
+def test_local_settings_belong_to_t2i_only(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'steps' is not a setting of the llm role \(it applies to t2i\)"):
+        load_providers_config(_toml(tmp_path, "[llm]\nsteps = 4\n"), env={})
+    parser = argparse.ArgumentParser()
+    add_role_arguments(parser)
+    flags = {flag for action in parser._actions for flag in action.option_strings}
+    assert {"--t2i-provider", "--t2i-steps", "--t2i-guidance", "--t2i-batch-size", "--t2i-devices", "--t2i-seed",
+            "--t2i-size"} <= flags
+    assert "--lmm-steps" not in flags and "--llm-provider" not in flags
+
+
+def test_a_saved_openai_config_with_unset_local_settings_still_loads(tmp_path: Path) -> None:
+    """config.json lists every t2i field (None for the local ones): resuming an openai run must work."""
+    saved = redacted_dump(load_providers_config(env={}))
+    assert saved["t2i"]["steps"] is None and saved["t2i"]["provider"] == "openai"
+    assert load_providers_config(env={}, toml_doc=saved).t2i.provider == "openai"
+
+
+def test_the_server_image_defaults_do_not_apply_to_a_local_pipeline() -> None:
+    """gpt-image-1's default size and quality are for a bill: a pipeline renders at its own size unless told."""
+    server = load_providers_config(env={}).t2i
+    assert (server.image_size, server.image_quality) == ("1024x1024", "low")
+    local = load_providers_config(env={}, overrides={"t2i": {"provider": "diffusers", "model": "m"}})
+    assert (local.t2i.image_size, local.t2i.image_quality) == (None, None)
+    saved = redacted_dump(local)  # what config.json holds: a resume loads it back unchanged
+    assert load_providers_config(env={}, toml_doc=saved).t2i == local.t2i

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.controls import ControlError, RunControls, add_control_arguments, controls_from_args, log_function
+from agent.controls import RunControls, add_control_arguments, controls_from_args, log_function
 from agent.cost import load_prices
 from agent.progress import Progress
+from store.errors import UsageError
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -29,7 +30,7 @@ def test_flags_become_controls() -> None:
 
 @pytest.mark.parametrize("argv", [("--max-cost", "-1"), ("--max-calls", "0"), ("--prices", "/nonexistent.toml")])
 def test_bad_flags_are_one_line(argv: tuple[str, ...]) -> None:
-    with pytest.raises(ControlError) as info:
+    with pytest.raises(UsageError) as info:  # the one base: "error: <line>", exit 2 (store/errors.py)
         controls_from_args(_args(*argv))
     assert "\n" not in str(info.value) and argv[0] in str(info.value)
 

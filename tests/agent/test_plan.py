@@ -18,12 +18,24 @@ def test_calls_per_role_follow_the_loop_limits() -> None:
     plan = plan_class("fox", 4, s, MODELS, load_prices(), prompt_overheads("fox"), {})
     assert (plan.m_y, plan.n_y) == (4, 6)
     assert plan.calls["lmm"] == Span(3, 6)  # --max-describe 3, each re-asked at most once
-    # llm: extend 1..4*3, dedupe 1..3, summarize 1, refine 0..6*2
-    assert plan.calls["llm"] == Span(1 + 1 + 1, 12 + 3 + 1 + 12)
+    # llm: extend 1 .. 2 + 2 x 1 (a weak model: half of each reply usable, two passes refilling 2 items),
+    # dedupe 1..3, summarize 1, refine 0..6*2
+    assert plan.calls["llm"] == Span(1 + 1 + 1, 4 + 3 + 1 + 12)
     assert plan.calls["t2i"] == Span(6, 6 + 12)  # N_y renders, + R re-renders each at worst
-    assert plan.total_calls == Span(3 + 3 + 6, 6 + 28 + 18)
+    assert plan.total_calls == Span(3 + 3 + 6, 6 + 20 + 18)
     assert plan.input_tokens.low < plan.input_tokens.high
     assert plan.cost_usd is not None and 0 < plan.cost_usd.low < plan.cost_usd.high
+
+
+def test_extend_rounds_follow_the_graph_loop() -> None:
+    """The planner copies the graph's per-round batch (it must not import LangGraph): they must agree."""
+    from agent.graph.extend import EXTEND_BATCH, ask_count
+    from agent.plan import EXTEND_BATCH as PLANNED
+    from agent.plan import extend_round_span
+
+    assert PLANNED == EXTEND_BATCH and ask_count(10_000) == EXTEND_BATCH
+    span = extend_round_span(800, PlanSettings(max_extend_rounds=50))
+    assert span.low == 16 and span.low < span.high <= 150  # 800 / 50 per round at best; far below 50 x 3
 
 
 def test_class_with_enough_images_plans_nothing() -> None:

@@ -390,3 +390,20 @@ async def test_a_very_long_prompt_is_sent_whole_but_traced_cut(env: Env) -> None
     (row,) = await env.rows()
     traced = row.request["messages"][0]["content"]
     assert traced.startswith(prompt[:1000]) and "chars in all]" in traced and len(traced) < len(prompt)
+
+
+async def test_trace_rows_tell_queue_wait_from_server_time(sim: Simulator, tmp_path: Path) -> None:
+    """A 50 ms server behind a 1-in-flight, 120/min limiter: the calls wait seconds in the queue, but each
+    spends ~50 ms on the wire; the trace keeps the two apart (latency = the whole call)."""
+    sim.set_config(latency_ms=50)
+    env = await _open(sim, tmp_path, _config(sim, max_in_flight=1, per_minute=120))
+    try:
+        prompts = [f"Please summarize the most distinctive features of class [fox {i}]." for i in range(5)]
+        await asyncio.gather(*(env.providers.chat("llm", p, ctx=CTX) for p in prompts))
+        rows = await env.rows()
+    finally:
+        await _close(env)
+    assert len(rows) == 5
+    assert all(0.04 <= r.server_s < 1.0 for r in rows), [r.server_s for r in rows]
+    assert sum(r.queue_s for r in rows) > 1.0  # 2 tokens/s after a burst of 2: the last ones wait ~1.5 s
+    assert all(r.queue_s + r.server_s <= r.latency_s + 1e-3 for r in rows)

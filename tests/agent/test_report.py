@@ -144,3 +144,23 @@ if CHROMIUM or os.environ.get("LTGC_REQUIRE_CHROMIUM") == "1":
             colours = image.convert("RGB").getcolors(maxcolors=1 << 20) or []
         # A rendered page with text and drawn images has many colours; a blank or error page has a few.
         assert len(colours) > 50
+
+
+def test_report_into_a_full_disk_is_one_line_and_keeps_the_old_report(monkeypatch, capsys) -> None:
+    import errno
+
+    import agent.report as report
+    from tests.agent.observe_helpers import finished_run
+
+    run, _ = finished_run()
+    before = (run / "report.html").read_bytes()
+    capsys.readouterr()
+
+    def full(*_a: object, **_k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "atomic_write_text", full)
+    assert report.main([str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write") and "No space left" in err[0]
+    assert (run / "report.html").read_bytes() == before

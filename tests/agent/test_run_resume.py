@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from agent.run import main
 from scripts.simulator import SimConfig, Simulator
-from tests.agent.run_helpers import agent_argv, make_dataset
+from tests.agent.run_helpers import agent_argv, make_dataset, sigkill_when
 
 REPO = Path(__file__).resolve().parents[2]
 IN_FLIGHT = 2  # per role
@@ -38,18 +36,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path):
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen([sys.executable, "-m", "agent.run", *argv(data, out, sim.base_url)],
                                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 240
-            while sim.stats()["total"] < reference // 2:  # kill it half-way through its requests
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                assert time.monotonic() < deadline, "the run never got half-way"
-                time.sleep(0.02)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert proc.returncode == -signal.SIGKILL
+        # kill it half-way through its requests
+        sigkill_when(proc, lambda: sim.stats()["total"] >= reference // 2, "half-way")
         killed_at = sim.stats()["total"]
         assert 0 < killed_at < reference and not (out / "manifest.jsonl").exists()
 

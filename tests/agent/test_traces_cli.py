@@ -53,6 +53,10 @@ def test_summary_counts_every_call_and_prices_it(capsys: pytest.CaptureFixture[s
     assert sum(c["requests"] for c in total["calls"].values()) == stats["total"]
     assert total["calls"]["t2i"]["sent"] == stats["requests"]["images"]
     assert all(c["refused"] == c["stopped"] == 0 for c in total["calls"].values())
+    # Tokens: one definition (billed usage of sent calls, chat and image together) in both places.
+    totals = json.loads((run / "summary.json").read_text())["totals"]["run"]
+    assert (total["input_tokens"], total["output_tokens"]) == (totals["tokens"]["input"], totals["tokens"]["output"])
+    assert totals["image_output_tokens"] > 0  # gpt-image-1's image tokens are counted, not dropped
     assert total["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in data["classes"]))
 
 

@@ -146,3 +146,11 @@ def strict_load(path: Path) -> list[tuple[str, Any, Any]]:
     assert not [e for e in events if "blocked" in e["kind"]], events
     assert strict == load_checkpoints(path, JsonPlusSerializer(allowed_msgpack_modules=True))
     return strict
+
+
+def same_outputs(out: Path, ref: Path) -> None:
+    """``out`` finished with the same manifest, rejected list and class statuses as the reference run."""
+    for name in ("manifest.jsonl", "rejected.jsonl"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), f"{name} differs from the reference run"
+    assert {k: v["status"] for k, v in summary(out)["classes"].items()} == {
+        k: v["status"] for k, v in summary(ref)["classes"].items()}

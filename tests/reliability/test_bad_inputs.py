@@ -114,7 +114,7 @@ def test_unreadable_image_folder_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Path, "iterdir", iterdir)
     assert main(agent_argv(data, tmp_path / "run", "http://127.0.0.1:9/v1")) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert "tail.txt:3" in line and "cannot list" in line and "Permission denied" in line
+    assert f"--images {folder}: cannot list" in line and "Permission denied" in line
     assert not (tmp_path / "run").exists()
 
 

@@ -23,6 +23,7 @@ from tests.agent.run_helpers import agent_argv, make_dataset
 from tests.reliability.helpers import (
     requests_sent,
     role_flags,
+    same_outputs,
     spawn,
     strict_load,
     summary,
@@ -50,13 +51,6 @@ def reference(tmp_path: Path, data: Path, sim: Simulator) -> int:
     total = int(sim.stats()["total"])
     sim.reset_stats()
     return total
-
-
-def same_outputs(out: Path, ref: Path) -> None:
-    for name in ("manifest.jsonl", "rejected.jsonl"):
-        assert (out / name).read_bytes() == (ref / name).read_bytes(), f"{name} differs from the reference"
-    assert {k: v["status"] for k, v in summary(out)["classes"].items()} == {
-        k: v["status"] for k, v in summary(ref)["classes"].items()}
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int) -> int:

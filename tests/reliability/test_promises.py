@@ -161,3 +161,22 @@ def test_image_requests_state_size_and_quality_and_cost_comes_from_usage(tmp_pat
         assert row["gen_ai.usage.output_tokens"] == 272 and row["cost_usd"] == pytest.approx(usage_cost)
     low, high = json.loads(plan.stdout.strip().splitlines()[-1])["total"]["cost_usd"]
     assert low <= spent(out) <= high, (low, spent(out), high)
+
+
+def test_a_local_endpoint_is_reported_as_not_billed(tmp_path: Path) -> None:
+    """The simulator on loopback answering to gpt-4o / gpt-image-1 names is a local server: the dry run, the
+    run's totals and the inspector say "not billed", never a made-up bill at OpenAI's rates."""
+    inputs = make_inputs(tmp_path)
+    out = tmp_path / "run"
+    with Simulator(SimConfig(seed=0)) as sim:
+        argv = [a for a in run_args(inputs, out, sim.base_url) if a != "priced"]
+        argv = [a for i, a in enumerate(argv) if not (a.endswith("-billing"))]
+        plan = agent(*argv, "--dry-run")
+        assert plan.returncode == 0 and "local, not billed" in plan.stdout and "$" not in plan.stdout, plan.stdout
+        assert "time at the role limits" in plan.stdout
+        done = agent(*argv, "--quiet")
+        assert done.returncode == 0, done.stderr
+    cost = summary(out)["cost"]
+    assert cost["total_usd"] == 0 and set(cost["not_billed"]) == {"lmm", "llm", "t2i"}
+    assert all(r["cost_usd"] == 0 for r in traces(out))
+    assert "WARNING:root" not in done.stderr and "random weights" in done.stderr  # said once, in our words

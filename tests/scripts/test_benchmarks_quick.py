@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import bench_agent, bench_clip, gpu_bench_train
+from scripts import bench_agent, bench_clip, gpu_bench_gen, gpu_bench_train
 from scripts.bench_probe import percentile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +76,29 @@ def test_gpu_bench_dry_runs_every_path_on_cpu(tmp_path: Path) -> None:
     assert [r["path"] for r in info["results"]] == ["decoded", "jpeg-load", "jpeg"]
     assert all(r["images_per_s"] > 0 for r in info["results"])
     assert info["trainable_params"] > 0  # LoRA adapters were injected and left trainable
+
+
+def test_gpu_bench_gen_dry_times_every_batch_and_step_count_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "gen.json"
+    assert gpu_bench_gen.main(["--dry", "--json", str(out)]) == 0
+    info = json.loads(out.read_text())
+    assert info["device"] == "cpu" and info["dry"] is True
+    rows = info["generate"]["rows"]
+    assert [(r["batch"], r["steps"]) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(r["images_per_s"] > 0 for r in rows) and info["generate"]["unet_params"] > 0
+    paths = [r["path"].split(" (")[0] for r in info["score"]["rows"]]
+    assert paths == ["ClipScorer", "model only", "model only"] and info["score"]["images"] == 8
+    assert all(r["images_per_s"] > 0 for r in info["score"]["rows"])
+
+
+def test_gpu_bench_sdxl_config_is_sdxl_sized() -> None:
+    """The generation benchmark's UNet is SDXL's (2.57 B parameters), built without weights on the meta device."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**gpu_bench_gen.SDXL_UNET)
+    assert round(sum(p.numel() for p in unet.parameters()) / 1e9, 2) == 2.57
 
 
 def test_gpu_bench_sh_rejects_an_unknown_verb() -> None:

@@ -278,3 +278,72 @@ def test_unwritable_output_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
                          "--imbalance", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "cannot write" in err and "--out" in err
+
+
+# --- folder-to-list ----------------------------------------------------------------------------------------
+
+def _tree(root: Path, classes: dict[str, int]) -> Path:
+    for c, (name, n) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", (4, 4), (c * 60, i, 0)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_folder_to_list_numbers_sorted_folders_and_reuses_a_numbering(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts.lt import folder_to_list
+
+    train = _tree(tmp_path / "data" / "train", {"snow owl": 2, "cat": 1, "red fox": 3})
+    out = tmp_path / "data" / "train.txt"
+    assert lt_tools.main(["folder-to-list", "--images", str(train), "--out", str(out)]) == 0
+    assert "3 class folders" in capsys.readouterr().out
+    assert read_class_names(tmp_path / "data" / "classnames.txt") == ["cat", "red fox", "snow owl"]
+    entries = read_list_file(out)
+    assert Counter(e.label for e in entries) == {0: 1, 1: 3, 2: 2}
+    assert all((out.parent / e.path).is_file() and e.path.startswith("train/") for e in entries)
+    # a second tree, numbered by the first one's names: folders match by name (here case and "_" differ)
+    test = _tree(tmp_path / "data" / "test", {"Snow_Owl": 1, "cat": 1})
+    names = tmp_path / "data" / "classnames.txt"
+    assert folder_to_list.main(["--images", str(test), "--out", str(tmp_path / "data" / "test.txt"),
+                                "--class-names", str(names)]) == 0
+    assert sorted(e.label for e in read_list_file(tmp_path / "data" / "test.txt")) == [0, 2]
+    # ... and never silently renumbers: its own sorted folders would differ from classnames.txt
+    assert folder_to_list.main(["--images", str(test), "--out", str(tmp_path / "data" / "t2.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"folder-to-list: error: {names}: exists and holds other class names") and "\n" not in err
+    assert read_class_names(names) == ["cat", "red fox", "snow owl"]
+
+
+def test_folder_to_list_bad_input_and_unwritable_output_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts.lt import folder_to_list
+
+    tree = _tree(tmp_path / "tree", {"cat": 1, "dog": 1})
+    names = tmp_path / "names.txt"
+    names.write_text("cat\nowl\n")
+    assert folder_to_list.main(["--images", str(tree), "--out", str(tmp_path / "l.txt"), "--class-names",
+                                str(names)]) == 2
+    assert capsys.readouterr().err.strip() == (f"folder-to-list: error: {tree / 'dog'}: class folder 'dog' matches "
+                                               f"no class of --class-names {names}; rename it or add the class")
+    assert folder_to_list.main(["--images", str(tmp_path / "nope"), "--out", str(tmp_path / "l.txt")]) == 2
+    assert "nope: not a folder" in capsys.readouterr().err
+    listed = tmp_path / "l.txt"
+    assert folder_to_list.main(["--images", str(tree), "--out", str(listed)]) == 0
+    before = listed.read_bytes()
+    (tmp_path / "taken").mkdir()
+    for out in (tmp_path / "taken", tmp_path / "names.txt" / "l.txt"):  # a folder; a path under a file
+        assert folder_to_list.main(["--images", str(tree), "--out", str(out),
+                                    "--names-out", str(tmp_path / "n2.txt")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"folder-to-list: error: {out}: cannot write: ") and err.endswith("check --out")
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full)
+    capsys.readouterr()
+    assert folder_to_list.main(["--images", str(tree), "--out", str(listed)]) == 2
+    assert capsys.readouterr().err.strip().endswith("cannot write: No space left on device; check --names-out")
+    assert listed.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "classnames.txt", "l.txt", "n2.txt", "names.txt", "taken", "tree"]

@@ -15,7 +15,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,6 @@ def sim() -> Iterator[Simulator]:
         yield s
 
 
-@pytest.fixture
-async def client(sim: Simulator) -> AsyncIterator[AsyncOpenAI]:
-    c = AsyncOpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0, timeout=10)
-    yield c
-    await c.close()
 
 
 def png_bytes(rgb: tuple[int, int, int]) -> bytes:

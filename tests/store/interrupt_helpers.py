@@ -50,6 +50,14 @@ def wait_for(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str
         time.sleep(0.005)
 
 
+def loads_torch(pid: int) -> bool:
+    """True once process ``pid`` has mapped torch's C++ library (the heavy imports are under way)."""
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 def wait_for_guard(proc: subprocess.Popen[bytes]) -> None:
     wait_for(proc, lambda: catches(proc.pid, signal.SIGTERM), "the start-up guard")
 

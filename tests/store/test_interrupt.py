@@ -39,7 +39,8 @@ time.sleep(60)
 # Command-line entry points: each installs the guard before its other imports.
 ENTRY_POINTS = ("agent/run.py", "agent/traces.py", "agent/report.py", "trainer/train.py", "trainer/eval.py", "scripts/lt_tools.py",
                 "scripts/lt/inspect_split.py", "scripts/lt/make_lt.py", "scripts/lt/select_tail.py",
-                "scripts/demo.py", "scripts/simulator.py")
+                "scripts/lt/folder_to_list.py",
+                "scripts/demo.py", "scripts/simulator.py", "scripts/tiny_diffusers.py")
 
 
 def test_interrupt_line() -> None:

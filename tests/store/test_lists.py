@@ -8,14 +8,18 @@ from pathlib import Path
 import pytest
 
 import store.manifest
+from store.errors import UsageError
 from store.lists import (
+    ClassIndex,
     ListEntry,
     ListFileError,
     parse_list_line,
     read_class_map,
     read_class_names,
+    read_image_folder,
     read_list_file,
 )
+from store.slug import slugify
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -81,6 +85,8 @@ def test_class_map_allows_gaps_class_names_does_not(tmp_path: Path) -> None:
     ("-1\tcat\n", ":1", "label -1 is negative"),
     ("0\tcat\n1\t \n", ":2", "mixes"),  # a label without a name is a plain line
     ("# only a comment\n\n", "", "no class names found"),
+    ("cat\ndog\n\ncat\n", ":4", "duplicate class name 'cat' (first at line 1)"),
+    ("0\tcat\n# c\n1\tdog\n2\t cat \n", ":4", "duplicate class name 'cat' (first at line 1)"),
 ])
 def test_class_name_errors_name_file_and_line(tmp_path: Path, text: str, where: str, reason: str) -> None:
     f = write(tmp_path / "names.txt", text)
@@ -109,3 +115,34 @@ def test_store_manifest_re_exports_the_readers_for_the_trainer() -> None:
     assert store.manifest.read_class_names is read_class_names
     assert store.manifest.read_list_file is read_list_file
     assert store.manifest.ListFileError is ListFileError
+
+
+def test_a_duplicate_name_is_a_usage_error_for_both_readers(tmp_path: Path) -> None:
+    f = write(tmp_path / "names.txt", "crane\nmaillot\ncrane\n")
+    for read in (read_class_names, read_class_map):
+        with pytest.raises(UsageError) as info:
+            read(f)
+        assert str(info.value).startswith(f"{f}:3: duplicate class name 'crane' (first at line 1)")
+        assert isinstance(info.value, ListFileError) and "\n" not in str(info.value)
+
+
+def test_class_index_follows_the_agents_folder_rule() -> None:
+    index = ClassIndex(["red fox", "red-fox", "Snow Owl", "café crème", "A.B", "a b"])
+    assert index.find("red fox") == 0 and index.find("red-fox") == 1  # exact names first
+    assert index.find(slugify("red fox")) == 0 and index.find(slugify("café crème")) == 3  # agent folder slugs
+    assert index.find("snow_owl") == 2 and index.find("SNOW OWL") == 2  # loose: case, "_" and punctuation
+    assert index.find("a_b") is None  # "A.B" and "a b" share a loose key: only exact names reach them
+    assert index.find("A.B") == 4 and index.find("dog") is None
+
+
+def test_image_folder_lists_sorted_non_hidden_class_folders(tmp_path: Path) -> None:
+    for rel in ("b/2.png", "b/1.JPG", "b/notes.txt", "a/x.png", ".cache/y.png", "c/sub/deep.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "stray.png").write_bytes(b"x")
+    classes = read_image_folder(tmp_path)
+    assert [c.name for c in classes] == ["a", "b", "c"]  # sorted; hidden folders and stray files are no class
+    assert [p.name for p in classes[1].images] == ["1.JPG", "2.png"] and classes[2].images == ()
+    for root, reason in ((tmp_path / "a" / "x.png", "not a folder"), (tmp_path / "c" / "sub", "no class folders")):
+        with pytest.raises(ListFileError, match=reason):
+            read_image_folder(root)

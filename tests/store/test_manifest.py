@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from store.manifest import ManifestError, ManifestRow, parse_row, read_manifest, write_manifest
+from store.errors import UsageError
+from store.manifest import (
+    ManifestError,
+    ManifestRow,
+    atomic_write_bytes,
+    parse_row,
+    read_labelled_rows,
+    read_manifest,
+    write_manifest,
+)
 
 SHA = "0123456789abcdef" * 4
 
@@ -148,3 +157,50 @@ def test_parse_row_and_resolve(tmp_path: Path) -> None:
     assert absolute.resolve(Path("/elsewhere")) == tmp_path / "b.png"
     with pytest.raises(ManifestError, match="^where:9: label"):
         parse_row(json.dumps({**_GOOD, "label": -3}), where="where:9")
+
+
+def test_the_trainers_reader_takes_rows_of_other_tools(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join([
+        json.dumps({"path": "a.png", "label": 0}),
+        json.dumps({"path": "b.png", "label": 2, "class_name": "zebra", "sha256": "AB" * 32, "width": 64}),
+        "",
+        json.dumps({**json.loads(ManifestRow("c.png", 1, "cat", "original", SHA).to_json()), "note": "x"}),
+    ]) + "\n", encoding="utf-8")
+    rows, unread = read_labelled_rows(path)
+    assert [(r.path, r.label, r.class_name, r.sha256, r.where) for r in rows] == [
+        ("a.png", 0, None, None, f"{path}:1"), ("b.png", 2, "zebra", "ab" * 32, f"{path}:2"),
+        ("c.png", 1, "cat", SHA, f"{path}:4")]
+    assert unread == ["note", "width"]
+    assert rows[0].resolve(tmp_path) == tmp_path / "a.png"
+
+
+@pytest.mark.parametrize(("row", "reason"), [
+    ({"label": 1}, ":1: missing field(s) path (a row needs at least 'path' and 'label')"),
+    ({"path": "a.png", "label": -1}, ":1: label must be an integer >= 0, got -1"),
+    ({"path": "a.png", "label": "3"}, ":1: label must be an integer >= 0, got '3'"),
+    ({"path": "a.png", "label": 1, "class_name": ""}, ":1: class_name must be a non-empty string when given"),
+    ({"path": "a.png", "label": 1, "sha256": "abc"}, ":1: sha256 must be 64 hex digits when given"),
+])
+def test_the_trainers_reader_names_file_and_line(tmp_path: Path, row: dict, reason: str) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    with pytest.raises(ManifestError) as info:
+        read_labelled_rows(path)
+    assert str(info.value).startswith(f"{path}{reason}") and isinstance(info.value, UsageError)
+    path.write_text('{"path": "a.png", "label": 0}\n{"path": "a.png", "label": 1}\n', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"m.jsonl:2: duplicate row for image 'a.png' \(first at line 1\)"):
+        read_labelled_rows(path)
+
+
+def test_atomic_bytes_keep_the_old_file_on_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "plot.png"
+    atomic_write_bytes(path, b"old")
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_bytes(path, b"new" * 1000)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]

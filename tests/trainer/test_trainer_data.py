@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from trainer.data import (
+from tests.trainer.trainer_helpers import NAMES
+from trainer.data import ImageLoader
+from trainer.samples import (
     DataError,
-    ImageLoader,
     Sample,
     check_images,
     class_counts,
@@ -22,7 +23,7 @@ from trainer.data import (
 def test_list_file_parses_paths_with_spaces_comments_and_root(tmp_path: Path) -> None:
     f = tmp_path / "train.txt"
     f.write_text("# header\nn01/a b.jpg 3\n\nn02/c.jpg 0\n")
-    samples = read_samples(f, num_classes=4, data_root=tmp_path / "root")
+    samples = read_samples(f, classes=list("abcd"), data_root=tmp_path / "root")
     assert [(s.path, s.label) for s in samples] == [(tmp_path / "root/n01/a b.jpg", 3),
                                                     (tmp_path / "root/n02/c.jpg", 0)]
     assert samples[1].where == f"{f}:4"
@@ -39,7 +40,7 @@ def test_malformed_list_lines_name_file_and_line(tmp_path: Path, line: str, reas
     f = tmp_path / "bad.txt"
     f.write_text(f"ok.jpg 0\n{line}\n")
     with pytest.raises(DataError) as info:
-        read_samples(f, num_classes=3)
+        read_samples(f, classes=list("abc"))
     assert str(info.value).startswith(f"{f}:2: ")
     assert reason in str(info.value)
     assert "\n" not in str(info.value)
@@ -56,13 +57,13 @@ def test_class_names_in_both_formats(tmp_path: Path) -> None:
 
 
 def test_manifest_rows_resolve_relative_to_the_manifest(tiny_data) -> None:
-    samples = read_samples(tiny_data.generated, num_classes=3)
+    samples = read_samples(tiny_data.generated, classes=NAMES)
     assert len(samples) == 12
     assert all(s.path.is_file() for s in samples)
     bad = tiny_data.root / "bad.jsonl"
     bad.write_text('{"path": "x.png"}\n')
     with pytest.raises(DataError, match=r"bad.jsonl:1: missing field"):
-        read_samples(bad, num_classes=3)
+        read_samples(bad, classes=NAMES)
 
 
 def test_missing_image_is_an_error_or_a_counted_skip(tmp_path: Path) -> None:

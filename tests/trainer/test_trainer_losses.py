@@ -123,13 +123,13 @@ def test_sampler_prior_rejects_mismatched_counts_and_unknown_modes() -> None:
 def test_the_trainer_adjusts_by_the_sampler_prior_or_by_the_original_counts() -> None:
     from argparse import Namespace
 
-    from trainer.data import Sample
     from trainer.run import DataBundle, build_loss, la_prior
+    from trainer.samples import Sample
 
     def samples(counts: list[int]) -> list[Sample]:
         return [Sample(Path(f"{c}_{k}.png"), c, "x") for c, n in enumerate(counts) for k in range(n)]
 
-    data = DataBundle(["a", "b", "c", "d"], samples(COUNTS_O), samples(COUNTS_G), [], COUNTS_O)
+    data = DataBundle(["a", "b", "c", "d"], samples(COUNTS_O), samples(COUNTS_G), [], COUNTS_O, {})
     args = Namespace(mode="balancemix", gen_sampling="uniform", loss="logit-adjust", la_tau=1.0, la_prior="sampler")
     prior = la_prior(args, data)
     assert prior == sampler_prior("balancemix", COUNTS_O, COUNTS_G)
