@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.config import ROLES, ProvidersConfig, RoleConfig, resolve_api_key
+from agent.config import ROLES, ProvidersConfig, RoleConfig
+from agent.endpoints import resolve_api_key
 
 if TYPE_CHECKING:  # the transport's modules load with the run, not with `agent.run --help`
     from agent.batch import BatchSettings, BatchTransport, Notify

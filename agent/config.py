@@ -18,22 +18,21 @@ Contract (docs/INTERFACES.md § agent/config):
 
       LTGC_LLM_TIMEOUT_S: must be a number > 0, got 'abc'
 
-- API keys are read from the environment only when a client is built (:func:`resolve_api_key`); they are
-  never stored on a config object, so :func:`redacted_dump` (which also strips credentials embedded in a
-  base URL) is safe to write to disk.
+- API keys are read from the environment only when a client is built (``agent.endpoints.resolve_api_key``);
+  they are never stored on a config object, so ``agent.endpoints.redacted_dump`` (which also strips
+  credentials embedded in a base URL) is safe to write to disk.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -240,70 +239,6 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 def passthrough_sections(doc: Mapping[str, Any]) -> dict[str, Any]:
     """Everything in a parsed TOML file that is not a provider setting, untouched (e.g. ``{"run": {...}}``)."""
     return {k: v for k, v in doc.items() if k not in PROVIDER_TOP_KEYS}
-
-
-def resolve_api_key(role: str, cfg: RoleConfig, env: Mapping[str, str] = os.environ) -> str:
-    """The key for one role, read from ``env[cfg.api_key_env]`` at client build time.
-
-    Loopback servers (127.0.0.1, localhost, ::1) get a placeholder when the variable is unset; anything
-    else without a key is a :class:`ConfigError` naming the variable (never a value).
-    """
-    key = env.get(cfg.api_key_env, "").strip()
-    if key:
-        return key
-    if is_local_url(cfg.base_url):
-        return LOCAL_PLACEHOLDER_KEY
-    raise ConfigError(
-        f"{role}: environment variable {cfg.api_key_env} is not set (needed for {redact_url(cfg.base_url)}); "
-        f"export it, or set LTGC_{role.upper()}_API_KEY_ENV to the variable that holds the key"
-    )
-
-
-def is_local_url(url: str) -> bool:
-    """True for loopback hosts: ``is_local_url("http://127.0.0.1:8000/v1") -> True``."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def unbilled_roles(config: ProvidersConfig) -> frozenset[str]:
-    """Roles whose calls no one bills: ``billing = "free"``, or ``"auto"`` (the default) on a model served on
-    this machine (a loopback base URL). Their calls cost $0 in every total, and displays say "local, not
-    billed" instead of pricing them at a cloud model's rates (a local server often reuses OpenAI model
-    names). A loopback proxy to a paid API (e.g. LiteLLM) sets ``billing = "priced"``. A pipeline run in this
-    process (``provider = "diffusers"``) is never billed, whatever ``billing`` says."""
-    def free(cfg: RoleConfig) -> bool:
-        if is_local_role(cfg):
-            return True
-        return cfg.billing == "free" or (cfg.billing == "auto" and is_local_url(cfg.base_url))
-
-    return frozenset(role for role in ROLES if free(config.role(role)))
-
-
-def redact_url(url: str) -> str:
-    """Drop user:password and the query string (some gateways take ``?api_key=``) from a URL.
-
-    ``redact_url("https://u:p@h.io/v1?key=s") -> "https://h.io/v1"``
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def redacted_dump(config: ProvidersConfig) -> dict[str, Any]:
-    """The resolved config as JSON-able data for disk: env var names only, URLs without credentials."""
-    data = config.model_dump(mode="json")
-    for role in ROLES:
-        data[role] = {k: v for k, v in data[role].items() if k in role_fields(role)}
-        data[role]["base_url"] = redact_url(data[role]["base_url"])
-    return data
 
 
 # ------------------------------------------------------------------------------------------------- CLI

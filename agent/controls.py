@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.budget import EXIT_BUDGET, Budget, CallMeter, parse_limits
-from agent.config import unbilled_roles
 from agent.cost import PriceTable, load_prices
+from agent.endpoints import unbilled_roles
 from agent.plan import PlanSettings, expected_by_stage, plan_json, plan_run, render_plan
 from agent.progress import Mode, Progress
 from store.manifest import atomic_write_text

@@ -27,7 +27,8 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
-from agent.config import ROLES, ConfigError, ProvidersConfig, is_local_role, redact_url, resolve_api_key
+from agent.config import ROLES, ConfigError, ProvidersConfig, is_local_role
+from agent.endpoints import redact_url, resolve_api_key
 
 __all__ = ["check_keys", "check_reachable", "host_port"]
 

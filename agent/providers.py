@@ -47,7 +47,8 @@ import httpx2
 import openai
 
 from agent.budget import CallMeter
-from agent.config import ProvidersConfig, RoleConfig, is_local_role, resolve_api_key
+from agent.config import ProvidersConfig, RoleConfig, is_local_role
+from agent.endpoints import resolve_api_key
 from agent.images import InputImageError, data_uri, decode_b64_image, image_format, prepare_image
 from agent.limiter import RoleLimiter
 from agent.local_t2i import DiffusersTransport, local_image_body

@@ -106,7 +106,7 @@ def check_resume(saved: Mapping[str, Any], fresh: Mapping[str, Any]) -> dict[str
 def config_doc(settings: Any, providers_config: Any, inputs: Any) -> dict[str, Any]:
     """What ``config.json`` says about a run (before the caller's notes): resolved run settings, providers
     (no secrets), the classes with a fingerprint of their images, and the prompts' digest."""
-    from agent.config import redacted_dump
+    from agent.endpoints import redacted_dump
 
     return {
         "run_id": settings.run_id,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import prompts
-from agent.config import redact_url
+from agent.endpoints import redact_url
 
 if TYPE_CHECKING:
     from agent.config import RoleConfig

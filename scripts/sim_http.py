@@ -10,8 +10,8 @@ HTTP/1.1 with keep-alive, as the openai SDK keeps its connections open. Shapes f
 reference: ``chat.completion`` objects with ``usage``; images ``{created, data[].b64_json|url, usage}``;
 errors ``{"error": {message, type, param, code}}``.
 
-Chat requests with ``response_format: {"type": "json_schema", "json_schema": {"schema": ...}}`` get a JSON
-answer valid for that schema (``sim_styles.structured_reply``), or a 400 when ``reject_response_format`` is
+Chat answers are built by ``scripts/sim_chat.py``. Requests with ``response_format: {"type": "json_schema",
+"json_schema": {"schema": ...}}`` get a JSON answer valid for that schema (``sim_styles.structured_reply``), or a 400 when ``reject_response_format`` is
 set; ``{"type": "text"}`` is plain text. With ``reply_style_share`` > 0 that seeded share of answers is
 written in a real chat model's style (``sim_styles.style_reply``). The request log records the
 ``response_format`` type and the ``style`` of each chat answer.
@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import random
 import re
 import socket
 import struct
@@ -34,11 +33,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from scripts import sim_content, sim_styles
+from scripts import sim_content
 from scripts.sim_batch import BatchService
+from scripts.sim_chat import chat_completion, estimate_tokens, last_user_text
 from scripts.sim_state import SimState
 
-IMAGE_PART_TOKENS = 85  # a fixed estimate per image part (OpenAI's low-detail figure)
 _ROUTES = {
     ("POST", "/v1/chat/completions"): "chat",
     ("POST", "/v1/images/generations"): "images",
@@ -229,7 +228,7 @@ class SimHandler(BaseHTTPRequestHandler):
         if endpoint == "images":  # what the client asked to be billed for (the log shows it was stated)
             entry["size"], entry["quality"] = body.get("size"), body.get("quality")
         if endpoint == "chat":
-            kind = sim_content.classify(_last_user_text(body["messages"]))
+            kind = sim_content.classify(last_user_text(body["messages"]))
         if kind is not None:
             entry["kind"] = kind
             state.count(kind=kind)
@@ -333,72 +332,6 @@ def images_response(body: dict[str, Any], state: SimState, file_url: Any, *, bad
     }
 
 
-def chat_completion(body: dict[str, Any], state: SimState, *, nontemplate: bool,
-                    entry: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A ``chat.completion`` object; content from ``sim_content``, styled or structured as the knobs and the
-    request say (module docstring); ``max_tokens`` truncates (``length``). ``entry``: the log line."""
-    cfg = state.config
-    messages = body["messages"]
-    text, images = _last_user_text(messages), _images_in(messages)
-    salt = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    schema = _json_schema(body)
-    choices, completion_tokens = [], 0
-    for i in range(int(body.get("n") or 1)):
-        if nontemplate:
-            content = sim_content.nontemplate_answer(text)
-        else:
-            kind, content = sim_content.chat_answer(text, images, seed=cfg.seed, salt=f"{salt}|{i}")
-            if kind == "dedupe" and cfg.dedupe_invent:
-                kept = sim_content.listed_items(content, "\0")
-                y = sim_content.class_name_of(text, kind)
-                content = sim_content.numbered([*kept, sim_content.invented_item(y, kept, cfg.seed)])
-            content = _restyle(kind, content, text, schema, state, salt=f"{salt}|{i}", entry=entry)
-        content, finish = truncate(content, int(limit) if limit else None)
-        completion_tokens += estimate_tokens(content)
-        choices.append({"index": i, "message": {"role": "assistant", "content": content, "refusal": None},
-                        "finish_reason": finish, "logprobs": None})
-    prompt_tokens = sum(estimate_tokens(t) for t in _all_texts(messages)) + IMAGE_PART_TOKENS * len(images)
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-        "model": body.get("model") or "sim-chat", "choices": choices, "system_fingerprint": "ltgc-simulator",
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-    }
-
-
-def _restyle(kind: str, content: str, text: str, schema: Any, state: SimState, *, salt: str,
-             entry: dict[str, Any] | None) -> str:
-    """The plain answer as JSON for ``schema``, or in a chat model's style for a seeded share of answers."""
-    cfg = state.config
-    rng = random.Random(f"style|{cfg.seed}|{salt}")
-    styled = kind != "other" and rng.random() < cfg.reply_style_share
-    style = None
-    if schema is not None:
-        content, style = sim_styles.structured_reply(schema, kind, content, rng=rng, styled=styled), "json_schema"
-    elif styled:
-        y = sim_content.class_name_of(text, kind)
-        removed: list[str] = []
-        if kind == "dedupe":
-            kept = {sim_content.normalise(s) for s in sim_content.listed_items(content, "\0")}
-            listed = sim_content.listed_items(text, "Please exclude any repetitive")
-            removed = [s for s in listed if sim_content.normalise(s) not in kept]
-        style, content = sim_styles.style_reply(kind, content, class_name=y, rng=rng, removed=removed)
-    state.count(styled=int(styled), structured=int(schema is not None))
-    if entry is not None:
-        entry["style"] = style if styled or schema is not None else None
-    return content
-
-
-def _json_schema(body: dict[str, Any]) -> Any:
-    """The schema of a ``json_schema`` response_format, or None (no response_format, or ``text``)."""
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        spec = fmt.get("json_schema")
-        return spec.get("schema", {}) if isinstance(spec, dict) else {}
-    return None
-
-
 def _rejected_format(body: dict[str, Any], state: SimState) -> _Reply | None:
     """A 400 for a response_format the simulator will not honour (the knob, or an unknown type)."""
     fmt = body.get("response_format")
@@ -412,22 +345,6 @@ def _rejected_format(body: dict[str, Any], state: SimState) -> _Reply | None:
         return _error(400, f"response_format type {kind!r} is not supported by the simulator; use "
                            "'json_schema' or 'text'.", None, "invalid_request_error")
     return None
-
-
-def estimate_tokens(text: str) -> int:
-    """Deterministic token estimate: ``ceil(words * 1.3)``; ``"a b c" -> 4``."""
-    return math.ceil(len(text.split()) * 1.3)
-
-
-def truncate(text: str, max_tokens: int | None) -> tuple[str, str]:
-    """``(text, "stop")``, or the longest word prefix within ``max_tokens`` and ``"length"``."""
-    if max_tokens is None or estimate_tokens(text) <= max_tokens:
-        return text, "stop"
-    words = list(re.finditer(r"\S+", text))
-    keep = max(0, math.floor(max_tokens / 1.3))
-    while keep > 0 and math.ceil(keep * 1.3) > max_tokens:
-        keep -= 1
-    return (text[: words[keep - 1].end()] if keep else ""), "length"
 
 
 def _parse_body(raw: bytes, endpoint: str) -> dict[str, Any]:
@@ -458,37 +375,6 @@ def _parse_body(raw: bytes, endpoint: str) -> dict[str, Any]:
             raise ValueError("'n' must be an integer between 1 and 10.")
         body["n"] = n
     return body
-
-
-def _parts(message: dict[str, Any]) -> list[dict[str, Any]]:
-    content = message.get("content")
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return [p for p in content if isinstance(p, dict)] if isinstance(content, list) else []
-
-
-def _all_texts(messages: list[dict[str, Any]]) -> list[str]:
-    return [p.get("text") or "" for m in messages for p in _parts(m) if p.get("type") == "text"]
-
-
-def _last_user_text(messages: list[dict[str, Any]]) -> str:
-    """Text of the last user turn (the prompt being answered); the whole conversation if none."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return "\n".join(p.get("text") or "" for p in _parts(message) if p.get("type") == "text")
-    return "\n".join(_all_texts(messages))
-
-
-def _images_in(messages: list[dict[str, Any]]) -> list[bytes]:
-    """Decoded ``image_url`` data URIs of the conversation (remote URLs are not fetched: no network)."""
-    found = []
-    for message in messages:
-        for part in _parts(message):
-            ref = part.get("image_url") if part.get("type") == "image_url" else None
-            url = ref.get("url", "") if isinstance(ref, dict) else (ref if isinstance(ref, str) else "")
-            if (data := sim_content.decode_data_uri(url)) is not None:
-                found.append(data)
-    return found
 
 
 def _public(config: Any) -> dict[str, Any]:

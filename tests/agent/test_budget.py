@@ -142,7 +142,8 @@ def test_parse_limits_rejects_bad_caps(cost: float | None, calls: int | None, ne
 
 
 def test_a_local_pipeline_role_is_never_billed_but_counts_as_a_call() -> None:
-    from agent.config import load_providers_config, unbilled_roles
+    from agent.config import load_providers_config
+    from agent.endpoints import unbilled_roles
 
     config = load_providers_config(env={}, overrides={"t2i": {"provider": "diffusers", "model": "m",
                                                               "billing": "priced"}})

@@ -13,15 +13,12 @@ from agent.config import (
     ConfigError,
     ProvidersConfig,
     add_role_arguments,
-    is_local_url,
     load_providers_config,
     passthrough_sections,
     read_toml,
-    redact_url,
-    redacted_dump,
-    resolve_api_key,
     role_overrides_from_args,
 )
+from agent.endpoints import is_local_url, redact_url, redacted_dump, resolve_api_key
 
 
 def _toml(tmp_path: Path, text: str) -> Path:

@@ -17,8 +17,9 @@ from PIL import Image
 
 from agent import local_pipeline
 from agent.budget import CallMeter
-from agent.config import ConfigError, ProvidersConfig, load_providers_config, unbilled_roles
+from agent.config import ConfigError, ProvidersConfig, load_providers_config
 from agent.cost import load_prices
+from agent.endpoints import unbilled_roles
 from agent.local_pipeline import LocalPipelineError, RenderOptions, dtype_name, resolve_devices
 from agent.local_t2i import DiffusersTransport, open_local_transports
 from agent.preflight import check_keys, check_reachable

@@ -18,7 +18,8 @@ from PIL import Image
 
 import agent.providers as providers_module
 from agent.budget import Budget, CallMeter
-from agent.config import ConfigError, ProvidersConfig, load_providers_config, redacted_dump, role_fields
+from agent.config import ConfigError, ProvidersConfig, load_providers_config, role_fields
+from agent.endpoints import redacted_dump
 from agent.images import prepare_image
 from agent.providers import CallContext, ProviderError, Providers
 from agent.shutdown import graceful_stop, request_stop

@@ -26,7 +26,7 @@ from PIL import Image
 
 import prompts
 from scripts import sim_content
-from scripts.sim_http import estimate_tokens, truncate
+from scripts.sim_chat import estimate_tokens, truncate
 from scripts.simulator import FAULT_KINDS, SimConfig, Simulator
 
 ROOT = Path(__file__).resolve().parents[2]
