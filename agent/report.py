@@ -152,7 +152,7 @@ def _blob_paths(run_dir: Path, classes: Sequence[ClassView]) -> dict[str, str]:
 def _states_from_checkpoints(run_dir: Path) -> dict[str, dict[str, Any]]:
     if not (run_dir / "checkpoints.sqlite").is_file():
         return {}
-    from agent.traces import read_class_states  # LangGraph is imported only when needed
+    from agent.run_status import read_class_states  # LangGraph is imported only when needed
 
     return {name: snap.values for name, snap in read_class_states(run_dir).items()}
 

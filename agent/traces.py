@@ -4,7 +4,7 @@ Contract:
 
 - Reads a run folder without changing it: ``traces.sqlite`` through ``store.traces.read_traces``
   (read-only), ``summary.json`` / ``config.json`` when present, and ``checkpoints.sqlite`` read-only through
-  LangGraph's ``SqliteSaver`` (``status``; works on a running or a killed run).
+  ``agent.run_status`` (``status``; strict and read-only; works on a running or a killed run).
 - ``summary``: per class — state, calls per role (with cache hits), tokens, cost, accepted / rejected,
   rounds, warnings — plus a total row. ``calls``: one row per call, filtered by ``--class``, ``--node``,
   ``--role``, ``--status ok|error``, ``--cache-hit`` / ``--no-cache-hit``, ``--round``. ``show CALL_ID``
@@ -25,10 +25,9 @@ if __name__ == "__main__":  # before the imports below: Ctrl-C while they load i
 
 import argparse
 import json
-import sqlite3
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,27 +35,14 @@ from typing import Any
 from agent.batch_cli import age_text, batch_rows, cancel_live
 from agent.cost import PriceTable, load_prices
 from agent.lock import holder
+from agent.run_status import InspectError, read_json, status_rows
 from store.cli import OneLineParser
 from store.errors import UsageError
 from store.logs import cli_logging
 from store.trace_schema import sum_counts
 from store.traces import TraceRecord, read_counts, read_traces
 
-__all__ = ["ClassStatus", "InspectError", "call_cost", "class_costs", "main", "read_class_states"]
-
-
-class InspectError(UsageError):
-    """Bad input to the inspector (one line: what, where, how to fix)."""
-
-
-@dataclass
-class ClassStatus:
-    """A class thread's latest checkpoint: its state values, last node run and next node(s)."""
-
-    values: dict[str, Any]
-    last: tuple[str, ...]
-    next: tuple[str, ...]
-    step: int | None
+__all__ = ["call_cost", "class_costs", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     records = _records(args)
     prices = _prices(args)
-    summary = _read_json(args.run_dir / "summary.json").get("classes", {})
+    summary = read_json(args.run_dir / "summary.json").get("classes", {})
     counts = read_counts(args.run_dir / "traces.sqlite", **_filters(args))
     rows = _summary_rows(records, counts, prices, summary)
     if args.json:
@@ -198,67 +184,6 @@ def class_costs(records: Iterable[TraceRecord], prices: PriceTable | None) -> di
     return out
 
 
-def read_class_states(run_dir: Path) -> dict[str, ClassStatus]:
-    """Latest checkpoint of every class thread of the run, read-only (LangGraph imported here only)."""
-    from agent.checkpoints import read_checkpoints
-
-    path = run_dir / "checkpoints.sqlite"
-    if not path.is_file():
-        raise InspectError(f"{path}: no checkpoints (the run has not started a class yet)")
-    run_id = _run_id(run_dir)
-    try:
-        with read_checkpoints(path) as saver:
-            return _class_states(saver, run_id)
-    except sqlite3.DatabaseError as exc:
-        raise InspectError(f"{path}: not a readable checkpoint file ({exc})") from None
-
-
-def _class_states(saver: Any, run_id: str) -> dict[str, ClassStatus]:
-    from agent.graph.graph import compile_graph
-
-    threads = [t for (t,) in saver.conn.execute("SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id")]
-    graph = compile_graph(saver)
-    out: dict[str, ClassStatus] = {}
-    for thread in threads:
-        if run_id and not thread.startswith(f"{run_id}/"):
-            continue
-        config: Any = {"configurable": {"thread_id": thread}}
-        history = list(graph.get_state_history(config, limit=2))
-        if not history:
-            continue
-        latest = history[0]
-        last = tuple(history[1].next) if len(history) > 1 else ()
-        if not last and latest.values.get("done"):
-            last = ("finalize",)  # a finished class may keep only its latest checkpoint; finalize ends it
-        step = (latest.metadata or {}).get("step")
-        name = thread[len(run_id) + 1:] if run_id else thread
-        out[name] = ClassStatus(dict(latest.values), last, tuple(latest.next), step)
-    return out
-
-
-def status_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """``status`` as data: one row per class of the run (classes not started yet included). A class that is
-    not done reads ``running`` while an ``agent.run`` holds the folder's lock, else ``interrupted``."""
-    states = read_class_states(run_dir) if (run_dir / "checkpoints.sqlite").is_file() else {}
-    live = holder(run_dir) is not None
-    names = [c.get("name") for c in _read_json(run_dir / "config.json").get("classes", [])]
-    names = [n for n in names if isinstance(n, str)] + sorted(set(states) - set(names))
-    rows = []
-    for name in names:
-        st = states.get(name)
-        values = st.values if st else {}
-        items = values.get("items") or []
-        status = values.get("status") if values.get("done") else (("running" if live else "interrupted") if st
-                                                                   else "not started")
-        rows.append({"class_name": name, "done": bool(values.get("done")), "status": status,
-                     "last": list(st.last) if st else [], "next": list(st.next) if st else ["describe"],
-                     "step": st.step if st else None, "items": len(items) if st else None,
-                     "accepted": sum(1 for i in items if i.get("status") == "accepted") if st else None})
-    if not rows:
-        raise InspectError(f"{run_dir}: no classes found (no config.json and no checkpoints)")
-    return rows
-
-
 # -------------------------------------------------------------------------------------- helpers
 def _records(args: argparse.Namespace) -> list[TraceRecord]:
     return read_traces(args.run_dir / "traces.sqlite", **_filters(args))
@@ -284,24 +209,6 @@ def _find_call(run_dir: Path, call_id: str) -> TraceRecord:
 
 def _prices(args: argparse.Namespace) -> PriceTable:
     return load_prices(args.prices)
-
-
-def _run_id(run_dir: Path) -> str:
-    for name in ("config.json", "summary.json"):
-        run_id = _read_json(run_dir / name).get("run_id")
-        if isinstance(run_id, str) and run_id:
-            return run_id
-    return ""
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise InspectError(f"{path}: not readable JSON ({exc})") from None
-    return doc if isinstance(doc, dict) else {}
 
 
 def _summary_rows(records: list[TraceRecord], counts: dict[str, dict[str, dict[str, int]]], prices: PriceTable,

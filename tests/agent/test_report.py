@@ -14,7 +14,7 @@ from observe_helpers import CLASSES, finished_run
 from PIL import Image
 
 from agent.report import ClassView, ReportData, ReportError, main, render_html, write_report
-from agent.traces import read_class_states
+from agent.run_status import read_class_states
 from store.manifest import ManifestRow, read_manifest
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "source"}
