@@ -125,6 +125,31 @@ def classify(exc: BaseException, *, now: float | None = None) -> Failure | None:
     return None
 
 
+_NOT_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when an attempt failed before its request left this machine: no connection could be made
+    (connect error or timeout) or none was free in the pool. Such an attempt is retried like any other
+    timeout, but no server saw it, so it is not counted as a request sent. The SDK raises its own
+    exception *from* the HTTP library's (httpx, or the httpx2 fork the openai SDK ships with), so the
+    cause chain is searched by class name.
+
+    >>> import httpx
+    >>> never_sent(httpx.ConnectTimeout("slow")), never_sent(httpx.ReadTimeout("slow"))
+    (True, False)
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        cls = type(seen)
+        if cls.__name__ in _NOT_SENT and cls.__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "httpcore2"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def failure_from_status(status: int, message: str, code: str | None = None) -> Failure:
     """The policy's reading of an HTTP status that did not come as an exception (a Batch API output line).
 

@@ -33,7 +33,7 @@ import openai
 from agent.config import RoleConfig
 from agent.images import decode_b64_image
 from agent.limiter import LimiterAborted, RoleLimiter
-from agent.retry import BadResponse, Failure, ProviderError, call_with_retry
+from agent.retry import BadResponse, Failure, ProviderError, call_with_retry, never_sent
 from store.traces import TraceRecord
 
 __all__ = ["HttpTransport", "Outbound", "Transport", "chat_value", "image_value", "stopped_error"]
@@ -83,22 +83,35 @@ class HttpTransport:
 
     async def retrying(self, call: Outbound, fn: Callable[[], Awaitable[dict[str, Any]]],
                        *, base_attempts: int = 0) -> dict[str, Any]:
-        """``fn`` under the role's retry policy; ``call.row.attempts`` counts what was really sent."""
+        """``fn`` under the role's retry policy; ``call.row.attempts`` counts what was really sent: an
+        attempt that never reached a server (:func:`agent.retry.never_sent`) counts toward the policy's
+        ``max_attempts`` but not as a request."""
         cfg = call.cfg
+        unsent = 0
 
-        def note(_failure: Failure, attempt: int) -> None:
-            call.row.attempts = base_attempts + attempt
+        async def attempt() -> dict[str, Any]:
+            nonlocal unsent
+            try:
+                return await fn()
+            except Exception as exc:
+                if never_sent(exc):
+                    unsent += 1
+                raise
+
+        def note(_failure: Failure, attempt_no: int) -> None:
+            call.row.attempts = base_attempts + attempt_no - unsent
 
         try:
-            value, attempts = await call_with_retry(fn, max_attempts=cfg.max_attempts, initial_s=cfg.backoff_initial_s,
-                                                    max_s=cfg.backoff_max_s, on_failure=note)
+            value, attempts = await call_with_retry(attempt, max_attempts=cfg.max_attempts,
+                                                    initial_s=cfg.backoff_initial_s, max_s=cfg.backoff_max_s,
+                                                    on_failure=note)
         except ProviderError as exc:
             if exc.kind in ("stopped", "budget"):  # refused before sending: that last attempt sent nothing
                 exc.attempts -= 1
-            exc.attempts += base_attempts
+            exc.attempts += base_attempts - unsent
             call.row.attempts = exc.attempts
             raise
-        call.row.attempts = base_attempts + attempts
+        call.row.attempts = base_attempts + attempts - unsent
         return value
 
     @contextlib.asynccontextmanager
