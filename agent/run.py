@@ -2,7 +2,7 @@
 
 Contract: ``main(argv) -> int`` parses flags, resolves settings (CLI > ``--config`` TOML ``[run]`` /
 ``[lmm]`` / ``[llm]`` / ``[t2i]`` > ``LTGC_<ROLE>_<FIELD>`` env for roles > the folder's saved settings on
-``--resume`` > defaults), reads the inputs, and hands over to ``agent.runner.execute``. Every bad input or
+``--resume`` > defaults), reads the inputs, and hands over to ``agent.lifecycle.driver.execute``. Every bad input or
 setting is one line on stderr and exit code 2, before any model is called. Heavy imports (torch,
 open_clip, langgraph) happen only after the inputs check out, so ``--help`` and input errors are instant.
 """
@@ -25,8 +25,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.batch_setup import BATCH_FLAGS, add_batch_arguments
-from agent.config import (
+from agent.batch.setup import BATCH_FLAGS, add_batch_arguments
+from agent.lifecycle.controls import (
+    RunControls,
+    add_control_arguments,
+    controls_from_args,
+    dry_run,
+    log_function,
+)
+from agent.lifecycle.inputs import InputError, check_images, load_inputs
+from agent.lifecycle.lock import RunLock, RunLocked, holder
+from agent.lifecycle.preflight import check_keys, check_reachable
+from agent.lifecycle.resume import check_resume, config_doc
+from agent.lifecycle.settings import RunSettings, SettingsError, resolve
+from agent.lifecycle.shutdown import exit_code, graceful_stop
+from agent.providers.config import (
     ROLES,
     add_role_arguments,
     load_providers_config,
@@ -34,19 +47,6 @@ from agent.config import (
     role_fields,
     role_overrides_from_args,
 )
-from agent.controls import (
-    RunControls,
-    add_control_arguments,
-    controls_from_args,
-    dry_run,
-    log_function,
-)
-from agent.inputs import InputError, check_images, load_inputs
-from agent.lock import RunLock, RunLocked, holder
-from agent.preflight import check_keys, check_reachable
-from agent.resume import check_resume, config_doc
-from agent.settings import RunSettings, SettingsError, resolve
-from agent.shutdown import exit_code, graceful_stop
 from store.cli import OneLineParser
 from store.errors import UsageError, usage_line
 from store.logs import cli_logging
@@ -134,13 +134,13 @@ def _start(settings: RunSettings, providers_config: Any, inputs: Any, controls: 
     if in_use is not None:  # refused at once, before seconds of model loading (checked again when locking)
         print(f"error: {RunLocked.message(settings.out, in_use)}", file=sys.stderr)
         return 2
-    from agent import runner  # heavy: torch, open_clip, langgraph
-    from agent.local_t2i import preload
-    from agent.scorer import ClipScorer
+    from agent.lifecycle import driver as runner  # heavy: torch, open_clip, langgraph
+    from agent.providers.local_t2i import preload
+    from agent.providers.scorer import ClipScorer
 
     try:
         scorer = ClipScorer.load(settings.clip_model, settings.pretrained_arg())
-        preload(providers_config)  # a local t2i pipeline (agent/local_t2i.py): loaded once, here
+        preload(providers_config)  # a local t2i pipeline (agent/providers/local_t2i.py): loaded once, here
     except UsageError as exc:
         print(usage_line(exc), file=sys.stderr)
         return 2
@@ -188,7 +188,7 @@ def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, input
 def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any, dict[str, Any]]:
     """Settings, providers config, inputs, and the notes config.json records (TOML used, resume changes).
 
-    On ``--resume`` a change to what the run generates is refused here (agent/resume.py), before anything
+    On ``--resume`` a change to what the run generates is refused here (agent/lifecycle/resume.py), before anything
     is loaded, opened or sent."""
     doc = read_toml(args.config) if args.config else {}
     toml_run = doc.get("run", {})
@@ -280,7 +280,7 @@ def _saved_settings(args: argparse.Namespace, doc: dict[str, Any] | None) -> tup
             f"--run-id {args.run_id}: the run in {args.out} is {saved.get('run_id')!r}; drop --run-id to resume it"
         )
     # A config.json from before settings were role-specific lists every field for every role: keep the ones
-    # that apply (agent.config.role_fields), so an older run folder still resumes.
+    # that apply (agent.providers.config.role_fields), so an older run folder still resumes.
     providers = {role: ({k: v for k, v in table.items() if k in role_fields(role)} if role in ROLES else table)
                  for role, table in providers.items() if isinstance(table, dict) or role not in ROLES}
     return {k: v for k, v in saved.items() if k != "resume"}, providers

@@ -7,7 +7,7 @@ prompt file re-runs exactly the calls that used it.
 
 A prompt's last line, ``${format}``, is its answer-format instruction, kept in ``prompts/formats.toml`` in
 two forms: ``text`` (the default; byte-identical to the prompts as first written) and ``json`` (with
-``structured=True``: the answer as a JSON object, for a JSON-schema ``response_format``; agent/structured.py).
+``structured=True``: the answer as a JSON object, for a JSON-schema ``response_format``; agent/providers/structured.py).
 
 >>> render("prompt5_refine", class_name="red fox", description="A photo of the class red fox, blue.")
 ... # doctest: +ELLIPSIS

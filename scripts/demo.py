@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     clip_cfg.write_text(json.dumps(TINY_CLIP), encoding="utf-8")
 
     from agent.run import main as agent_main
-    from scripts.simulator import SimConfig, Simulator
+    from scripts.sim.server import SimConfig, Simulator
     from trainer.train import main as train_main
 
     with Simulator(SimConfig(latency_ms=args.latency_ms, seed=0)) as sim:

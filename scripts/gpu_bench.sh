@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a lent GPU: ViT-B/32 + LoRA training images/s (bf16 autocast, pre-decoded tensors and JPEG files;
-# scripts/gpu_bench_train.py), and image generation + CLIP scoring images/s (an SDXL-sized UNet at 512 px,
-# 1-4 steps, batch 1/4/16; CLIP ViT-B/32 as the scorer runs it; scripts/gpu_bench_gen.py).
+# scripts/bench/gpu_bench_train.py), and image generation + CLIP scoring images/s (an SDXL-sized UNet at 512 px,
+# 1-4 steps, batch 1/4/16; CLIP ViT-B/32 as the scorer runs it; scripts/bench/gpu_bench_gen.py).
 #
 # The GPU machine has torch, torchvision, timm, peft and huggingface_hub but not open_clip or diffusers, and
 # it cannot reach any registry, so they and their missing pure-Python dependencies travel as wheels in .whl/
@@ -14,7 +14,7 @@
 #   bash scripts/gpu_bench.sh dry      # CPU, tiny config, local .venv: checks the code path (CI runs this)
 #
 # `run` writes $OUT/gpu_bench.json and $OUT/gpu_bench.log when $OUT is set (the device tool sets it).
-# Extra arguments after the verb go to scripts/gpu_bench_train.py (e.g. --batch-size 512 --compile).
+# Extra arguments after the verb go to scripts/bench/gpu_bench_train.py (e.g. --batch-size 512 --compile).
 # `dry` runs both scripts' --dry paths (CPU, tiny configs); CI runs them through tests/scripts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,22 +39,22 @@ run)
     out="${OUT:-/tmp}"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     if [[ " $parts " == *" gen "* ]]; then
-        python3 -m scripts.gpu_bench_gen --json "$out/gpu_bench_gen.json" 2>&1 | tee -a "$out/gpu_bench.log"
+        python3 -m scripts.bench.gpu_bench_gen --json "$out/gpu_bench_gen.json" 2>&1 | tee -a "$out/gpu_bench.log"
     fi
     if [[ " $parts " == *" train "* ]]; then
         # Two batch sizes in one lease: 256 (the trainer's default scale) and 512 (to see if the GPU is fed).
-        python3 -m scripts.gpu_bench_train --batch-size 256 --json "$out/gpu_bench.json" "$@" 2>&1 | tee -a "$out/gpu_bench.log"
-        python3 -m scripts.gpu_bench_train --batch-size 512 --json "$out/gpu_bench_b512.json" "$@" 2>&1 | tee -a "$out/gpu_bench.log"
+        python3 -m scripts.bench.gpu_bench_train --batch-size 256 --json "$out/gpu_bench.json" "$@" 2>&1 | tee -a "$out/gpu_bench.log"
+        python3 -m scripts.bench.gpu_bench_train --batch-size 512 --json "$out/gpu_bench_b512.json" "$@" 2>&1 | tee -a "$out/gpu_bench.log"
     fi
     ;;
 dry)
     export HF_HUB_OFFLINE=1
     py=".venv/bin/python"; [ -x "$py" ] || py=python3
-    "$py" -m scripts.gpu_bench_train --dry "$@"
-    "$py" -m scripts.gpu_bench_gen --dry
+    "$py" -m scripts.bench.gpu_bench_train --dry "$@"
+    "$py" -m scripts.bench.gpu_bench_gen --dry
     ;;
 *)
-    echo "usage: bash scripts/gpu_bench.sh fetch|run|dry [extra args for scripts/gpu_bench_train.py]" >&2
+    echo "usage: bash scripts/gpu_bench.sh fetch|run|dry [extra args for scripts/bench/gpu_bench_train.py]" >&2
     exit 2
     ;;
 esac

@@ -1,6 +1,6 @@
 """The Batch API ledger: what this run folder has handed to the Batch API, written before each step.
 
-Contract (``batches.sqlite`` in the run folder; one aiosqlite connection; agent/batch.py is the writer):
+Contract (``batches.sqlite`` in the run folder; one aiosqlite connection; agent/batch/transport.py is the writer):
 
 - A *submission* is one batch file's worth of requests. Its ``state`` moves forward only, and each move
   is committed **before** the step that talks to the server, so a process killed at any moment leaves a

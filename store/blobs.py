@@ -89,7 +89,7 @@ class BlobStore:
             wanted.setdefault(sha[:2], set()).add(sha)
         found: dict[str, Path] = {}
         # A plain listdir + name test, not Path.glob: glob compiles a new pattern for every hash, which made
-        # lookups the largest CPU cost of a warm rerun (scripts/bench_agent.py). Temp files start with a
+        # lookups the largest CPU cost of a warm rerun (scripts/bench/bench_agent.py). Temp files start with a
         # dot, so their name never starts with a hash: a half-written blob is invisible.
         for shard, group in wanted.items():
             folder = self.root / shard

@@ -17,7 +17,7 @@ From then on, in that process:
   an import included. The exit is ``os._exit``: nothing is unwound and no ``finally`` runs, exactly like the
   signal's default action it replaces, so it is as safe as a kill (the store and the trainer write files
   atomically). A command with a graceful stop installs its own handlers once it can honour them
-  (``agent.shutdown.graceful_stop``); they replace these, and the note only has to be true until then.
+  (``agent.lifecycle.shutdown.graceful_stop``); they replace these, and the note only has to be true until then.
 - A ``KeyboardInterrupt`` that escapes the program (Python's default handler is back, e.g. after asyncio
   removed its own) ends it with ``<prog>: interrupted (Ctrl-C)`` and 130 instead of a traceback. No note:
   the program may be past the phase the note describes.
@@ -62,7 +62,7 @@ def exit_on_interrupt(prog: str, note: str) -> None:
 
 def interrupt_line(prog: str, signum: int, note: str = "") -> str:
     """``interrupt_line("agent.traces", signal.SIGINT, "nothing was changed")``
-    -> ``"agent.traces: interrupted (Ctrl-C); nothing was changed"``."""
+    -> ``"agent.readout.inspector: interrupted (Ctrl-C); nothing was changed"``."""
     what = _WHAT.get(signal.Signals(signum), f"stopped by signal {int(signum)}")
     return f"{prog}: {what}; {note}" if note else f"{prog}: {what}"
 

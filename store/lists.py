@@ -45,7 +45,7 @@ from store.slug import slugify
 __all__ = ["IMAGE_EXTENSIONS", "ClassIndex", "FolderClass", "ListEntry", "ListFileError", "loose_key",
            "parse_list_line", "read_class_map", "read_class_names", "read_image_folder", "read_list_file"]
 
-# The agent's --images extensions (agent/inputs.py): one rule for which files of a class folder are images.
+# The agent's --images extensions (agent/lifecycle/inputs.py): one rule for which files of a class folder are images.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 _INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits only: int() would also take "+3", "1_0" and "٣"
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
@@ -172,7 +172,7 @@ def _check_unique_names(path: Path, names: list[tuple[int, str]]) -> None:
 def loose_key(text: str) -> str:
     """The comparison key of a name: NFKC, case-folded, every run of punctuation, space or ``_`` one space.
 
-    The agent's ``agent.parse.normalise``, so both sides match folders the same way.
+    The agent's ``agent.graph.checks.normalise``, so both sides match folders the same way.
 
     >>> loose_key("Red_Fox") == loose_key("red fox") == loose_key(" RED-fox.")
     True

@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: Any) -> int:
-    from trainer.evaluate import compute_metrics, count_correct, write_reports
+    from trainer.driver import make_test_loader
     from trainer.loop import setup_runtime
+    from trainer.metrics import compute_metrics, count_correct, write_reports
     from trainer.model import ModelError
     from trainer.outputs import check_out_folder, writing
-    from trainer.run import make_test_loader
 
     folder = _checkpoint_folder(Path(args.checkpoint))
     info = json.loads((folder / "model.json").read_text(encoding="utf-8"))

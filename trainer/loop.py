@@ -69,7 +69,7 @@ def setup_runtime(device: str, amp: bool, log: Callable[[str], None], threads: i
 
     CPU threads: ``threads`` when > 0; otherwise this process's share of the cores minus its DataLoader
     workers (at least 1). Oversubscribed OpenMP threads wait on each other: on a busy 2-core machine the tiny
-    model ran 14x slower with 2 threads than with 1 (scripts/bench_trainer.py).
+    model ran 14x slower with 2 threads than with 1 (scripts/bench/bench_trainer.py).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

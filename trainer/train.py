@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: Any) -> int:
-    from trainer.run import run_training
+    from trainer.driver import run_training
 
     return run_training(args, TRAJECTORY_KEYS)
 

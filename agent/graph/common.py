@@ -13,7 +13,7 @@ Contract:
 - Usage dicts (``calls``, ``cache_hits``, ``input_tokens``, ``output_tokens``, ``images``) are summed by
   the state's ``add_counts`` reducer.
 - ``ask(deps, state, node, prompt_name, ...)`` is every chat call of the steps: it renders the prompt (and
-  its structured form, agent/structured.py), calls the role, reads the reply with ``agent.reply.read_reply``
+  its structured form, agent/providers/structured.py), calls the role, reads the reply with ``agent.graph.reply.read_reply``
   and returns an ``Answer``: the kept descriptions, the call's usage, and the reader's counters prefixed
   ``parse_`` (plus ``structured_replies`` / ``structured_fallbacks``) for the class's ``counters`` — so every repair and drop of every
   reply reaches summary.json and report.html. The trace row gets ``parse_dropped``.
@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 import prompts
+from agent.graph.reply import read_reply
 from agent.graph.state import ClassState, GraphDeps, add_counts
-from agent.providers import CallContext, ProviderError
-from agent.reply import read_reply
-from agent.structured import structured_ask
+from agent.providers.client import CallContext, ProviderError
+from agent.providers.structured import structured_ask
 from store.errors import is_disk_full
 
 if TYPE_CHECKING:
-    from agent.providers import ChatResult, ImageResult
+    from agent.providers.client import ChatResult, ImageResult
 
 T = TypeVar("T")
 

@@ -3,7 +3,7 @@
 Contract:
 
 - Prompt 3 is sent over the new descriptions (``sample_index`` = dedupe pass). Its answer is read by
-  ``agent.reply`` (repairs and drops counted in ``parse_*``; items listed under "Removed:" are not kept),
+  ``agent.graph.reply`` (repairs and drops counted in ``parse_*``; items listed under "Removed:" are not kept),
   then as a subset of the input by normalised text (``keep_subset``): an answered item that is not in the input is
   *invented* — rejected and counted (``dedupe_invented``), never added. Kept items keep the input's exact
   text and order. An answer that keeps nothing (or a failed call) is ignored with a warning: removing every
@@ -22,9 +22,9 @@ from typing import Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from agent.graph.checks import follows_template1, normalise, signature, similar
 from agent.graph.common import ItemFailure, ask, ask_or_fail
 from agent.graph.state import ClassState, GraphDeps, add_counts
-from agent.parse import follows_template1, normalise, signature, similar
 
 
 async def dedupe(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Literal["extend", "summarize"]]:

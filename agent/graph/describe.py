@@ -4,7 +4,7 @@ Contract:
 
 - One vision (``lmm``) call per real image of the class, in sorted path order, at most
   ``settings.max_describe`` of them; call ``sample_index`` = the image's index, so a rerun asks the same.
-- The reply is read by ``agent.reply`` (repairs and drops counted in ``parse_*``); a reply with no Template 1
+- The reply is read by ``agent.graph.reply`` (repairs and drops counted in ``parse_*``); a reply with no Template 1
   sentence of this class is re-asked once (round 1) with the reminder prompt appended; a second miss drops
   the image's description and counts it (``counters.describe_dropped``).
 - A final provider failure or an unreadable image is counted (``counters.describe_failed``) with a warning;
@@ -24,9 +24,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 import prompts
+from agent.graph.checks import normalise
 from agent.graph.common import ItemFailure, ask, fan_out, sum_usage
 from agent.graph.state import ClassState, GraphDeps
-from agent.parse import normalise
 
 
 @dataclass

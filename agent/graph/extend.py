@@ -7,7 +7,7 @@ Contract:
   at most ``EXTEND_BATCH`` per round — one reply cannot hold hundreds of sentences (K_y is 800 for
   Places-LT). The call's ``sample_index`` is the class's running extend-round count, so a round that
   repeats an earlier prompt word for word still gets its own answer, and a rerun gets the same answers.
-- Kept from a reply: the descriptions ``agent.reply`` reads in it (Template 1, repaired where unambiguous,
+- Kept from a reply: the descriptions ``agent.graph.reply`` reads in it (Template 1, repaired where unambiguous,
   counted in ``parse_*``) that are not already in the list (normalised text), up to the number missing.
   Other items are counted (``extend_off_template`` = items the reader dropped, ``extend_repeats``).
 - Target: N_y new descriptions (N_y = K_y − M_y), so the list holds K_y when every real image was described.
@@ -23,9 +23,9 @@ from typing import Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from agent.graph.checks import follows_template1, normalise
 from agent.graph.common import ItemFailure, ask, ask_or_fail
 from agent.graph.state import ClassState, GraphDeps, add_counts
-from agent.parse import follows_template1, normalise
 
 STALE_ROUNDS_LIMIT = 2  # issue 3: "stop with a recorded warning after 2 rounds that add nothing new"
 EXTEND_BATCH = 50  # descriptions asked for per round: ~25 tokens each, well inside any model's reply limit

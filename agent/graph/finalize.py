@@ -82,7 +82,7 @@ def class_summary(state: ClassState) -> dict[str, Any]:
     """The class's entry of ``summary.json`` (issue 3: M_y, N_y, accepted, rejected, rounds, calls, ...)."""
     items = state.get("items", [])
     # Calls, requests and tokens are not here: they come from the traces, one definition for the final
-    # line, summary.json and agent.traces (agent/runner.py add_counts).
+    # line, summary.json and agent.traces (agent/lifecycle/driver.py add_counts).
     return {
         "label": state["label"], "slug": state["slug"], "status": state.get("status", "running"),
         "error": state.get("error"), "M_y": state["m_y"], "N_y": state["n_y"], "K_y": state["k_y"],

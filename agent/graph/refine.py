@@ -5,7 +5,7 @@ Contract:
 - For every item in status ``low``: Prompt 5 on the item's *latest* text (the official code re-refines the
   original text each round; carrying the latest forward is what "iterative" means in the paper).
   ``sample_index`` = item index, ``round`` = the refinement being made (1, 2, ...).
-- The first Template 1 sentence ``agent.reply`` reads in the reply that was not tried before becomes the
+- The first Template 1 sentence ``agent.graph.reply`` reads in the reply that was not tried before becomes the
   item's description (the old one goes to ``history``), the item returns to ``pending`` and the graph goes
   to render -> evaluate again. The reader's repairs and drops are counted in ``parse_*``.
 - No usable reply (off-template, a text already tried, or a final provider failure): the item is
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
+from agent.graph.checks import normalise
 from agent.graph.common import ItemFailure, ask, fan_out, sum_usage
 from agent.graph.state import ClassState, GraphDeps, Item, copy_item
-from agent.parse import normalise
 
 
 async def refine(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str, object]:

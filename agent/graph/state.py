@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypedDict
 from typing_extensions import NotRequired  # typing has it from 3.11 only; we support 3.10
 
 if TYPE_CHECKING:
-    from agent.providers import CallContext, ChatResult, ImageResult
-    from agent.structured import StructuredAsk
+    from agent.providers.client import CallContext, ChatResult, ImageResult
+    from agent.providers.structured import StructuredAsk
     from store.blobs import BlobStore
 
 __all__ = [
@@ -117,7 +117,7 @@ def initial_state(*, class_name: str, label: int, slug: str, images: Sequence[st
 
 
 class ProvidersLike(Protocol):
-    """The part of ``agent.providers.Providers`` the graph uses (tests pass a small fake)."""
+    """The part of ``agent.providers.client.Providers`` the graph uses (tests pass a small fake)."""
 
     async def chat(
         self, role: str, prompt: str, *, images: Sequence[bytes] = (), ctx: CallContext,
@@ -128,7 +128,7 @@ class ProvidersLike(Protocol):
 
 
 class ScorerLike(Protocol):
-    """The part of ``agent.scorer.ClipScorer`` the graph uses."""
+    """The part of ``agent.providers.scorer.ClipScorer`` the graph uses."""
 
     context_length: int
 

@@ -3,7 +3,7 @@
 Contract:
 
 - One ``llm`` call with Prompt 4 over the whole descriptions list (existing + new).
-- C_y = the first Template 2 sentence ``agent.reply`` reads in the reply (label prefixes, emphasis, braces
+- C_y = the first Template 2 sentence ``agent.graph.reply`` reads in the reply (label prefixes, emphasis, braces
   and fences repaired; counted in ``parse_*``). If there is none, or the call failed for good,
   C_y falls back to ``fallback_text(y)`` ("a photo of a {y}.", CLIP's own prompt style — the same text
   softmax scoring uses for classes without a C_y) and a warning is recorded.

@@ -1,6 +1,6 @@
 """The Fashion-MNIST-LT benchmarks' training runs: settings, data, trainer command lines, runs (in parallel).
 
-Shared by :mod:`scripts.bench_fmnist_lt` (the table) and :mod:`scripts.bench_fmnist_sweep` (the budget and
+Shared by :mod:`scripts.bench.bench_fmnist_lt` (the table) and :mod:`scripts.bench.bench_fmnist_sweep` (the budget and
 model-config sweeps that chose the table's defaults).
 
 Contract

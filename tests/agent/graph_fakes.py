@@ -18,8 +18,8 @@ from PIL import Image
 
 from agent.graph.graph import compile_graph
 from agent.graph.state import ClassState, GraphDeps, GraphSettings, initial_state
-from agent.providers import CallContext, ChatResult, ImageResult, ProviderError
-from agent.structured import StructuredAsk
+from agent.providers.client import CallContext, ChatResult, ImageResult, ProviderError
+from agent.providers.structured import StructuredAsk
 from store.blobs import BlobStore
 
 Reply = Callable[[str, CallContext], "str | Exception"]

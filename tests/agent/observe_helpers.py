@@ -65,7 +65,7 @@ def finished_run() -> tuple[Path, dict[str, Any]]:
     suite fast. The folder is removed when the interpreter exits.
     """
     from agent.run import main as run_main
-    from scripts.simulator import SimConfig, Simulator
+    from scripts.sim.server import SimConfig, Simulator
 
     root = Path(tempfile.mkdtemp(prefix="ltgc-observe-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)

@@ -13,9 +13,9 @@ import pytest
 from observe_helpers import finished_run, make_inputs, run_args
 from openai import AsyncOpenAI
 
+from agent.readout.inspector import main as traces_main
 from agent.run import main as run_main
-from agent.traces import main as traces_main
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from store.batches import BatchLedger
 from store.traces import read_traces
 
@@ -146,7 +146,7 @@ def test_cancel_asks_the_server_to_cancel_the_runs_live_batches(tmp_path: Path, 
 
 
 def test_resume_may_switch_batch_mode_and_its_knobs() -> None:
-    from agent.resume import check_resume
+    from agent.lifecycle.resume import check_resume
 
     saved = {"run": {"batch_window_s": 60.0, "batch_fallback": "none"}, "providers": {"t2i": {"batch": False}}}
     fresh = {"run": {"batch_window_s": 5.0, "batch_fallback": "sync"}, "providers": {"t2i": {"batch": True}}}
@@ -155,7 +155,7 @@ def test_resume_may_switch_batch_mode_and_its_knobs() -> None:
 
 
 def test_a_local_pipeline_cannot_be_batched() -> None:
-    from agent.config import ConfigError, load_providers_config
+    from agent.providers.config import ConfigError, load_providers_config
 
     with pytest.raises(ConfigError, match=r"--t2i-batch: the Batch API is OpenAI's.*remove --t2i-batch"):
         load_providers_config(env={}, overrides={"t2i": {"provider": "diffusers", "model": "m", "batch": "true"}})

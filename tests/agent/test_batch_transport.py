@@ -1,4 +1,4 @@
-"""The Batch API transport (agent/batch.py) against the simulator: grouping, limits, failures and retries,
+"""The Batch API transport (agent/batch/transport.py) against the simulator: grouping, limits, failures and retries,
 the sync fallback, admission, stop, and a later process taking over what an earlier one left.
 
 Each "process" is a fresh BatchTransport over the same ledger file and results folder (what a restarted run
@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI
 
-from agent.batch import BatchSettings, BatchTransport
-from agent.batch_client import BatchClient
-from agent.config import RoleConfig
-from agent.limiter import RoleLimiter
-from agent.retry import ProviderError
-from agent.transport import HttpTransport, Outbound, stopped_error
-from scripts.simulator import SimConfig, Simulator
+from agent.batch.client import BatchClient
+from agent.batch.transport import BatchSettings, BatchTransport
+from agent.providers.config import RoleConfig
+from agent.providers.limiter import RoleLimiter
+from agent.providers.retry import ProviderError
+from agent.providers.transport import HttpTransport, Outbound, stopped_error
+from scripts.sim.server import SimConfig, Simulator
 from store.batches import BatchLedger
 from store.traces import TraceRecord
 

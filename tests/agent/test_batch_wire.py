@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from agent.batch_wire import index_lines, input_line, line_outcome
-from agent.cost import PricesError, parse_prices
+from agent.batch.wire import index_lines, input_line, line_outcome
+from agent.readout.cost import PricesError, parse_prices
 from store.traces import TraceRecord
 
 CHAT = {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
@@ -70,7 +70,7 @@ def test_batch_prices_default_to_half_and_can_be_set_per_model() -> None:
 
 
 def test_progress_counts_calls_waiting_in_batches() -> None:
-    from agent.progress import Progress
+    from agent.readout.progress import Progress
 
     stream = io.StringIO()
     progress = Progress(mode="log_json", stream=stream)

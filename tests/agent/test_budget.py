@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.budget import EXIT_BUDGET, Budget, BudgetError, CallMeter, parse_limits
-from agent.cost import load_prices
-from agent.retry import ProviderError
+from agent.lifecycle.budget import EXIT_BUDGET, Budget, BudgetError, CallMeter, parse_limits
+from agent.providers.retry import ProviderError
+from agent.readout.cost import load_prices
 from store.traces import TraceRecord
 
 
@@ -142,8 +142,8 @@ def test_parse_limits_rejects_bad_caps(cost: float | None, calls: int | None, ne
 
 
 def test_a_local_pipeline_role_is_never_billed_but_counts_as_a_call() -> None:
-    from agent.config import load_providers_config
-    from agent.endpoints import unbilled_roles
+    from agent.providers.config import load_providers_config
+    from agent.providers.endpoints import unbilled_roles
 
     config = load_providers_config(env={}, overrides={"t2i": {"provider": "diffusers", "model": "m",
                                                               "billing": "priced"}})

@@ -10,7 +10,7 @@ import pytest
 from observe_helpers import CLASSES, finished_run, make_inputs, run_args
 
 from agent.run import main as run_main
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from store.manifest import read_manifest
 from store.traces import read_traces
 

@@ -1,4 +1,4 @@
-"""agent/config.py: precedence, one-line errors naming the source, secrets never in the config."""
+"""agent/providers/config.py: precedence, one-line errors naming the source, secrets never in the config."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import (
+from agent.providers.config import (
     LOCAL_PLACEHOLDER_KEY,
     ConfigError,
     ProvidersConfig,
@@ -18,7 +18,7 @@ from agent.config import (
     read_toml,
     role_overrides_from_args,
 )
-from agent.endpoints import is_local_url, redact_url, redacted_dump, resolve_api_key
+from agent.providers.endpoints import is_local_url, redact_url, redacted_dump, resolve_api_key
 
 
 def _toml(tmp_path: Path, text: str) -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.controls import RunControls, add_control_arguments, controls_from_args, log_function
-from agent.cost import load_prices
-from agent.progress import Progress
+from agent.lifecycle.controls import RunControls, add_control_arguments, controls_from_args, log_function
+from agent.readout.cost import load_prices
+from agent.readout.progress import Progress
 from store.errors import UsageError
 
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from agent.cost import DEFAULT_PRICES, PricesError, load_prices, parse_prices
+from agent.readout.cost import DEFAULT_PRICES, PricesError, load_prices, parse_prices
 from store.traces import TraceRecord
 
 
@@ -40,7 +40,7 @@ def test_auto_and_missing_size_quality_use_the_model_defaults() -> None:
 
 def test_unlisted_size_charges_the_dearest_size_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     table = load_prices()
-    with caplog.at_level(logging.WARNING, logger="agent.cost"):
+    with caplog.at_level(logging.WARNING, logger="agent.readout.cost"):
         costs = [table.image_cost("dall-e-3", images=1, size="64x64", quality="hd") for _ in range(5)]
     assert costs == [0.12] * 5
     assert len([r for r in caplog.records if "64x64" in r.getMessage()]) == 1
@@ -48,7 +48,7 @@ def test_unlisted_size_charges_the_dearest_size_and_warns_once(caplog: pytest.Lo
 
 def test_unknown_model_is_none_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     table = load_prices()
-    with caplog.at_level(logging.WARNING, logger="agent.cost"):
+    with caplog.at_level(logging.WARNING, logger="agent.readout.cost"):
         results = [table.chat_cost("my-local-llama", input_tokens=10, output_tokens=10) for _ in range(3)]
         results.append(table.image_cost("my-local-sd", images=1))
     assert results == [None, None, None, None]

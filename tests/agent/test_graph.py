@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import prompts
-from agent.providers import CallContext, ProviderError
+from agent.providers.client import CallContext, ProviderError
 from store.blobs import BlobStore
 from tests.agent.graph_fakes import FakeProviders, FakeScorer, default_reply, listed, run_class
 

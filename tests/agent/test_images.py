@@ -1,4 +1,4 @@
-"""agent/images.py: what a vision request sends, and how a generated image is checked (pure)."""
+"""agent/providers/images.py: what a vision request sends, and how a generated image is checked (pure)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import io
 import pytest
 from PIL import Image
 
-from agent.images import InputImageError, data_uri, decode_b64_image, image_format, prepare_image
-from agent.retry import BadResponse
+from agent.providers.images import InputImageError, data_uri, decode_b64_image, image_format, prepare_image
+from agent.providers.retry import BadResponse
 
 
 def _encode(img: Image.Image, fmt: str) -> bytes:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.inputs import InputError, load_inputs, read_class_names, read_tail
+from agent.lifecycle.inputs import InputError, load_inputs, read_class_names, read_tail
 from store.slug import slugify
 
 

@@ -1,4 +1,4 @@
-"""agent/limiter.py: the token-bucket window bound (pure, injected clock) and the in-flight cap."""
+"""agent/providers/limiter.py: the token-bucket window bound (pure, injected clock) and the in-flight cap."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agent.limiter import ABORT_POLL_S, LimiterAborted, RoleLimiter, TokenBucket
+from agent.providers.limiter import ABORT_POLL_S, LimiterAborted, RoleLimiter, TokenBucket
 
 
 class FakeClock:

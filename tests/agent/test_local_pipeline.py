@@ -1,6 +1,6 @@
 """The local t2i provider on a real (tiny, random) diffusers pipeline: no network, no weights, CPU.
 
-The pipeline is built from small configs and saved with ``save_pretrained`` (scripts/tiny_diffusers.py), then
+The pipeline is built from small configs and saved with ``save_pretrained`` (scripts/sim/tiny_diffusers.py), then
 loaded back by ``DiffusionPipeline.from_pretrained`` — the code path a hub id takes.
 """
 
@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from agent import local_pipeline
-from agent.budget import CallMeter
-from agent.config import ConfigError, ProvidersConfig, load_providers_config
-from agent.cost import load_prices
-from agent.endpoints import unbilled_roles
-from agent.local_pipeline import LocalPipelineError, RenderOptions, dtype_name, resolve_devices
-from agent.local_t2i import DiffusersTransport, open_local_transports
-from agent.preflight import check_keys, check_reachable
-from agent.providers import CallContext, Providers
-from scripts.tiny_diffusers import build
+from agent.lifecycle.budget import CallMeter
+from agent.lifecycle.preflight import check_keys, check_reachable
+from agent.providers import local_pipeline
+from agent.providers.client import CallContext, Providers
+from agent.providers.config import ConfigError, ProvidersConfig, load_providers_config
+from agent.providers.endpoints import unbilled_roles
+from agent.providers.local_pipeline import LocalPipelineError, RenderOptions, dtype_name, resolve_devices
+from agent.providers.local_t2i import DiffusersTransport, open_local_transports
+from agent.readout.cost import load_prices
+from scripts.sim.tiny_diffusers import build
 from store.blobs import BlobStore
 from store.cache import CallCache
 from store.traces import TraceStore

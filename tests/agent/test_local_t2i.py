@@ -1,4 +1,4 @@
-"""The local t2i transport's queue (agent/local_t2i.py) on a fake backend: no torch, milliseconds per test.
+"""The local t2i transport's queue (agent/providers/local_t2i.py) on a fake backend: no torch, milliseconds per test.
 
 What is checked: one batch serves every class's pending renders, padded to the batch size; admission
 happens when a batch starts (not when a render is queued); an out-of-memory error halves the batch and
@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from agent.config import ConfigError, RoleConfig, load_providers_config
-from agent.local_pipeline import LocalPipelineError
-from agent.local_t2i import DiffusersTransport, check_local_role, item_seed, local_image_body
-from agent.retry import ProviderError
-from agent.transport import Outbound
+from agent.providers.config import ConfigError, RoleConfig, load_providers_config
+from agent.providers.local_pipeline import LocalPipelineError
+from agent.providers.local_t2i import DiffusersTransport, check_local_role, item_seed, local_image_body
+from agent.providers.retry import ProviderError
+from agent.providers.transport import Outbound
 from store.cache import cache_key
 from store.traces import TraceRecord
 
@@ -30,7 +30,7 @@ class FakeOOM(RuntimeError):
 
 @dataclass
 class FakeBackend:
-    """Stands in for agent/local_pipeline.py: records every forward pass, PNG bytes = prompt + seed."""
+    """Stands in for agent/providers/local_pipeline.py: records every forward pass, PNG bytes = prompt + seed."""
 
     devices: list[str] = field(default_factory=lambda: ["cpu"])
     oom_above: int | None = None  # a forward pass wider than this raises an out-of-memory error
@@ -239,7 +239,7 @@ def test_preflight_checks_the_model_folder_or_hub_id(tmp_path: Path) -> None:
 
 
 async def test_the_closing_line_is_what_the_cpu_benchmark_reads() -> None:
-    from scripts.bench_local_t2i import _PASSES
+    from scripts.bench.bench_local_t2i import _PASSES
 
     lines: list[str] = []
     transport = DiffusersTransport(role(batch_size=2), backend=FakeBackend(), log=lines.append)

@@ -1,14 +1,14 @@
-"""Pure parsing: list styles (agent/reply.py), normalisation, the two templates, the repetition-check helpers."""
+"""Pure parsing: list styles (agent/graph/reply.py), normalisation, the two templates, the repetition-check helpers."""
 
 from __future__ import annotations
 
 import pytest
 
+from agent.graph.checks import follows_template1, follows_template2, near_duplicate, normalise
 from agent.graph.dedupe import keep_subset, local_dedupe
 from agent.graph.evaluate import classify
 from agent.graph.extend import select_new
-from agent.parse import follows_template1, follows_template2, near_duplicate, normalise
-from agent.reply import read_reply
+from agent.graph.reply import read_reply
 
 FOX1 = "A photo of the class red fox, with a bushy tail in the snow."
 FOX2 = "A photo of the class red fox, with black legs on a meadow."

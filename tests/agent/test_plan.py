@@ -7,8 +7,16 @@ import io
 import pytest
 from rich.console import Console
 
-from agent.cost import load_prices
-from agent.plan import PlanSettings, Span, plan_class, plan_json, plan_run, prompt_overheads, render_plan
+from agent.readout.cost import load_prices
+from agent.readout.plan import (
+    PlanSettings,
+    Span,
+    plan_class,
+    plan_json,
+    plan_run,
+    prompt_overheads,
+    render_plan,
+)
 
 MODELS = {"lmm": "gpt-4o", "llm": "gpt-4o-mini", "t2i": "gpt-image-1"}
 
@@ -30,8 +38,8 @@ def test_calls_per_role_follow_the_loop_limits() -> None:
 def test_extend_rounds_follow_the_graph_loop() -> None:
     """The planner copies the graph's per-round batch (it must not import LangGraph): they must agree."""
     from agent.graph.extend import EXTEND_BATCH, ask_count
-    from agent.plan import EXTEND_BATCH as PLANNED
-    from agent.plan import extend_round_span
+    from agent.readout.plan import EXTEND_BATCH as PLANNED
+    from agent.readout.plan import extend_round_span
 
     assert PLANNED == EXTEND_BATCH and ask_count(10_000) == EXTEND_BATCH
     span = extend_round_span(800, PlanSettings(max_extend_rounds=50))

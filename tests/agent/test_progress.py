@@ -7,9 +7,9 @@ import json
 
 from rich.console import Console
 
-from agent.cost import load_prices
-from agent.plan import PlanSettings, expected_by_stage, plan_run
-from agent.progress import Progress, stage_of
+from agent.readout.cost import load_prices
+from agent.readout.plan import PlanSettings, expected_by_stage, plan_run
+from agent.readout.progress import Progress, stage_of
 from store.traces import TraceRecord
 
 

@@ -1,4 +1,4 @@
-"""agent/providers.py against the real loopback simulator (no HTTP mocks): happy paths, retries,
+"""agent/providers/client.py against the real loopback simulator (no HTTP mocks): happy paths, retries,
 final failures, limits measured at the server, the cache, and the API key never reaching disk."""
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 from PIL import Image
 
-import agent.providers as providers_module
-from agent.budget import Budget, CallMeter
-from agent.config import ConfigError, ProvidersConfig, load_providers_config, role_fields
-from agent.endpoints import redacted_dump
-from agent.images import prepare_image
-from agent.providers import CallContext, ProviderError, Providers
-from agent.shutdown import graceful_stop, request_stop
+import agent.providers.client as providers_module
+from agent.lifecycle.budget import Budget, CallMeter
+from agent.lifecycle.shutdown import graceful_stop, request_stop
+from agent.providers.client import CallContext, ProviderError, Providers
+from agent.providers.config import ConfigError, ProvidersConfig, load_providers_config, role_fields
+from agent.providers.endpoints import redacted_dump
+from agent.providers.images import prepare_image
 from prompts import render
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from store.blobs import BlobStore
 from store.cache import CallCache
 from store.traces import TraceStore

@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 
 from agent.graph.dedupe import keep_subset
-from agent.reply import DROPS, REPAIRS, read_reply
-from scripts.bench_parse import PROMPTS, Case, current_parser, load_corpus, score
+from agent.graph.reply import DROPS, REPAIRS, read_reply
+from scripts.bench.bench_parse import PROMPTS, Case, current_parser, load_corpus, score
 
 CASES = load_corpus()
 

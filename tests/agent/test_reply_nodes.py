@@ -1,4 +1,4 @@
-"""The steps read real-looking replies through agent.reply: repaired text in the state, every repair and drop
+"""The steps read real-looking replies through agent.graph.reply: repaired text in the state, every repair and drop
 counted in the class's counters (issue 14). Fake providers answer in the styles chat models use."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.graph.summarize import fallback_text
-from agent.providers import CallContext
+from agent.providers.client import CallContext
 from store.blobs import BlobStore
 from tests.agent.graph_fakes import FakeProviders, FakeScorer, default_reply, listed, run_class
 

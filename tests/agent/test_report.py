@@ -13,8 +13,8 @@ import pytest
 from observe_helpers import CLASSES, finished_run
 from PIL import Image
 
-from agent.report import ClassView, ReportData, ReportError, main, render_html, write_report
-from agent.run_status import read_class_states
+from agent.readout.report import ClassView, ReportData, ReportError, main, render_html, write_report
+from agent.readout.status import read_class_states
 from store.manifest import ManifestRow, read_manifest
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "source"}
@@ -149,7 +149,7 @@ if CHROMIUM or os.environ.get("LTGC_REQUIRE_CHROMIUM") == "1":
 def test_report_into_a_full_disk_is_one_line_and_keeps_the_old_report(monkeypatch, capsys) -> None:
     import errno
 
-    import agent.report as report
+    import agent.readout.report as report
     from tests.agent.observe_helpers import finished_run
 
     run, _ = finished_run()

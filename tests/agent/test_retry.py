@@ -1,4 +1,4 @@
-"""agent/retry.py: classification, Retry-After parsing and the bounded policy (pure, no server)."""
+"""agent/providers/retry.py: classification, Retry-After parsing and the bounded policy (pure, no server)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import httpx2
 import openai
 import pytest
 
-from agent.retry import BadResponse, ProviderError, call_with_retry, classify, retry_after_seconds
+from agent.providers.retry import BadResponse, ProviderError, call_with_retry, classify, retry_after_seconds
 
 _REQ = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
 

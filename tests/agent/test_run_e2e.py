@@ -12,10 +12,10 @@ from string import Template
 import pytest
 
 import prompts
-from agent.parse import follows_template1
+from agent.graph.checks import follows_template1
 from agent.run import main
-from scripts import sim_content
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim import content as sim_content
+from scripts.sim.server import SimConfig, Simulator
 from store.manifest import read_manifest
 from tests.agent.run_helpers import CLASSES, agent_argv, make_dataset
 
@@ -190,11 +190,11 @@ def test_a_class_that_raises_is_isolated_by_the_driver(tmp_path, data, sim):
     """A bug inside one class's graph (here: the scorer raising on its C_y) fails that class only."""
     import asyncio
 
-    from agent import runner
-    from agent.config import load_providers_config
-    from agent.inputs import load_inputs
-    from agent.scorer import ClipScorer
-    from agent.settings import resolve
+    from agent.lifecycle import driver as runner
+    from agent.lifecycle.inputs import load_inputs
+    from agent.lifecycle.settings import resolve
+    from agent.providers.config import load_providers_config
+    from agent.providers.scorer import ClipScorer
 
     out = tmp_path / "run"
     settings = resolve({"classes": data / "tail.txt", "images": data / "images", "out": out, "run_id": "x",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from store.interrupt import interrupt_line
 from tests.agent.run_helpers import agent_argv, make_dataset
 from tests.store.interrupt_helpers import loads_torch, needs_proc, spawn, stop, wait_for, wait_for_guard

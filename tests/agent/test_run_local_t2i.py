@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from agent.run import main
-from scripts.simulator import SimConfig, Simulator
-from scripts.tiny_diffusers import build
+from scripts.sim.server import SimConfig, Simulator
+from scripts.sim.tiny_diffusers import build
 from store.manifest import read_manifest
 from tests.agent.run_helpers import agent_argv, make_dataset, sigkill_when
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from agent.run import main
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from tests.agent.run_helpers import agent_argv, make_dataset, sigkill_when
 
 REPO = Path(__file__).resolve().parents[2]

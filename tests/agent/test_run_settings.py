@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from agent.lifecycle.settings import DEFAULT_THRESHOLDS, SettingsError, resolve
 from agent.run import main
-from agent.settings import DEFAULT_THRESHOLDS, SettingsError, resolve
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from store.manifest import read_manifest
 from tests.agent.run_helpers import agent_argv, make_dataset
 

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.graph.checks import follows_template1, follows_template2
 from agent.graph.summarize import fallback_text
-from agent.parse import follows_template1, follows_template2
 from agent.run import main
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from store.manifest import read_manifest
 from store.traces import read_traces
 from tests.agent.run_helpers import agent_argv, make_dataset
@@ -100,7 +100,7 @@ def test_structured_outputs_end_to_end_and_a_server_that_refuses_them(tmp_path, 
         sim.set_config(reject_response_format=True)
         sim.reset_stats()
         out = tmp_path / "refused"
-        with caplog.at_level(logging.WARNING, logger="agent.structured"):
+        with caplog.at_level(logging.WARNING, logger="agent.providers.structured"):
             assert main(agent_argv(data, out, sim.base_url, "--llm-structured", "--lmm-structured", k=K)) == 0
         served_structured = sim.stats()["structured_replies"]
     summary = json.loads((out / "summary.json").read_text())

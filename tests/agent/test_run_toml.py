@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.run import main
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from tests.agent.run_helpers import make_dataset
 
 

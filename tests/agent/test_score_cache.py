@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from agent.providers.score_cache import CachedScorer, image_sha256
+from agent.providers.scorer import ClipScorer
 from agent.run import main
-from agent.score_cache import CachedScorer, image_sha256
-from agent.scorer import ClipScorer
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from store.blobs import BlobStore
 from store.cache import CallCache
 from tests.agent.run_helpers import agent_argv, make_dataset
@@ -84,7 +84,7 @@ def test_identity_follows_model_config_and_weights(configs, tmp_path):
     a = ClipScorer.load(str(configs[0]), None, device="cpu").cache_identity
     assert a and a == ClipScorer.load(str(configs[0]), None, device="cpu").cache_identity
     assert ClipScorer.load(str(configs[1]), None, device="cpu").cache_identity != a
-    from agent.score_cache import scorer_identity
+    from agent.providers.score_cache import scorer_identity
 
     weights = tmp_path / "w.bin"
     weights.write_bytes(b"1")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from agent.scorer import ClipScorer, ScorerError, cosine_scores, softmax_scores
+from agent.providers.scorer import ClipScorer, ScorerError, cosine_scores, softmax_scores
 
 TINY = {"embed_dim": 64,
         "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},

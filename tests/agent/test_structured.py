@@ -14,10 +14,10 @@ import jsonschema
 import pytest
 
 import prompts
-from agent.config import ConfigError, ProvidersConfig, load_providers_config
-from agent.providers import CallContext, Providers
-from agent.structured import SCHEMAS, response_format, structured_ask
-from scripts.simulator import SimConfig, Simulator
+from agent.providers.client import CallContext, Providers
+from agent.providers.config import ConfigError, ProvidersConfig, load_providers_config
+from agent.providers.structured import SCHEMAS, response_format, structured_ask
+from scripts.sim.server import SimConfig, Simulator
 from store.blobs import BlobStore
 from store.cache import CallCache
 from store.traces import TraceStore
@@ -114,7 +114,7 @@ async def test_an_endpoint_that_refuses_response_format_is_remembered_and_warned
         offers = [(prompts.render("prompt5_refine", class_name="red fox", description=f"{DESCRIPTIONS[0]} {i}"),
                    structured_ask("prompt5_refine", "red fox", description=f"{DESCRIPTIONS[0]} {i}"))
                   for i in range(8)]
-        with caplog.at_level(logging.WARNING, logger="agent.structured"):
+        with caplog.at_level(logging.WARNING, logger="agent.providers.structured"):
             burst = await asyncio.gather(*(providers.chat("llm", t, ctx=CTX, structured=o) for t, o in offers[:4]))
             later = [await providers.chat("llm", t, ctx=CTX, structured=o) for t, o in offers[4:]]
         await traces.flush()
@@ -127,7 +127,7 @@ async def test_an_endpoint_that_refuses_response_format_is_remembered_and_warned
     assert [e for e in entries if e["response_format"] == "json_schema"] == refused
     assert len(entries) == len(refused) + len(offers)
     assert all(r.fallback and not r.structured for r in [*burst, *later])
-    warnings = [r for r in caplog.records if r.name == "agent.structured"]
+    warnings = [r for r in caplog.records if r.name == "agent.providers.structured"]
     assert len(warnings) == 1 and "refused structured outputs" in warnings[0].getMessage()
     assert sum(r.status == "error" and r.error_kind == "bad_request" for r in rows) == len(refused)
     assert providers.structured.fallbacks == len(refused)
@@ -148,7 +148,7 @@ def test_structured_is_a_setting_of_the_chat_roles_only(tmp_path) -> None:
 def test_the_cli_flag_is_bare_for_chat_roles_and_absent_for_t2i() -> None:
     import argparse
 
-    from agent.config import add_role_arguments, role_overrides_from_args
+    from agent.providers.config import add_role_arguments, role_overrides_from_args
 
     parser = argparse.ArgumentParser()
     add_role_arguments(parser)
@@ -162,7 +162,7 @@ def test_the_cli_flag_is_bare_for_chat_roles_and_absent_for_t2i() -> None:
 def test_the_prompts_digest_that_guards_resume_covers_the_format_lines(tmp_path, monkeypatch) -> None:
     import shutil
 
-    from agent.resume import prompts_digest
+    from agent.lifecycle.resume import prompts_digest
 
     before = prompts_digest()
     copy = tmp_path / "prompts"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from observe_helpers import CLASSES, finished_run, make_inputs, run_args
 
-from agent.traces import main
-from scripts.simulator import SimConfig, Simulator
+from agent.readout.inspector import main
+from scripts.sim.server import SimConfig, Simulator
 from store.traces import read_traces
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,7 +162,7 @@ def test_status_of_a_run_killed_midway(capsys: pytest.CaptureFixture[str], tmp_p
     started = [r for r in unfinished if r["status"] == "interrupted"]
     assert started and all(r["last"] for r in started if r["step"])
     # While an agent.run holds the folder (its run.lock), the same classes read "running".
-    from agent.lock import RunLock
+    from agent.lifecycle.lock import RunLock
 
     with RunLock(out):
         live = _json(capsys, str(out), "status", "--json")

@@ -17,11 +17,11 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from agent.config import RoleConfig
-from agent.limiter import RoleLimiter
-from agent.retry import ProviderError, never_sent
-from agent.transport import HttpTransport, Outbound
-from scripts.simulator import SimConfig, Simulator
+from agent.providers.config import RoleConfig
+from agent.providers.limiter import RoleLimiter
+from agent.providers.retry import ProviderError, never_sent
+from agent.providers.transport import HttpTransport, Outbound
+from scripts.sim.server import SimConfig, Simulator
 from store.traces import TraceRecord
 
 

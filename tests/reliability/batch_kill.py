@@ -19,7 +19,7 @@ import signal
 import sys
 from typing import Any
 
-from agent.batch_client import BatchClient
+from agent.batch.client import BatchClient
 from store.batches import BatchLedger
 from store.cache import CallCache
 

@@ -21,7 +21,7 @@ from langgraph.checkpoint.serde.event_hooks import register_serde_event_listener
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agent.checkpoints import strict_serializer
+from agent.lifecycle.checkpoints import strict_serializer
 from store.manifest import ManifestRow, read_manifest
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from agent.run import main
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from tests.agent.run_helpers import agent_argv, make_dataset
 from tests.reliability.helpers import REPO, agent_env, same_outputs
 
@@ -100,7 +100,7 @@ def test_ctrl_c_while_waiting_leaves_batches_running_and_resume_collects_them(tm
         assert "--resume" in capsys.readouterr().err
         live = sim.stats()["batch"]["by_status"]
         assert live.get("in_progress", 0) >= 1, live  # left running server-side
-        from agent.traces import main as traces
+        from agent.readout.inspector import main as traces
 
         assert traces([str(out), "batches", "--json"]) == 0
         listed = capsys.readouterr().out

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.lock import LOCK_NAME, RunLock, RunLocked
+from agent.lifecycle.lock import LOCK_NAME, RunLock, RunLocked
 from agent.run import main
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from store.cache import CallCache
 from tests.agent.run_helpers import agent_argv, make_dataset
 from tests.reliability.helpers import REPO, agent_env, rows_as_dicts, spawn, wait_for_requests
@@ -34,7 +34,7 @@ def test_lock_refuses_a_second_holder_and_frees_on_release(tmp_path):
 
 def hold_lock(folder: Path) -> subprocess.Popen[bytes]:
     """A process that takes the run folder's lock and sleeps (what a running agent.run looks like to the lock)."""
-    code = ("import sys, time; from pathlib import Path; from agent.lock import RunLock; "
+    code = ("import sys, time; from pathlib import Path; from agent.lifecycle.lock import RunLock; "
             "RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(120)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=REPO, env=agent_env(),
                               stdout=subprocess.PIPE)

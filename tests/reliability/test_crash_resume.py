@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from agent.run import main
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from tests.agent.run_helpers import agent_argv, make_dataset
 from tests.reliability.helpers import (
     requests_sent,
@@ -128,7 +128,7 @@ def signal_at(sim: Simulator, requests: int, sig: int) -> None:
 def check_counts(out: Path, output: str, *, session: int, run: int) -> None:
     """One set of counts: the final line, summary.json and `agent.traces summary` report the requests the
     simulator saw, this session's and the whole run's, and calls never sent are not errors."""
-    from agent.traces import main as traces_main
+    from agent.readout.inspector import main as traces_main
 
     totals = summary(out)["totals"]
     assert (totals["session"]["requests"], totals["run"]["requests"]) == (session, run), totals
@@ -161,7 +161,7 @@ def check_stopped(out: Path, sim: Simulator) -> None:
 async def test_first_signal_asks_for_a_stop_and_leaving_clears_it():
     import asyncio
 
-    from agent import shutdown
+    from agent.lifecycle import shutdown
 
     with shutdown.graceful_stop() as seen:
         assert not shutdown.stop_requested()

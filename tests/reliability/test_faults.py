@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.run import main
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from tests.agent.run_helpers import agent_argv, make_dataset
 from tests.reliability.helpers import audit, classes, requests_sent, role_flags, traces
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.cost import load_prices
-from scripts.simulator import SimConfig, Simulator
+from agent.readout.cost import load_prices
+from scripts.sim.server import SimConfig, Simulator
 from store.manifest import read_manifest
 from tests.agent.observe_helpers import make_inputs, run_args
 from tests.reliability.helpers import REPO, agent_env, summary, traces

@@ -15,9 +15,9 @@ import pytest
 from langgraph.checkpoint.serde.event_hooks import register_serde_event_listener
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from agent.checkpoints import UnsafeCheckpointError, strict_serializer
+from agent.lifecycle.checkpoints import UnsafeCheckpointError, strict_serializer
 from agent.run import main
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 from tests.agent.run_helpers import agent_argv, make_dataset
 from tests.reliability.helpers import files_under, strict_load, traces
 

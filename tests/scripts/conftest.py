@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from openai import AsyncOpenAI
 
-from scripts.simulator import Simulator
+from scripts.sim.server import Simulator
 
 
 @pytest.fixture

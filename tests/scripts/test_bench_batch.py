@@ -1,4 +1,4 @@
-"""scripts/bench_batch.py --quick: one run in both modes, same manifest, the same model requests, batch at half
+"""scripts/bench/bench_batch.py --quick: one run in both modes, same manifest, the same model requests, batch at half
 the cost (no timing assertions: CI machines are shared)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import bench_batch
+from scripts.bench import bench_batch
 
 
 def test_bench_batch_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

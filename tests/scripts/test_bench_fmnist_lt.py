@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts import bench_fmnist_lt as bench
+from scripts.bench import bench_fmnist_lt as bench
 from scripts.lt import runner
 from scripts.lt.profile import lt_counts
 from scripts.lt.runner import DEFAULT_MODEL, Job
@@ -176,14 +176,14 @@ def test_budget_note_says_not_converged_below_the_measured_budget(monkeypatch: p
 
 
 def test_docstring_examples_hold() -> None:
-    from scripts import bench_fmnist_sweep
+    from scripts.bench import bench_fmnist_sweep
 
     for module in (bench, bench_fmnist_sweep):
         assert doctest.testmod(module).failed == 0
 
 
 def test_converged_budget_is_the_smallest_whose_doubling_moves_accuracy_less_than_a_point() -> None:
-    from scripts.bench_fmnist_sweep import converged_budget
+    from scripts.bench.bench_fmnist_sweep import converged_budget
 
     budgets = [250, 500, 1000, 2000, 4000]
     assert converged_budget(budgets, [40.0, 60.0, 70.0, 70.9, 71.5]) == 1000
@@ -194,7 +194,7 @@ def test_converged_budget_is_the_smallest_whose_doubling_moves_accuracy_less_tha
 
 
 def test_sweep_quick_writes_table_plot_and_converged_budget(tmp_path: Path) -> None:
-    from scripts import bench_fmnist_sweep
+    from scripts.bench import bench_fmnist_sweep
 
     data_dir = fake_fashion_mnist(tmp_path / "fm", train_per_class=60, test_per_class=10)
     work = tmp_path / "sweep"

@@ -1,4 +1,4 @@
-"""scripts/bench_overhead.py end to end on a handful of calls (real simulator child process)."""
+"""scripts/bench/bench_overhead.py end to end on a handful of calls (real simulator child process)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.bench_overhead import main
+from scripts.bench.bench_overhead import main
 
 
 def test_bench_runs_and_reports_every_series(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts import bench_agent, bench_clip, gpu_bench_gen, gpu_bench_train
-from scripts.bench_probe import percentile
+from scripts.bench import bench_agent, bench_clip, gpu_bench_gen, gpu_bench_train
+from scripts.bench.bench_probe import percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,17 +109,17 @@ def test_gpu_bench_sh_rejects_an_unknown_verb() -> None:
 
 
 def test_bench_loader_ab_measures_every_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
-    from scripts import bench_loader_ab
+    from scripts.bench import bench_loader_ab
 
     assert bench_loader_ab.main(["--rounds", "1", "--steps", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rates = {line.split()[0]: float(line.split()[2]) for line in lines[1:]}
     assert set(rates) == {"torchvision", "torch-normalize", "trainer.data"} and all(r > 0 for r in rates.values())
     import trainer.data
-    import trainer.run
+    import trainer.driver
     from trainer.data import build_transforms
 
-    assert trainer.run.build_transforms is build_transforms  # the swaps are undone
+    assert trainer.driver.build_transforms is build_transforms  # the swaps are undone
     assert trainer.data.ToNormalizedTensor is not bench_loader_ab.TorchOpsNormalize
 
 
@@ -127,7 +127,7 @@ def test_numpy_normalisation_equals_the_torch_ops_it_replaced() -> None:
     import numpy as np
     from PIL import Image
 
-    from scripts.bench_loader_ab import TorchOpsNormalize
+    from scripts.bench.bench_loader_ab import TorchOpsNormalize
     from trainer.data import ToNormalizedTensor
 
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -138,7 +138,7 @@ def test_numpy_normalisation_equals_the_torch_ops_it_replaced() -> None:
 
 
 def test_bench_loop_overhead_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from scripts import bench_loop_overhead
+    from scripts.bench import bench_loop_overhead
     from tests.scripts.test_lt_tools import fake_fashion_mnist
 
     data_dir = fake_fashion_mnist(tmp_path / "fm", train_per_class=60, test_per_class=10)
@@ -155,7 +155,7 @@ def test_bench_loop_overhead_quick(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_bench_parse_scores_the_corpus_and_a_past_parser(capsys: pytest.CaptureFixture[str]) -> None:
-    from scripts import bench_parse
+    from scripts.bench import bench_parse
 
     assert bench_parse.main(["--baseline", "852c5fb", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
@@ -166,7 +166,7 @@ def test_bench_parse_scores_the_corpus_and_a_past_parser(capsys: pytest.CaptureF
 
 
 def test_bench_replies_tiny(tmp_path: Path) -> None:
-    from scripts import bench_replies
+    from scripts.bench import bench_replies
 
     out = tmp_path / "replies.json"
     assert bench_replies.main(["--classes", "2", "--k", "5", "--modes", "text", "refused",

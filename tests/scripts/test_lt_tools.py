@@ -217,7 +217,7 @@ def test_select_tail_threshold_is_strict_and_output_reads_back(tmp_path: Path) -
     assert select_tail.main(["--list", str(lst), "--class-names", str(names), "--out", str(out),
                              "--threshold", "21"]) == 0
     assert [ln.split("\t")[0] for ln in out.read_text().splitlines()[1:]] == ["1", "2", "3", "4"]
-    from agent.inputs import read_tail  # the consumer of tail.txt must read what we write
+    from agent.lifecycle.inputs import read_tail  # the consumer of tail.txt must read what we write
 
     entries, _ = read_tail(out)
     assert [(e.label, e.name) for e in entries] == [(1, "class 1"), (2, "class 2"), (3, "class 3"), (4, "class 4")]

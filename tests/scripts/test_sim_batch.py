@@ -1,4 +1,4 @@
-"""The simulator's Batch API (scripts/sim_batch.py): objects valid against OpenAI's published shapes, the
+"""The simulator's Batch API (scripts/sim/batch.py): objects valid against OpenAI's published shapes, the
 lifecycle with its delays, the fault knobs, listing by metadata, cancel, and submissions counted per custom_id.
 
 All traffic goes through the real openai SDK to 127.0.0.1.
@@ -18,7 +18,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types import Batch, FileObject
 
-from scripts.simulator import SimConfig, Simulator
+from scripts.sim.server import SimConfig, Simulator
 
 # Transcribed from OpenAI's published OpenAPI spec (github.com/openai/openai-openapi, openapi.json at commit
 # f85dbe2: components.schemas OpenAIFile, Batch, BatchRequestCounts, BatchError, ListBatchesResponse; the

@@ -11,12 +11,13 @@ import openai
 import pytest
 
 import prompts
-from agent.parse import follows_template2
-from agent.reply import read_reply
-from agent.structured import SCHEMAS, response_format, structured_ask
-from scripts import sim_content, sim_styles
-from scripts.sim_state import SimConfig
-from scripts.simulator import Simulator
+from agent.graph.checks import follows_template2
+from agent.graph.reply import read_reply
+from agent.providers.structured import SCHEMAS, response_format, structured_ask
+from scripts.sim import content as sim_content
+from scripts.sim import styles as sim_styles
+from scripts.sim.server import Simulator
+from scripts.sim.state import SimConfig
 
 Y = "red fox"
 ITEMS = sim_content.extend_items(Y, [], 6, seed=0, rng=random.Random(3))

@@ -25,9 +25,9 @@ from openai import AsyncOpenAI
 from PIL import Image
 
 import prompts
-from scripts import sim_content
-from scripts.sim_chat import estimate_tokens, truncate
-from scripts.simulator import FAULT_KINDS, SimConfig, Simulator
+from scripts.sim import content as sim_content
+from scripts.sim.chat import estimate_tokens, truncate
+from scripts.sim.server import FAULT_KINDS, SimConfig, Simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASS = "tench, Tinca tinca (Ø fish)"  # commas, spaces, parentheses, non-ASCII: must come out whole

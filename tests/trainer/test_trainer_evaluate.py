@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.evaluate import StridedSampler, compute_metrics, group_of, write_reports
+from trainer.metrics import StridedSampler, compute_metrics, group_of, write_reports
 
 
 def test_group_thresholds_follow_the_paper() -> None:

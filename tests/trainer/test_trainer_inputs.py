@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.inputs import load_inputs
+from agent.lifecycle.inputs import load_inputs
 from store.manifest import ManifestRow, read_manifest, write_manifest
 from store.slug import slugify
 from tests.trainer.trainer_helpers import NAMES, TinyData, train_argv

@@ -123,7 +123,7 @@ def test_sampler_prior_rejects_mismatched_counts_and_unknown_modes() -> None:
 def test_the_trainer_adjusts_by_the_sampler_prior_or_by_the_original_counts() -> None:
     from argparse import Namespace
 
-    from trainer.run import DataBundle, build_loss, la_prior
+    from trainer.driver import DataBundle, build_loss, la_prior
     from trainer.samples import Sample
 
     def samples(counts: list[int]) -> list[Sample]:

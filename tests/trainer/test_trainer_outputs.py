@@ -137,7 +137,7 @@ def test_a_full_disk_at_the_reports_is_resumable(tiny_data: TinyData, tmp_path: 
     def full(path: Path, text: str) -> None:
         raise ENOSPC
 
-    monkeypatch.setattr("trainer.evaluate.atomic_write_text", full)
+    monkeypatch.setattr("trainer.metrics.atomic_write_text", full)
     assert main(train_argv(tiny_data, out)) == 1
     line = one_line(capsys.readouterr().err)
     assert line.startswith(f"error: cannot write {out}: No space left on device (")
@@ -161,7 +161,7 @@ def test_eval_says_where_results_went_and_uses_the_runs_thresholds(trained, tmp_
     assert metrics["skipped_images"] == {"test": 0} and metrics["test"] == str(data.test)
     assert not (run / "checkpoints" / "last" / "eval").exists()
     before = (where / "metrics.json").read_bytes()
-    monkeypatch.setattr("trainer.evaluate.atomic_write_text", lambda p, t: (_ for _ in ()).throw(ENOSPC))
+    monkeypatch.setattr("trainer.metrics.atomic_write_text", lambda p, t: (_ for _ in ()).throw(ENOSPC))
     assert trainer_eval.main(["--checkpoint", str(run), "--test", str(data.test), "--workers", "0", "--many",
                               "3"]) == 1
     assert one_line(capsys.readouterr().err).endswith("the checkpoint is untouched: free space or pass another --out")
@@ -189,7 +189,7 @@ def test_skipped_images_are_counted_in_eval_metrics(trained, tmp_path: Path) -> 
 
 
 def test_accuracy_plot_has_ticks_labelled_bounds_and_a_title() -> None:
-    from trainer.evaluate import accuracy_figure
+    from trainer.metrics import accuracy_figure
 
     fig = accuracy_figure([3, 2, 1], [4, 4, 4], [12, 6, 2], many=10, few=4)
     ax = fig.axes[0]

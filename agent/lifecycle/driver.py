@@ -1,0 +1,383 @@
+"""The run driver: every tail class through the class graph, concurrently, resumably, into one run folder.
+
+Contract:
+
+- ``await execute(settings, providers_config, inputs)`` opens the run's stores (``cache.sqlite``,
+  ``traces.sqlite``, ``blobs/``, ``checkpoints.sqlite`` through one ``AsyncSqliteSaver`` connection built
+  inside the running loop), loads the CLIP scorer once, runs each class as its own LangGraph thread
+  ``"<run_id>/<class>"`` (at most ``max_classes_in_flight`` at a time, all sharing the per-role limiters),
+  then rebuilds ``manifest.jsonl``, ``rejected.jsonl`` and ``summary.json`` from the finished states of all
+  classes, and returns a ``RunOutcome`` (exit code 0 all complete, 1 some class failed, 3 budget spent).
+- A fresh run (no ``--resume``) deletes any checkpoints of its own thread ids and starts every class from
+  ``describe``; the call cache and blobs of the folder are reused, so repeating a finished run sends no
+  request. ``--resume`` skips complete classes, continues interrupted ones where they stopped
+  (``ainvoke(None, ...)``) and restarts failed ones (their completed calls are cache hits).
+- One class raising never cancels another: each class task catches its own exception into its outcome.
+- ``softmax`` scoring needs every class's C_y before any class is scored, so a softmax run pauses every
+  class before ``render`` (``interrupt_before``), builds the class-text table, then continues them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Durability, RunnableConfig
+
+from agent.batch.setup import BatchRun, open_batch
+from agent.graph.finalize import class_summary, generated_rows, rejected_rows
+from agent.graph.graph import RENDER_GATE, compile_graph
+from agent.graph.state import ClassState, GraphDeps, ScorerLike, initial_state
+from agent.graph.summarize import fallback_text
+from agent.lifecycle.checkpoints import open_checkpoints, verify_checkpoints
+from agent.lifecycle.controls import RunControls, attach, finish, plan_for, watch_scorer
+from agent.lifecycle.inputs import ClassSpec, Inputs
+from agent.lifecycle.resume import config_doc
+from agent.lifecycle.settings import RunSettings
+from agent.providers.client import ProviderError, Providers
+from agent.providers.config import ProvidersConfig
+from agent.providers.local_t2i import open_local_transports
+from agent.providers.score_cache import CachedScorer
+from agent.providers.scorer import ClipScorer
+from store.blobs import BlobStore
+from store.cache import CallCache
+from store.errors import is_disk_full
+from store.manifest import ManifestRow, atomic_write_text, write_manifest
+from store.slug import slugify
+from store.trace_schema import sum_counts
+from store.traces import TraceStore
+
+__all__ = ["ClassOutcome", "RunOutcome", "execute", "thread_id"]
+
+EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
+# Each step's checkpoint is committed before the next step starts ("sync"), so a resume restarts a class at
+# the node it was in. "async" (written while the next step runs) measured no faster, side by side, in a
+# sequential run or a warm rerun (scripts/bench/bench_agent.py --durability sync async).
+DURABILITY: Durability = "sync"
+
+
+@dataclass
+class ClassOutcome:
+    name: str
+    status: str  # complete | failed | stopped (budget) | running (never reached the end)
+    error: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    exit_code: int
+    classes: list[ClassOutcome] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_line(self) -> str:
+        """The run's last line: results, and the counts of this session and of the whole run (one
+        definition: store.trace_schema.counts_sql, the same numbers as summary.json and agent.traces)."""
+        totals = self.summary.get("totals", {})
+        session, run = totals.get("session") or {}, totals.get("run") or {}
+        unsent = "".join(f", {session[k]} {k}" for k in ("refused", "stopped") if session.get(k))
+        return (f"run {self.run_id}: {totals.get('accepted', 0)} image(s) accepted, {totals.get('rejected', 0)} "
+                f"rejected; this session {session.get('requests', 0)} request(s) sent, "
+                f"{session.get('cache_hits', 0)} cache hit(s){unsent}; whole run {run.get('requests', 0)} "
+                f"request(s); {self.summary.get('manifest', 'manifest.jsonl')}")
+
+
+def thread_id(run_id: str, class_name: str) -> str:
+    """LangGraph thread of one class: ``thread_id("r1", "red fox") -> "r1/red fox"``."""
+    return f"{run_id}/{class_name}"
+
+
+async def execute(
+    settings: RunSettings,
+    providers_config: ProvidersConfig,
+    inputs: Inputs,
+    *,
+    scorer: ScorerLike | None = None,
+    log: Callable[[str], None] = print,
+    controls: RunControls | None = None,
+    notes: dict[str, Any] | None = None,
+) -> RunOutcome:
+    """Run (or resume) every class; write the run folder's outputs; see the module docstring."""
+    started = time.monotonic()
+    session_start = time.time()  # trace rows from here on are this session's (counts)
+    out = settings.out
+    out.mkdir(parents=True, exist_ok=True)
+    _write_config(settings, providers_config, inputs, notes)
+    if scorer is None:
+        scorer = await asyncio.to_thread(ClipScorer.load, settings.clip_model, settings.pretrained_arg())
+    blobs = BlobStore(out / "blobs")
+    cache = await CallCache.open(out / "cache.sqlite")
+    traces = await TraceStore.open(out / "traces.sqlite")
+    providers: Providers | None = None
+    batch: BatchRun | None = None
+    try:
+        # A local t2i pipeline loads now, off the loop: a bad model or device stops the run before any call.
+        local = await open_local_transports(providers_config, log=log)
+        batch = await open_batch(providers_config, settings)  # None unless a role runs through the Batch API
+        providers = await Providers.open(providers_config, cache=cache, traces=traces, blobs=blobs,
+                                         transports={**local, **(batch.plugged() if batch else {})})
+        if controls is not None:  # budget metering, progress display (agent/lifecycle/controls.py)
+            await attach(controls, providers=providers, traces=traces, run_id=settings.run_id,
+                         plan=plan_for(settings, providers_config, inputs, controls.prices))
+            if batch is not None and controls.progress is not None:
+                batch.set_notify(controls.progress.batches)
+        if getattr(scorer, "cache_identity", None):  # scores of a known model: cached (agent/providers/score_cache.py)
+            scorer = CachedScorer(scorer, cache)
+        deps = GraphDeps(providers=providers, scorer=watch_scorer(controls, scorer), blobs=blobs,
+                         settings=settings.graph_settings(), run_id=settings.run_id, out_dir=out, traces=traces)
+        async with open_checkpoints(out / "checkpoints.sqlite") as saver:
+            if settings.resume:  # a tampered checkpoint stops the run before anything is sent
+                await verify_checkpoints(saver, settings.run_id)
+            graph = compile_graph(saver)
+            driver = _Driver(graph, saver, deps, settings, inputs, log)
+            outcomes = await driver.run_all()
+            states = {spec.name: await driver.state_of(spec) for spec in inputs.classes}
+            disk_full = driver.disk_full
+        costs = await traces.cost_by_class(settings.run_id) if controls is not None else {}
+        counts = (await traces.counts(settings.run_id), await traces.counts(settings.run_id, since=session_start))
+    finally:
+        if providers is not None:
+            await providers.close()
+        if batch is not None:
+            await batch.close()
+        await traces.close()
+        await cache.close()
+    summary = write_outputs(settings, inputs, states, outcomes, wall_s=time.monotonic() - started)
+    add_counts(summary, *counts)
+    code = _exit_code(outcomes)
+    if disk_full is not None:  # mid-run: exit 1 with one line (agent/run.py), never mistaken for a budget stop
+        code = EXIT_FAILED
+        summary["disk_full"] = disk_full
+    if controls is not None:  # adds cost, writes summary.json and report.html, says why a budget stop happened
+        summary = finish(controls, out=out, summary=summary, traces_costs=costs,
+                         states={k: dict(v) for k, v in states.items()})
+        if disk_full is None and controls.budget.refused:  # anything refused: exit 3, whatever finished
+            code = EXIT_BUDGET
+    else:
+        write_summary(out, summary)
+    return RunOutcome(settings.run_id, code, outcomes, summary)
+
+
+class _Driver:
+    """Holds what every class task shares; one method per phase of a class."""
+
+    def __init__(self, graph: CompiledStateGraph[Any, Any, Any, Any], saver: AsyncSqliteSaver, deps: GraphDeps,
+                 settings: RunSettings, inputs: Inputs, log: Callable[[str], None]) -> None:
+        self.graph, self.saver, self.deps, self.settings, self.inputs, self.log = (
+            graph, saver, deps, settings, inputs, log)
+        self.slots = asyncio.Semaphore(settings.max_classes_in_flight)
+        self.finished: dict[str, ClassState] = {}  # final states returned by this invocation's ainvoke
+        self.disk_full: str | None = None  # set when a class stopped because a write found the disk full
+
+    def config(self, spec: ClassSpec) -> RunnableConfig:
+        return {"configurable": {"thread_id": thread_id(self.settings.run_id, spec.name)}}
+
+    async def state_of(self, spec: ClassState | ClassSpec) -> ClassState:
+        assert isinstance(spec, ClassSpec)
+        if spec.name in self.finished:
+            return self.finished[spec.name]
+        snap = await self.graph.aget_state(self.config(spec))
+        return cast(ClassState, dict(snap.values or {}))
+
+    async def run_all(self) -> list[ClassOutcome]:
+        gated = self.settings.score == "softmax"
+        resume = self.settings.resume
+        first = await asyncio.gather(*(self._guarded(spec, gate=gated, resume=resume) for spec in self.inputs.classes))
+        if not gated:
+            return first
+        # Every class now waits at the render gate (or is done / failed): all C_y are known.
+        self.deps.class_texts = await self._class_texts()
+        pending = [spec for spec, out in zip(self.inputs.classes, first, strict=True) if out.status == "running"]
+        # Continue each class from the gate (resume=True even on a fresh run: the first pass was this run's).
+        second = {out.name: out for out in
+                  await asyncio.gather(*(self._guarded(s, gate=False, resume=True) for s in pending))}
+        return [second.get(out.name, out) for out in first]
+
+    async def _guarded(self, spec: ClassSpec, *, gate: bool, resume: bool) -> ClassOutcome:
+        try:
+            async with self.slots:
+                outcome = await self._run_class(spec, gate=gate, resume=resume)
+        except ProviderError as exc:
+            if not exc.stops_class:
+                return self._failed(spec, exc)
+            return ClassOutcome(spec.name, "stopped", str(exc))  # resumable: the thread keeps its checkpoint
+        except Exception as exc:  # one class's bug or outage must not take the other classes down
+            if is_disk_full(exc):  # not the class's fault: stopped where it was, --resume continues it
+                self.disk_full = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                self.log(f"[{spec.name}] stopped: disk full ({self.disk_full})")
+                return ClassOutcome(spec.name, "stopped", f"disk full: {self.disk_full}")
+            return self._failed(spec, exc)
+        if outcome.status != "running":
+            self.log(f"[{spec.name}] {outcome.status}" + (f": {outcome.error}" if outcome.error else ""))
+        return outcome
+
+    def _failed(self, spec: ClassSpec, exc: BaseException) -> ClassOutcome:
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        self.log(f"[{spec.name}] failed: {message}")
+        return ClassOutcome(spec.name, "failed", message)
+
+    async def _run_class(self, spec: ClassSpec, *, gate: bool, resume: bool) -> ClassOutcome:
+        config = self.config(spec)
+        thread = config["configurable"]["thread_id"]
+        fresh = True
+        if resume:  # read the class's checkpoint: skip it when complete, else continue where it stopped
+            snap = await self.graph.aget_state(config)
+            values: dict[str, Any] = dict(snap.values or {})
+            if values.get("done") and values.get("status") == "complete":
+                return ClassOutcome(spec.name, "complete")
+            fresh = not values or bool(values.get("done") and values.get("status") == "failed")
+            if gate and not fresh and RENDER_GATE in snap.next:
+                return ClassOutcome(spec.name, "running")  # already waiting at the gate from an earlier invocation
+            if fresh and values:
+                await self.saver.adelete_thread(thread)
+        else:  # a fresh run: every class restarts at describe, its completed calls cache hits
+            await self.saver.adelete_thread(thread)
+        payload = self._initial(spec) if fresh else None
+        # ainvoke returns the state it stopped with (at the end, or at the render gate): no read-back.
+        state = await self.graph.ainvoke(payload, config, context=self.deps, durability=DURABILITY,
+                                         interrupt_before=[RENDER_GATE] if gate else None)
+        if not state.get("done"):
+            return ClassOutcome(spec.name, "running")
+        self.finished[spec.name] = cast(ClassState, dict(state))
+        await keep_latest_checkpoint(self.saver, thread)
+        return ClassOutcome(spec.name, state.get("status", "failed"), state.get("error"))
+
+    def _initial(self, spec: ClassSpec) -> ClassState:
+        return initial_state(class_name=spec.name, label=spec.label, slug=slugify(spec.name),
+                             images=list(spec.images), k_y=self.settings.target_per_class)
+
+    async def _class_texts(self) -> dict[int, str]:
+        texts = {label: fallback_text(name) for label, name in self.inputs.class_names.items()}
+        for spec in self.inputs.classes:
+            state = await self.state_of(spec)
+            texts[spec.label] = state.get("template") or fallback_text(spec.name)
+        return texts
+
+
+async def keep_latest_checkpoint(saver: AsyncSqliteSaver, thread: str) -> None:
+    """Drop a finished class's checkpoint history, keeping its latest checkpoint and that one's writes.
+
+    A done class is only ever read back (``aget_state``: the latest checkpoint) or restarted fresh, so its
+    history — one full state per graph step — is dead weight: ~150 KB per class at K = 40 before this
+    (scripts/bench/bench_agent.py). The SQLite saver implements no ``aprune``; the graph uses no DeltaChannel, so
+    no kept checkpoint depends on a dropped ancestor. Same lock and statements style as ``adelete_thread``.
+    """
+    latest = ("SELECT MAX(checkpoint_id) FROM checkpoints AS c WHERE c.thread_id = ? "
+              "AND c.checkpoint_ns = {table}.checkpoint_ns")
+    async with saver.lock, saver.conn.cursor() as cur:
+        for table in ("writes", "checkpoints"):
+            await cur.execute(f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id < ({latest.format(table=table)})",
+                              (thread, thread))
+        await saver.conn.commit()
+
+
+def write_outputs(settings: RunSettings, inputs: Inputs, states: dict[str, ClassState],
+                  outcomes: Iterable[ClassOutcome], *, wall_s: float) -> dict[str, Any]:
+    """Rebuild manifest.jsonl and rejected.jsonl from the classes' states (idempotent); return summary.json's
+    data (written once, by the caller, after counts and costs are added)."""
+    out, run_id = settings.out, settings.run_id
+    rows: list[ManifestRow] = []
+    rejected: list[dict[str, Any]] = []
+    classes: dict[str, Any] = {}
+    by_name = {o.name: o for o in outcomes}
+    for spec in inputs.classes:
+        state = states.get(spec.name) or ClassState()
+        done = bool(state.get("done"))
+        if done:
+            rows.extend(generated_rows(state, run_id))
+            rejected.extend(rejected_rows(state, run_id))
+        if settings.include_originals:
+            rows.extend(ManifestRow(path=p, label=spec.label, class_name=spec.name, source="original",
+                                    sha256=_sha256_file(Path(p))) for p in spec.images)
+        entry = class_summary(state) if state else {"label": spec.label, "slug": slugify(spec.name)}
+        outcome = by_name.get(spec.name)
+        if outcome is not None and outcome.status != entry.get("status"):
+            entry["status"], entry["error"] = outcome.status, outcome.error
+        classes[spec.name] = entry
+    write_manifest(out / "manifest.jsonl", rows)
+    atomic_write_text(out / "rejected.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
+    _prune_images(out, {row.path for row in rows if row.source == "generated"})
+    return {
+        "run_id": run_id, "wall_s": round(wall_s, 3), "manifest": str(out / "manifest.jsonl"), "classes": classes,
+        "totals": _totals(classes), "warnings": list(inputs.warnings),
+    }
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> None:
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+
+
+def add_counts(summary: dict[str, Any], run: dict[str, dict[str, dict[str, int]]],
+               session: dict[str, dict[str, dict[str, int]]]) -> None:
+    """Calls, requests, hits, refused, stopped and tokens from the traces (store.trace_schema.counts_sql):
+    per class for the whole run, and in ``totals`` for the whole run and for this session, named as such."""
+    for name, entry in summary["classes"].items():
+        by_role = run.get(name, {})
+        flat = sum_counts(by_role.values())
+        entry["counts"] = flat
+        entry["tokens"] = tokens_of(flat)
+        entry["calls_by_role"] = by_role
+    totals = summary["totals"]
+    for label, counts in (("run", run), ("session", session)):
+        flat = sum_counts(c for roles in counts.values() for c in roles.values())
+        totals[label] = {**flat, "tokens": tokens_of(flat)}
+
+
+def tokens_of(counts: dict[str, int]) -> dict[str, int]:
+    """Tokens billed (sent calls only), chat and image usage together: one definition everywhere."""
+    return {"input": counts["chat_input_tokens"] + counts["image_input_tokens"],
+            "output": counts["chat_output_tokens"] + counts["image_output_tokens"]}
+
+
+def _totals(classes: dict[str, Any]) -> dict[str, Any]:
+    keys = ("M_y", "N_y", "accepted", "rejected", "failed")
+    totals: dict[str, Any] = {k: sum(int(c.get(k) or 0) for c in classes.values()) for k in keys}
+    statuses = [c.get("status") for c in classes.values()]
+    totals["status"] = {s: statuses.count(s) for s in sorted({str(s) for s in statuses})}
+    return totals
+
+
+def _exit_code(outcomes: list[ClassOutcome]) -> int:
+    if any(o.status == "stopped" for o in outcomes):
+        return EXIT_BUDGET
+    return EXIT_OK if all(o.status == "complete" for o in outcomes) else EXIT_FAILED
+
+
+def _write_config(settings: RunSettings, providers_config: ProvidersConfig, inputs: Inputs,
+                  notes: dict[str, Any] | None) -> None:
+    """config.json: what this invocation actually uses (agent/lifecycle/resume.py ``config_doc``) plus the caller's
+    notes (the TOML file used, the budget caps, the settings each resume changed)."""
+    doc = {**config_doc(settings, providers_config, inputs), **(notes or {})}
+    atomic_write_text(settings.out / "config.json", json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def _prune_images(out: Path, keep: set[str]) -> None:
+    """Drop images of an earlier run in this folder that the new manifest no longer lists."""
+    root = out / "images"
+    if not root.is_dir():
+        return
+    # os.scandir, not Path.glob + relative_to: a 100-class warm rerun checks ~4,000 files here.
+    for folder in os.scandir(root):
+        if not folder.is_dir(follow_symlinks=False):
+            continue
+        for entry in os.scandir(folder.path):
+            if entry.is_file(follow_symlinks=False) and f"images/{folder.name}/{entry.name}" not in keep:
+                os.unlink(entry.path)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
