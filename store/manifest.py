@@ -47,7 +47,7 @@ from store.lists import (
 )
 
 __all__ = ["ClassIndex", "FolderClass", "LabelledRow", "ListEntry", "ListFileError", "ManifestError", "ManifestRow",
-           "atomic_write_bytes", "atomic_write_text", "parse_row", "read_class_map", "read_class_names",
+           "atomic_write_bytes", "atomic_write_lines", "atomic_write_text", "parse_row", "read_class_map", "read_class_names",
            "read_image_folder", "read_labelled_rows", "read_list_file", "read_manifest", "write_manifest"]
 
 SOURCES = ("original", "generated")
@@ -239,6 +239,27 @@ def _json_object(line: str, where: str) -> dict[str, Any]:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` via a temp file in the same folder and ``os.replace``."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_lines(path: Path, lines: Iterable[str]) -> int:
+    """Write ``lines`` (each ending in a newline, UTF-8) to ``path`` as :func:`atomic_write_bytes` does, without
+    holding them all: a 10^5-row manifest streams from its source. Returns the number of lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            for line in lines:
+                fh.write(line)
+                count += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return count
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -20,11 +20,10 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -34,13 +33,13 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Durability, RunnableConfig
 
 from agent.batch.setup import BatchRun, open_batch
-from agent.graph.finalize import class_summary, generated_rows, rejected_rows
 from agent.graph.graph import RENDER_GATE, compile_graph
 from agent.graph.state import ClassState, GraphDeps, ScorerLike, initial_state
 from agent.graph.summarize import fallback_text
 from agent.lifecycle.checkpoints import open_checkpoints, verify_checkpoints
 from agent.lifecycle.controls import RunControls, attach, finish, plan_for, watch_scorer
 from agent.lifecycle.inputs import ClassSpec, Inputs
+from agent.lifecycle.outputs import Outputs
 from agent.lifecycle.resume import config_doc
 from agent.lifecycle.settings import RunSettings
 from agent.providers.client import ProviderError, Providers
@@ -51,7 +50,7 @@ from agent.providers.scorer import ClipScorer
 from store.blobs import BlobStore
 from store.cache import CallCache
 from store.errors import is_disk_full
-from store.manifest import ManifestRow, atomic_write_text, write_manifest
+from store.manifest import atomic_write_text
 from store.slug import slugify
 from store.trace_schema import sum_counts
 from store.traces import TraceStore
@@ -120,6 +119,7 @@ async def execute(
     traces = await TraceStore.open(out / "traces.sqlite")
     providers: Providers | None = None
     batch: BatchRun | None = None
+    outputs = Outputs(inputs, settings.run_id, include_originals=settings.include_originals)
     try:
         # A local t2i pipeline loads now, off the loop: a bad model or device stops the run before any call.
         local = await open_local_transports(providers_config, log=log)
@@ -139,12 +139,17 @@ async def execute(
             if settings.resume:  # a tampered checkpoint stops the run before anything is sent
                 await verify_checkpoints(saver, settings.run_id)
             graph = compile_graph(saver)
-            driver = _Driver(graph, saver, deps, settings, inputs, log)
+            driver = _Driver(graph, saver, deps, settings, inputs, log, outputs)
             outcomes = await driver.run_all()
-            states = {spec.name: await driver.state_of(spec) for spec in inputs.classes}
+            for spec in inputs.classes:  # classes this invocation did not finish: read where they stand, one by one
+                if not outputs.has(spec.name):
+                    outputs.add(spec, await driver.state_of(spec))
             disk_full = driver.disk_full
         costs = await traces.cost_by_class(settings.run_id) if controls is not None else {}
         counts = (await traces.counts(settings.run_id), await traces.counts(settings.run_id, since=session_start))
+    except BaseException:
+        outputs.close()
+        raise
     finally:
         if providers is not None:
             await providers.close()
@@ -152,15 +157,18 @@ async def execute(
             await batch.close()
         await traces.close()
         await cache.close()
-    summary = write_outputs(settings, inputs, states, outcomes, wall_s=time.monotonic() - started)
+    try:
+        summary = write_outputs(settings, inputs, outputs, outcomes, wall_s=time.monotonic() - started)
+    finally:
+        outputs.close()
     add_counts(summary, *counts)
     code = _exit_code(outcomes)
     if disk_full is not None:  # mid-run: exit 1 with one line (agent/run.py), never mistaken for a budget stop
         code = EXIT_FAILED
         summary["disk_full"] = disk_full
     if controls is not None:  # adds cost, writes summary.json and report.html, says why a budget stop happened
-        summary = finish(controls, out=out, summary=summary, traces_costs=costs,
-                         states={k: dict(v) for k, v in states.items()})
+        # The report reads each class's state from the checkpoints, one at a time (agent/readout/report.py).
+        summary = finish(controls, out=out, summary=summary, traces_costs=costs)
         if disk_full is None and controls.budget.refused:  # anything refused: exit 3, whatever finished
             code = EXIT_BUDGET
     else:
@@ -172,41 +180,47 @@ class _Driver:
     """Holds what every class task shares; one method per phase of a class."""
 
     def __init__(self, graph: CompiledStateGraph[Any, Any, Any, Any], saver: AsyncSqliteSaver, deps: GraphDeps,
-                 settings: RunSettings, inputs: Inputs, log: Callable[[str], None]) -> None:
+                 settings: RunSettings, inputs: Inputs, log: Callable[[str], None], outputs: Outputs) -> None:
         self.graph, self.saver, self.deps, self.settings, self.inputs, self.log = (
             graph, saver, deps, settings, inputs, log)
-        self.slots = asyncio.Semaphore(settings.max_classes_in_flight)
-        self.finished: dict[str, ClassState] = {}  # final states returned by this invocation's ainvoke
+        self.outputs = outputs  # takes each finished class's state at once: no state is kept after its class
         self.disk_full: str | None = None  # set when a class stopped because a write found the disk full
 
     def config(self, spec: ClassSpec) -> RunnableConfig:
         return {"configurable": {"thread_id": thread_id(self.settings.run_id, spec.name)}}
 
-    async def state_of(self, spec: ClassState | ClassSpec) -> ClassState:
-        assert isinstance(spec, ClassSpec)
-        if spec.name in self.finished:
-            return self.finished[spec.name]
+    async def state_of(self, spec: ClassSpec) -> ClassState:
         snap = await self.graph.aget_state(self.config(spec))
         return cast(ClassState, dict(snap.values or {}))
 
     async def run_all(self) -> list[ClassOutcome]:
         gated = self.settings.score == "softmax"
-        resume = self.settings.resume
-        first = await asyncio.gather(*(self._guarded(spec, gate=gated, resume=resume) for spec in self.inputs.classes))
+        first = await self._pool(self.inputs.classes, gate=gated, resume=self.settings.resume)
         if not gated:
             return first
         # Every class now waits at the render gate (or is done / failed): all C_y are known.
         self.deps.class_texts = await self._class_texts()
         pending = [spec for spec, out in zip(self.inputs.classes, first, strict=True) if out.status == "running"]
         # Continue each class from the gate (resume=True even on a fresh run: the first pass was this run's).
-        second = {out.name: out for out in
-                  await asyncio.gather(*(self._guarded(s, gate=False, resume=True) for s in pending))}
+        second = {out.name: out for out in await self._pool(pending, gate=False, resume=True)}
         return [second.get(out.name, out) for out in first]
+
+    async def _pool(self, specs: Sequence[ClassSpec], *, gate: bool, resume: bool) -> list[ClassOutcome]:
+        """Every class of ``specs`` through ``max_classes_in_flight`` workers; outcomes in ``specs`` order.
+        Workers, not one task per class: 10^4 waiting tasks would each hold a coroutine frame for the run."""
+        outcomes: list[ClassOutcome | None] = [None] * len(specs)
+        queue = iter(enumerate(specs))
+
+        async def worker() -> None:
+            for i, spec in queue:  # one shared iterator: each class is taken by exactly one worker
+                outcomes[i] = await self._guarded(spec, gate=gate, resume=resume)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.settings.max_classes_in_flight, len(specs)))))
+        return [o for o in outcomes if o is not None]
 
     async def _guarded(self, spec: ClassSpec, *, gate: bool, resume: bool) -> ClassOutcome:
         try:
-            async with self.slots:
-                outcome = await self._run_class(spec, gate=gate, resume=resume)
+            outcome = await self._run_class(spec, gate=gate, resume=resume)
         except ProviderError as exc:
             if not exc.stops_class:
                 return self._failed(spec, exc)
@@ -248,7 +262,7 @@ class _Driver:
                                          interrupt_before=[RENDER_GATE] if gate else None)
         if not state.get("done"):
             return ClassOutcome(spec.name, "running")
-        self.finished[spec.name] = cast(ClassState, dict(state))
+        self.outputs.add(spec, cast(ClassState, state))
         await keep_latest_checkpoint(self.saver, thread)
         return ClassOutcome(spec.name, state.get("status", "failed"), state.get("error"))
 
@@ -281,32 +295,17 @@ async def keep_latest_checkpoint(saver: AsyncSqliteSaver, thread: str) -> None:
         await saver.conn.commit()
 
 
-def write_outputs(settings: RunSettings, inputs: Inputs, states: dict[str, ClassState],
-                  outcomes: Iterable[ClassOutcome], *, wall_s: float) -> dict[str, Any]:
-    """Rebuild manifest.jsonl and rejected.jsonl from the classes' states (idempotent); return summary.json's
-    data (written once, by the caller, after counts and costs are added)."""
+def write_outputs(settings: RunSettings, inputs: Inputs, outputs: Outputs, outcomes: Iterable[ClassOutcome], *,
+                  wall_s: float) -> dict[str, Any]:
+    """Write manifest.jsonl and rejected.jsonl from the classes' gathered rows (idempotent); return
+    summary.json's data (written once, by the caller, after counts and costs are added)."""
     out, run_id = settings.out, settings.run_id
-    rows: list[ManifestRow] = []
-    rejected: list[dict[str, Any]] = []
-    classes: dict[str, Any] = {}
-    by_name = {o.name: o for o in outcomes}
-    for spec in inputs.classes:
-        state = states.get(spec.name) or ClassState()
-        done = bool(state.get("done"))
-        if done:
-            rows.extend(generated_rows(state, run_id))
-            rejected.extend(rejected_rows(state, run_id))
-        if settings.include_originals:
-            rows.extend(ManifestRow(path=p, label=spec.label, class_name=spec.name, source="original",
-                                    sha256=_sha256_file(Path(p))) for p in spec.images)
-        entry = class_summary(state) if state else {"label": spec.label, "slug": slugify(spec.name)}
-        outcome = by_name.get(spec.name)
-        if outcome is not None and outcome.status != entry.get("status"):
+    classes = outputs.write(out)
+    for outcome in outcomes:
+        entry = classes.get(outcome.name)
+        if entry is not None and outcome.status != entry.get("status"):
             entry["status"], entry["error"] = outcome.status, outcome.error
-        classes[spec.name] = entry
-    write_manifest(out / "manifest.jsonl", rows)
-    atomic_write_text(out / "rejected.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
-    _prune_images(out, {row.path for row in rows if row.source == "generated"})
+    _prune_images(out, set(outputs.generated_paths()))
     return {
         "run_id": run_id, "wall_s": round(wall_s, 3), "manifest": str(out / "manifest.jsonl"), "classes": classes,
         "totals": _totals(classes), "warnings": list(inputs.warnings),
@@ -373,11 +372,3 @@ def _prune_images(out: Path, keep: set[str]) -> None:
         for entry in os.scandir(folder.path):
             if entry.is_file(follow_symlinks=False) and f"images/{folder.name}/{entry.name}" not in keep:
                 os.unlink(entry.path)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

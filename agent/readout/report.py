@@ -71,12 +71,12 @@ def write_report(run_dir: Path | str, states: Mapping[str, Mapping[str, Any]] | 
     with _class_views(run_dir, run_id, states) as view_of:
         for name, entry in entries.items():
             view = view_of(name, dict(entry))
-            page = f"{slugify(name)}.html"
+            file = f"{slugify(name)}.html"
             shown = _thumbs_of(run_dir, view, thumbs, blobs)
             blob_paths = _blob_paths(view, blobs)
-            atomic_write_text(run_dir / REPORT_DIR / page, class_page(run_id, view, thumbs=shown, blobs=blob_paths))
+            atomic_write_text(run_dir / REPORT_DIR / file, class_page(run_id, view, thumbs=shown, blobs=blob_paths))
             first = tuple(t for t in (shown.get(r.sha256) for r in view.accepted[:INDEX_THUMBS]) if t)
-            rows.append(IndexRow(name, page, entry, first))
+            rows.append(IndexRow(name, file, entry, first))
             for key, value in (entry.get("counters") or {}).items():
                 if isinstance(value, int):
                     counters[key] = counters.get(key, 0) + value

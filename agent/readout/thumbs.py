@@ -55,9 +55,9 @@ class Thumbs:
         try:
             with Image.open(source) as image:
                 image.draft("RGB", (THUMB_PX, THUMB_PX))  # JPEG: decode at reduced size, much faster
-                image = image.convert("RGB")
-                image.thumbnail((THUMB_PX, THUMB_PX))
-                image.save(tmp, "WEBP", quality=QUALITY, method=0)
+                small = image.convert("RGB")
+                small.thumbnail((THUMB_PX, THUMB_PX))
+                small.save(tmp, "WEBP", quality=QUALITY, method=0)
             os.replace(tmp, dest)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:  # missing or unreadable: no thumbnail
             LOG.debug("no thumbnail for %s: %s", source, exc)
