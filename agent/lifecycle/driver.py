@@ -5,9 +5,10 @@ Contract:
 - ``await execute(settings, providers_config, inputs)`` opens the run's stores (``cache.sqlite``,
   ``traces.sqlite``, ``blobs/``, ``checkpoints.sqlite`` through one ``AsyncSqliteSaver`` connection built
   inside the running loop), loads the CLIP scorer once, runs each class as its own LangGraph thread
-  ``"<run_id>/<class>"`` (at most ``max_classes_in_flight`` at a time, all sharing the per-role limiters),
-  then rebuilds ``manifest.jsonl``, ``rejected.jsonl`` and ``summary.json`` from the finished states of all
-  classes, and returns a ``RunOutcome`` (exit code 0 all complete, 1 some class failed, 3 budget spent).
+  ``"<run_id>/<class>"`` (``max_classes_in_flight`` workers, all sharing the per-role limiters), hands each
+  finished state to :class:`~agent.lifecycle.outputs.Outputs` at once and keeps none (memory grows by one
+  summary entry per class, not by items: issue 23), then rebuilds ``manifest.jsonl``, ``rejected.jsonl`` and
+  ``summary.json`` for all classes (classes it did not finish are read back one at a time), and returns a ``RunOutcome`` (exit code 0 all complete, 1 some class failed, 3 budget spent).
 - A fresh run (no ``--resume``) deletes any checkpoints of its own thread ids and starts every class from
   ``describe``; the call cache and blobs of the folder are reused, so repeating a finished run sends no
   request. ``--resume`` skips complete classes, continues interrupted ones where they stopped

@@ -29,7 +29,7 @@ from store.manifest import ManifestRow
 __all__ = ["INDEX_THUMBS", "PAGE_CLASSES", "ClassView", "IndexRow", "class_page", "index_name", "index_page",
            "page_count"]
 
-PAGE_CLASSES = 250  # classes per index page: ~120 KB of HTML, a few hundred thumbnails
+PAGE_CLASSES = 100  # classes per index page: ~60 KB of HTML, 300 thumbnails (bench_report: < 3 s to render)
 INDEX_THUMBS = 3  # accepted images shown per class on an index page
 THUMB_PX = 128  # thumbnails are at most this wide and high (agent/readout/thumbs.py)
 
@@ -75,8 +75,8 @@ ol{margin:4px 0 4px 20px;padding:0}details{margin:6px 0}.warn{color:#a60}nav a{m
 def page_count(classes: int) -> int:
     """Index pages for ``classes`` classes (at least one).
 
-    >>> page_count(0), page_count(250), page_count(251), page_count(10_000)
-    (1, 1, 2, 40)
+    >>> page_count(0), page_count(100), page_count(101), page_count(10_000)
+    (1, 1, 2, 100)
     """
     return max(1, -(-classes // PAGE_CLASSES))
 
@@ -149,7 +149,7 @@ def _head(title: str) -> list[str]:
 
 
 def _pager(page: int, pages: int, top: bool) -> str:
-    """Links to every index page (40 at 10^4 classes), relative to where this page sits."""
+    """Links to every index page (100 at 10^4 classes), relative to where this page sits."""
     if pages == 1:
         return ""
 
