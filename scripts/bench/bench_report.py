@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=30, help="accepted images per class")
     p.add_argument("--root", type=Path, default=None, help="work folder (default: a temp folder, removed)")
     p.add_argument("--old", type=Path, default=None, help="a checkout whose agent.report to run as 'before'")
+    p.add_argument("--no-chromium", action="store_true", help="skip the render timings")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     root = args.root or Path(tempfile.mkdtemp(prefix="bench-report-"))
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                    class_page_bytes=class_page.stat().st_size,
                    thumbs=len(list((run / "report" / "thumbs").iterdir())),
                    thumbs_bytes=sum(f.stat().st_size for f in (run / "report" / "thumbs").iterdir()))
-        chromium = shutil.which("chromium")
+        chromium = None if args.no_chromium else shutil.which("chromium")
         if chromium:
             blank = root / "blank.html"
             blank.write_text("<!DOCTYPE html><title>blank</title>", encoding="utf-8")

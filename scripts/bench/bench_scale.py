@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=None, help="work folder (default: a temp folder, removed)")
     p.add_argument("--repo", type=Path, default=REPO, help="checkout whose code runs (default: this one)")
     p.add_argument("--classes-in-flight", type=int, default=16)
+    p.add_argument("--no-baseline", action="store_true", help="skip the 1-class run (no CPU ms per call)")
     p.add_argument("--json", type=Path, default=None, help="also write every number here")
     args = p.parse_args(argv)
     try:
@@ -72,13 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     baselines: dict[int, tuple[Proc, int]] = {}
     try:
         for n, k in sizes:
-            if k not in baselines:  # the 1-class run at this K: start-up and model load, to subtract
+            if k not in baselines and not args.no_baseline:  # the 1-class run at this K: start-up, model load
                 base = _measure(root / f"base-k{k}", 1, k, args, phases=False)
                 baselines[k] = (base["cold_proc"], base["calls"])
             row = _measure(root / f"n{n}-k{k}", n, k, args, phases=True)
-            base_proc, base_calls = baselines[k]
-            row["driver_cpu_ms_per_call"] = round(
-                1000 * (row["cold_proc"].cpu_s - base_proc.cpu_s) / max(1, row["calls"] - base_calls), 3)
+            row["driver_cpu_ms_per_call"] = None
+            if k in baselines:
+                base_proc, base_calls = baselines[k]
+                row["driver_cpu_ms_per_call"] = round(
+                    1000 * (row["cold_proc"].cpu_s - base_proc.cpu_s) / max(1, row["calls"] - base_calls), 3)
             results["sizes"].append(row)
             _print_row(row)
             sys.stdout.flush()
