@@ -222,8 +222,9 @@ def test_report_into_a_full_disk_is_one_line_and_keeps_the_old_report(monkeypatc
     def full(*_a: object, **_k: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(report, "atomic_write_text", full)
+    monkeypatch.setattr(report.os, "replace", full)  # every page is written through a temp file and a rename
     assert report.main([str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: cannot write") and "No space left" in err[0]
     assert (run / "report.html").read_bytes() == before
+    assert not list(run.glob("**/.*.tmp"))  # no temp file left behind
