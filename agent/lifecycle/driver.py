@@ -249,6 +249,7 @@ class _Driver:
             snap = await self.graph.aget_state(config)
             values: dict[str, Any] = dict(snap.values or {})
             if values.get("done") and values.get("status") == "complete":
+                self.outputs.add(spec, cast(ClassState, values))  # read once: not again at the end
                 return ClassOutcome(spec.name, "complete")
             fresh = not values or bool(values.get("done") and values.get("status") == "failed")
             if gate and not fresh and RENDER_GATE in snap.next:

@@ -13,7 +13,8 @@ Contract:
   reused by every later report of the folder; the pages link each one to its full image.
 - Every file is written atomically (temp + rename): a killed or failed report leaves every page whole, old or
   new. Pages are not fsynced — they are rebuilt from the run's records at will, and one fsync per class page
-  cost ~10 ms a class here (100 s at 10^4 classes). What the pages contain and how they are escaped:
+  cost ~10 ms a class here (100 s at 10^4 classes) — and a page that already holds the same text is not
+  rewritten, so the report at the end of a resumed or repeated run touches only the classes that changed. What the pages contain and how they are escaped:
   :mod:`agent.readout.report_pages`.
 """
 
@@ -95,12 +96,17 @@ def write_report(run_dir: Path | str, states: Mapping[str, Mapping[str, Any]] | 
 
 
 def write_page(path: Path, text: str) -> None:
-    """``text`` to ``path`` through a temp file in the same folder and ``os.replace``: whole or not at all."""
+    """``text`` to ``path`` through a temp file in the same folder and ``os.replace``: whole or not at all.
+    A page that already holds ``text`` is left alone (a resumed or rerun report rewrites only what changed)."""
+    data = text.encode("utf-8")
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -108,7 +108,7 @@ def test_report_of_a_real_run_is_valid_offline_html(tmp_path: Path) -> None:
     assert body.count("scores ") >= len(rejected_lines)  # each rejected item shows its round scores
 
 
-def test_thumbnails_are_made_once(tmp_path: Path) -> None:
+def test_thumbnails_are_made_once_and_unchanged_pages_are_not_rewritten(tmp_path: Path) -> None:
     run, _ = finished_run()
     write_report(run)
     thumbs = sorted((run / "report" / "thumbs").iterdir())
@@ -116,8 +116,10 @@ def test_thumbnails_are_made_once(tmp_path: Path) -> None:
     with Image.open(thumbs[0]) as image:
         assert max(image.size) <= 128
     stamps = {t.name: t.stat().st_mtime_ns for t in thumbs}
+    pages = {p.name: p.stat().st_mtime_ns for p in (run / "report").glob("*.html")}
     write_report(run)
     assert {t.name: t.stat().st_mtime_ns for t in (run / "report" / "thumbs").iterdir()} == stamps
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "report").glob("*.html")} == pages  # same text: kept
 
 
 def test_index_pages_split_a_large_run(tmp_path: Path) -> None:
@@ -216,7 +218,10 @@ def test_report_into_a_full_disk_is_one_line_and_keeps_the_old_report(monkeypatc
     from tests.agent.observe_helpers import finished_run
 
     run, _ = finished_run()
+    write_report(run)
     before = (run / "report.html").read_bytes()
+    page = sorted((run / "report").glob("*.html"))[0]
+    page.write_text("an older page", encoding="utf-8")  # differs from what the report writes: must be rewritten
     capsys.readouterr()
 
     def full(*_a: object, **_k: object) -> None:
@@ -226,5 +231,7 @@ def test_report_into_a_full_disk_is_one_line_and_keeps_the_old_report(monkeypatc
     assert report.main([str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: cannot write") and "No space left" in err[0]
-    assert (run / "report.html").read_bytes() == before
+    assert (run / "report.html").read_bytes() == before and page.read_text() == "an older page"  # old pages whole
     assert not list(run.glob("**/.*.tmp"))  # no temp file left behind
+    monkeypatch.undo()
+    assert report.main([str(run)]) == 0 and page.read_text() != "an older page"  # space again: rewritten
