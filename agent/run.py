@@ -36,7 +36,8 @@ from agent.lifecycle.inputs import InputError, check_images, load_inputs
 from agent.lifecycle.lock import RunLock, RunLocked, holder
 from agent.lifecycle.preflight import check_keys, check_reachable
 from agent.lifecycle.resume import check_resume, config_doc
-from agent.lifecycle.settings import Layers, RunSettings, SettingsError, load_layers
+from agent.graph.constants import DEFAULT_THRESHOLDS
+from agent.lifecycle.settings import Layers, RunSettings, SettingsError, default_text, load_layers
 from agent.lifecycle.shutdown import exit_code, graceful_stop
 from agent.providers.config import add_role_arguments, load_providers_config, role_overrides_from_args
 from store.cli import OneLineParser
@@ -78,18 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="id of this run (default: a timestamp); part of every thread id")
     run.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
     run.add_argument("--config", help="TOML file: [run] settings (flag names with _) and [lmm]/[llm]/[t2i]")
-    run.add_argument("--max-classes-in-flight", help="classes processed at once (default 8)")
+    run.add_argument("--max-classes-in-flight", help=f"classes processed at once (default {default_text('max_classes_in_flight')})")
     run.add_argument("--include-originals", action="store_true", default=None,
                      help="also write the tail classes' original images to manifest.jsonl")
     paper = p.add_argument_group("paper settings")
-    paper.add_argument("--target-per-class", help="K_y: descriptions per class; N_y = K_y - M_y images (default 100)")
-    paper.add_argument("--threshold", help="μ: accept score (default 0.25 for cosine, 0.6 for softmax)")
-    paper.add_argument("--score", choices=("cosine", "softmax"), help="CLIP score (default cosine: raw cosine)")
-    paper.add_argument("--max-rounds", help="R: refine rounds per low-scoring image (default 3)")
+    paper.add_argument("--target-per-class", help="K_y: descriptions per class; N_y = K_y - M_y images "
+                       f"(default {default_text('target_per_class')})")
+    paper.add_argument("--threshold", help="μ: accept score (default "
+                       + ", ".join(f"{mu:g} for {score}" for score, mu in DEFAULT_THRESHOLDS.items()) + ")")
+    paper.add_argument("--score", choices=("cosine", "softmax"), help=f"CLIP score (default {default_text('score')}: raw cosine)")
+    paper.add_argument("--max-rounds", help=f"R: refine rounds per low-scoring image (default {default_text('max_rounds')})")
     paper.add_argument("--max-describe", help="describe at most this many real images per class (default all)")
-    paper.add_argument("--max-extend-rounds", help="bound on number-check rounds per pass (default 50)")
-    paper.add_argument("--clip-model", help="open_clip model name or config JSON path (default ViT-B-32)")
-    paper.add_argument("--clip-pretrained", help="tag, weights file, or none (default openai)")
+    paper.add_argument("--max-extend-rounds", help="bound on number-check rounds per pass "
+                       f"(default {default_text('max_extend_rounds')})")
+    paper.add_argument("--clip-model", help="open_clip model name or config JSON path "
+                       f"(default {default_text('clip_model')})")
+    paper.add_argument("--clip-pretrained", help=f"tag, weights file, or none (default {default_text('clip_pretrained')})")
     add_role_arguments(p)
     add_batch_arguments(p)
     add_control_arguments(p)

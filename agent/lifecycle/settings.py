@@ -34,13 +34,14 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 
+from agent.batch import MAX_REQUESTS
 from agent.graph.constants import DEFAULT_THRESHOLDS, THRESHOLD_RANGES, ScoreMode
 from agent.providers.config import ROLES, read_toml, role_fields
 from store.errors import UsageError
 
 __all__ = ["BatchKnobs", "CapSettings", "ClipSettings", "ConcurrencySettings", "GraphSettings", "InputSettings",
-           "Layers", "LoopBounds", "RunSettings", "ScoreSettings", "SettingsError", "load_layers", "new_run_id",
-           "resolve", "resolve_caps"]
+           "Layers", "LoopBounds", "RunSettings", "ScoreSettings", "SettingsError", "default", "default_text",
+           "load_layers", "new_run_id", "resolve", "resolve_caps"]
 
 PATH_FIELDS = ("classes", "images", "train_list", "data_root", "class_names", "out")
 
@@ -173,8 +174,8 @@ class ConcurrencySettings(_Section):
 class BatchKnobs(_Section):
     """When a batch closes, how it is polled, what happens to requests a batch did not answer."""
 
-    batch_max_requests: Annotated[int, BeforeValidator(_not_bool), Ge(1), Le(50_000),  # the API's limit per file
-                                  Expect("an integer from 1 to 50000 (the Batch API's limit)")] = 50_000
+    batch_max_requests: Annotated[int, BeforeValidator(_not_bool), Ge(1), Le(MAX_REQUESTS),
+                                  Expect(f"an integer from 1 to {MAX_REQUESTS} (the Batch API's limit)")] = MAX_REQUESTS
     batch_window_s: _seconds() = 60.0
     batch_poll_s: _seconds() = 15.0
     batch_poll_max_s: _seconds() = 300.0
@@ -207,6 +208,21 @@ SAVED = ("out", "run_id", "classes", "images", "train_list", "data_root", "class
          "max_classes_in_flight", "include_originals", "batch_max_requests", "batch_window_s", "batch_poll_s",
          "batch_poll_max_s", "batch_fallback")  # config.json's order (all fields but NOT_SAVED; a test checks)
 SETTABLE = frozenset(RunSettings.model_fields) - NOT_SETTABLE
+
+
+def default(name: str) -> Any:
+    """A setting's default, for the other places that show or need it (``--help``, BatchSettings).
+
+    >>> default("max_extend_rounds"), default("batch_window_s")
+    (50, 60.0)
+    """
+    return RunSettings.model_fields[name].default
+
+
+def default_text(name: str) -> str:
+    """``default_text("batch_poll_max_s") -> '300'``: a default as ``--help`` prints it."""
+    value = default(name)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def resolve(cli: Mapping[str, Any], toml_run: Mapping[str, Any], saved: Mapping[str, Any] | None = None, *,
