@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.batch.setup import BATCH_FLAGS, add_batch_arguments
+from agent.graph.constants import DEFAULT_THRESHOLDS
 from agent.lifecycle.controls import (
     RunControls,
     add_control_arguments,
@@ -36,7 +37,6 @@ from agent.lifecycle.inputs import InputError, check_images, load_inputs
 from agent.lifecycle.lock import RunLock, RunLocked, holder
 from agent.lifecycle.preflight import check_keys, check_reachable
 from agent.lifecycle.resume import check_resume, config_doc
-from agent.graph.constants import DEFAULT_THRESHOLDS
 from agent.lifecycle.settings import Layers, RunSettings, SettingsError, default_text, load_layers
 from agent.lifecycle.shutdown import exit_code, graceful_stop
 from agent.providers.config import add_role_arguments, load_providers_config, role_overrides_from_args

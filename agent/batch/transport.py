@@ -45,6 +45,7 @@ from typing import Any, Literal
 from agent.batch import wire
 from agent.batch.client import BatchClient
 from agent.batch.live import LiveBatches
+from agent.lifecycle.settings import default
 from agent.providers.images import decode_b64_image
 from agent.providers.retry import Failure, ProviderError
 from agent.providers.transport import Outbound, Transport, stopped_error

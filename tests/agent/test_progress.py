@@ -7,8 +7,8 @@ import json
 
 from rich.console import Console
 
-from agent.readout.cost import load_prices
 from agent.lifecycle.settings import GraphSettings
+from agent.readout.cost import load_prices
 from agent.readout.plan import expected_by_stage, plan_run
 from agent.readout.progress import Progress, stage_of
 from store.traces import TraceRecord
