@@ -98,13 +98,10 @@ def _run_id(value: Any) -> Any:
     return value
 
 
-def _int(minimum: int) -> Any:
-    return Annotated[int, BeforeValidator(_not_bool), Ge(minimum), Expect(f"an integer >= {minimum}")]
-
-
-def _seconds() -> Any:
-    return Annotated[float, BeforeValidator(_not_bool), Gt(0), Field(allow_inf_nan=False),
-                     Expect("a number of seconds > 0")]
+Count0 = Annotated[int, BeforeValidator(_not_bool), Ge(0), Expect("an integer >= 0")]
+Count1 = Annotated[int, BeforeValidator(_not_bool), Ge(1), Expect("an integer >= 1")]
+Seconds = Annotated[float, BeforeValidator(_not_bool), Gt(0), Field(allow_inf_nan=False),
+                    Expect("a number of seconds > 0")]
 
 
 AbsPath = Annotated[Path, BeforeValidator(_path_text), AfterValidator(lambda p: p.expanduser().resolve()),
@@ -155,11 +152,11 @@ class ScoreSettings(_Section):
 
 
 class LoopBounds(_Section):
-    target_per_class: _int(1) = 100  # K_y
-    max_rounds: _int(0) = 3  # R: refine rounds per item
-    max_describe: Annotated[_int(1) | None, BeforeValidator(_none_word)] = None  # None: every real image
-    max_extend_rounds: _int(1) = 50  # per pass; with EXTEND_BATCH = 50 this covers K_y = 800 (Places-LT) twice
-    max_dedupe_passes: _int(1) = 3  # dedupe -> extend -> dedupe loops before giving up short (not a flag)
+    target_per_class: Count1 = 100  # K_y
+    max_rounds: Count0 = 3  # R: refine rounds per item
+    max_describe: Annotated[Count1 | None, BeforeValidator(_none_word)] = None  # None: every real image
+    max_extend_rounds: Count1 = 50  # per pass; with EXTEND_BATCH = 50 this covers K_y = 800 (Places-LT) twice
+    max_dedupe_passes: Count1 = 3  # dedupe -> extend -> dedupe loops before giving up short (not a flag)
 
 
 class GraphSettings(ScoreSettings, LoopBounds):
@@ -176,7 +173,7 @@ class ClipSettings(_Section):
 
 
 class ConcurrencySettings(_Section):
-    max_classes_in_flight: _int(1) = 8
+    max_classes_in_flight: Count1 = 8
 
 
 class BatchKnobs(_Section):
@@ -184,9 +181,9 @@ class BatchKnobs(_Section):
 
     batch_max_requests: Annotated[int, BeforeValidator(_not_bool), Ge(1), Le(MAX_REQUESTS),
                                   Expect(f"an integer from 1 to {MAX_REQUESTS} (the Batch API's limit)")] = MAX_REQUESTS
-    batch_window_s: _seconds() = 60.0
-    batch_poll_s: _seconds() = 15.0
-    batch_poll_max_s: _seconds() = 300.0
+    batch_window_s: Seconds = 60.0
+    batch_poll_s: Seconds = 15.0
+    batch_poll_max_s: Seconds = 300.0
     batch_fallback: Annotated[Literal["none", "sync"], Expect("one of none, sync")] = "none"
 
 
@@ -195,7 +192,7 @@ class CapSettings(_Section):
 
     max_cost: Annotated[float, BeforeValidator(_not_bool), Gt(0), Field(allow_inf_nan=False),
                         Expect("a number of US dollars > 0")] | None = None
-    max_calls: _int(1) | None = None
+    max_calls: Count1 | None = None
 
 
 class RunSettings(InputSettings, GraphSettings, ClipSettings, ConcurrencySettings, BatchKnobs, CapSettings):
