@@ -16,6 +16,7 @@ from agent.lifecycle.settings import NOT_SAVED, SAVED, GraphSettings, RunSetting
 from agent.providers.config import load_providers_config
 from agent.readout.cost import load_prices
 from agent.readout.plan import plan_json
+from agent.run import main as run_main
 from scripts.sim.server import SimConfig, Simulator
 from tests.agent.run_helpers import make_dataset
 from tests.reliability.helpers import REPO, agent_env
@@ -79,7 +80,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_run_table_caps_work_from_a_toml_file(tmp_path: Path) -> None:
+def test_run_table_caps_work_from_a_toml_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = make_dataset(tmp_path / "data", {"red fox": 1, "snow owl": 1})
     out = tmp_path / "run"
     with Simulator(SimConfig(seed=0)) as sim:
@@ -95,11 +96,12 @@ def test_run_table_caps_work_from_a_toml_file(tmp_path: Path) -> None:
         assert sim.stats()["total"] == 5  # the TOML cap is exact, like the flag
         assert any(line.startswith("budget reached") and "--max-calls" in line for line in done.stderr.splitlines())
         assert "max_calls" not in json.loads((out / "config.json").read_text())["run"]
-        # A bad cap in the file: one line naming the file's key, exit 2, nothing sent.
+        # A bad cap in the file: one line naming the file's key, exit 2, nothing sent (in process: no model loads).
         bad = config.read_text(encoding="utf-8").replace("max_calls = 5", "max_cost = -1")
         config.write_text(bad, encoding="utf-8")
-        done = _run(["--config", str(config), "--quiet", "--out", str(tmp_path / "other")])
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode == 2 and lines == [
+        capsys.readouterr()
+        code = run_main(["--config", str(config), "--quiet", "--out", str(tmp_path / "other")])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and lines == [
             f"error: {config} [run] max_cost: must be a number of US dollars > 0, got -1"], lines
         assert sim.stats()["total"] == 5
