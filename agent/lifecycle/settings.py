@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.graph.state import GraphSettings
+from agent.lifecycle.folder import CONFIG
 from store.errors import UsageError
 
 __all__ = ["RunSettings", "SettingsError", "new_run_id", "resolve"]
@@ -88,7 +89,7 @@ def resolve(cli: Mapping[str, Any], toml_run: Mapping[str, Any], saved: Mapping[
             raise SettingsError(f"[run] {key}: unknown setting; known: {', '.join(sorted(known - {'resume'}))}")
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for layer, label in ((saved or {}, "config.json"), (toml_run, "[run]"), (cli, "--")):
+    for layer, label in ((saved or {}, CONFIG), (toml_run, "[run]"), (cli, "--")):
         for key, value in layer.items():
             if key in known and value is not None:
                 values[key] = value
