@@ -65,6 +65,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from store.errors import EXIT_USAGE, UsageError, usage_line
 
@@ -72,10 +73,13 @@ __all__ = ["EXIT_BUDGET", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageError", 
 
 EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
 
-Main = Callable[[Sequence[str] | None], int]
+class Main(Protocol):
+    """A command's ``main(argv=None) -> int``."""
+
+    def __call__(self, argv: Sequence[str] | None = None, /) -> int: ...
 
 
-def entry_point(main: Main) -> Main:
+def entry_point(main: Callable[[Sequence[str] | None], int]) -> Main:
     """``main(argv) -> int`` that prints a ``UsageError`` as one ``error: ...`` line on stderr and returns its
     ``exit_code`` (:data:`EXIT_USAGE`) instead of a traceback. Anything else passes through unchanged."""
 

@@ -39,7 +39,7 @@ from agent.graph.state import ClassState, GraphDeps, ScorerLike, initial_state
 from agent.graph.summarize import fallback_text
 from agent.lifecycle.checkpoints import keep_latest_checkpoint, open_checkpoints, verify_checkpoints
 from agent.lifecycle.controls import RunControls, attach, finish, plan_for, watch_scorer
-from agent.lifecycle.folder import IMAGES, RunFolder
+from agent.lifecycle.folder import IMAGES, MANIFEST, RunFolder
 from agent.lifecycle.inputs import ClassSpec, Inputs
 from agent.lifecycle.resume import config_doc
 from agent.lifecycle.settings import RunSettings
@@ -89,7 +89,7 @@ class RunOutcome:
         return (f"run {self.run_id}: {totals.get('accepted', 0)} image(s) accepted, {totals.get('rejected', 0)} "
                 f"rejected; this session {session.get('requests', 0)} request(s) sent, "
                 f"{session.get('cache_hits', 0)} cache hit(s){unsent}; whole run {run.get('requests', 0)} "
-                f"request(s); {self.summary.get('manifest', 'manifest.jsonl')}")
+                f"request(s); {self.summary.get('manifest', MANIFEST)}")
 
 
 def thread_id(run_id: str, class_name: str) -> str:
