@@ -4,7 +4,7 @@ Contract:
 
 - ``ClassState`` is what LangGraph checkpoints after every step, so it holds only small JSON-able values:
   text, ids, scores, counters and blob hashes — never image bytes, clients or models (the SQLite saver
-  rewrites the whole state at every step; DESIGN.md §3).
+  rewrites the whole state at every step; docs/DESIGN.md §4).
 - ``Item`` is one generated image's life: its description (latest text first-class, every earlier text in
   ``history``), blob hash, one score per evaluation round, and an ``error`` when a call for it failed for good.
 - ``GraphDeps`` carries what cannot be checkpointed — providers, scorer, blob store, traces, settings — and
