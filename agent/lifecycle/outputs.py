@@ -25,6 +25,7 @@ from typing import Any
 
 from agent.graph.finalize import class_summary, generated_rows, rejected_rows
 from agent.graph.state import ClassState
+from agent.lifecycle.folder import RunFolder
 from agent.lifecycle.inputs import ClassSpec, Inputs
 from store.manifest import SOURCES, ManifestError, ManifestRow, atomic_write_lines
 from store.slug import slugify
@@ -73,15 +74,14 @@ class Outputs:
                                 [(index, seq, json.dumps(r, ensure_ascii=False)) for seq, r in enumerate(rejected)])
         self.entries[spec.name] = class_summary(state) if state else {"label": spec.label, "slug": slugify(spec.name)}
 
-    def write(self, out: Path) -> dict[str, dict[str, Any]]:
+    def write(self, run: RunFolder) -> dict[str, dict[str, Any]]:
         """Write manifest.jsonl and rejected.jsonl; return summary.json's ``classes`` in class order (a class
         never added gets the entry of a class that never started)."""
         duplicate = self.db.execute("SELECT path FROM manifest GROUP BY path HAVING COUNT(*) > 1 LIMIT 1").fetchone()
         if duplicate:
-            raise ManifestError(f"{out / 'manifest.jsonl'}: duplicate row for image {duplicate[0]!r}")
-        atomic_write_lines(out / "manifest.jsonl", self._lines(
-            "SELECT line FROM manifest ORDER BY label, source, path"))
-        atomic_write_lines(out / "rejected.jsonl", self._lines("SELECT line FROM rejected ORDER BY class, seq"))
+            raise ManifestError(f"{run.manifest}: duplicate row for image {duplicate[0]!r}")
+        atomic_write_lines(run.manifest, self._lines("SELECT line FROM manifest ORDER BY label, source, path"))
+        atomic_write_lines(run.rejected, self._lines("SELECT line FROM rejected ORDER BY class, seq"))
         return {spec.name: self.entries.get(spec.name) or {"label": spec.label, "slug": slugify(spec.name)}
                 for spec in self.inputs.classes}
 

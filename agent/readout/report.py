@@ -26,15 +26,15 @@ if __name__ == "__main__":  # before the imports below: Ctrl-C while they load i
     exit_on_interrupt("agent.report", "report.html is written atomically: the old one, if any, is intact")
 
 import contextlib
-import json
 import os
 import sqlite3
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.errors import entry_point
+from agent.lifecycle.folder import MANIFEST, RunFolder, read_json, read_jsonl
 from agent.readout.report_pages import (
     INDEX_THUMBS,
     PAGE_CLASSES,
@@ -48,14 +48,12 @@ from agent.readout.report_pages import (
 from agent.readout.thumbs import Thumbs
 from store.blobs import BlobStore, is_sha256
 from store.cli import OneLineParser
-from store.errors import UsageError, usage_line
+from store.errors import UsageError
 from store.logs import cli_logging
 from store.manifest import ManifestError, ManifestRow, read_manifest
 from store.slug import slugify
 
-__all__ = ["ClassView", "ReportError", "main", "write_report"]
-
-REPORT_DIR = "report"
+__all__ = ["ClassView", "ReportError", "main", "write_page", "write_report"]
 
 
 class ReportError(UsageError):
@@ -66,11 +64,13 @@ def write_report(run_dir: Path | str, states: Mapping[str, Mapping[str, Any]] | 
     """Build the run's report (see the module docstring); returns the index's path, ``run_dir/report.html``.
     :class:`ReportError` for an unusable folder."""
     run_dir = Path(run_dir)
-    summary = _read_json(run_dir / "summary.json")
+    run = RunFolder(run_dir)
+    summary = read_json(run.summary, missing="missing — is this a finished run folder (python -m agent.run --out ...)?",
+                        error=ReportError)
     run_id = str(summary.get("run_id", run_dir.name))
     entries: dict[str, Any] = summary.get("classes") or {}
-    thumbs = Thumbs(run_dir / REPORT_DIR / "thumbs")
-    blobs = BlobStore(run_dir / "blobs")
+    thumbs = Thumbs(run.report_pages / "thumbs")
+    blobs = BlobStore(run.blobs)
     rows: list[IndexRow] = []
     counters: dict[str, int] = {}
     with _class_views(run_dir, run_id, states) as view_of:
@@ -79,7 +79,7 @@ def write_report(run_dir: Path | str, states: Mapping[str, Mapping[str, Any]] | 
             file = f"{slugify(name)}.html"
             shown = _thumbs_of(run_dir, view, thumbs, blobs)
             blob_paths = _blob_paths(view, blobs)
-            write_page(run_dir / REPORT_DIR / file, class_page(run_id, view, thumbs=shown, blobs=blob_paths))
+            write_page(run.report_pages / file, class_page(run_id, view, thumbs=shown, blobs=blob_paths))
             first = tuple(t for t in (shown.get(r.sha256) for r in view.accepted[:INDEX_THUMBS]) if t)
             rows.append(IndexRow(name, file, entry, first))
             for key, value in (entry.get("counters") or {}).items():
@@ -92,7 +92,7 @@ def write_report(run_dir: Path | str, states: Mapping[str, Mapping[str, Any]] | 
         text = index_page(run_id, rows[first_row:first_row + PAGE_CLASSES], page=page, pages=pages,
                           first=first_row, total=len(rows), totals=totals, counters=counters)
         write_page(run_dir / index_name(page), text)
-    return run_dir / "report.html"
+    return run.report
 
 
 def write_page(path: Path, text: str) -> None:
@@ -120,7 +120,7 @@ def _class_views(run_dir: Path, run_id: str, states: Mapping[str, Mapping[str, A
     """A function ``(name, summary_entry) -> ClassView``, reading what it needs one class at a time."""
     if states is not None:
         yield lambda name, entry: _from_state(name, entry, states.get(name) or {}, run_id)
-    elif (run_dir / "checkpoints.sqlite").is_file():
+    elif RunFolder(run_dir).checkpoints.is_file():
         with _checkpoint_states(run_dir, run_id) as state_of:
             yield lambda name, entry: _from_state(name, entry, state_of(name), run_id)
     else:
@@ -146,7 +146,7 @@ def _checkpoint_states(run_dir: Path, run_id: str) -> Iterator[Any]:
     from agent.graph.graph import compile_graph
     from agent.lifecycle.checkpoints import read_checkpoints
 
-    path = run_dir / "checkpoints.sqlite"
+    path = RunFolder(run_dir).checkpoints
     try:
         with read_checkpoints(path) as saver:
             graph = compile_graph(saver)
@@ -162,16 +162,17 @@ def _checkpoint_states(run_dir: Path, run_id: str) -> Iterator[Any]:
 
 def _from_files(run_dir: Path) -> Any:
     """No checkpoints: every class's rows from manifest.jsonl and rejected.jsonl (held in memory)."""
+    run = RunFolder(run_dir)
     try:
-        manifest = read_manifest(run_dir / "manifest.jsonl")
+        manifest = read_manifest(run.manifest)
     except (ManifestError, OSError) as exc:
-        raise ReportError(f"{run_dir}: cannot read manifest.jsonl ({exc})") from None
+        raise ReportError(f"{run_dir}: cannot read {MANIFEST} ({exc})") from None
     accepted: dict[str, list[ManifestRow]] = {}
     for r in manifest:
         if r.source == "generated":
             accepted.setdefault(r.class_name, []).append(r)
     rejected: dict[str, list[dict[str, Any]]] = {}
-    for rej in _read_jsonl(run_dir / "rejected.jsonl"):
+    for rej in read_jsonl(run.rejected, error=ReportError):
         if isinstance(rej.get("class_name"), str):
             rejected.setdefault(rej["class_name"], []).append(rej)
     return lambda name, entry: ClassView(name=name, summary=entry, accepted=accepted.get(name, []),
@@ -210,32 +211,7 @@ def _shown_blobs(view: ClassView) -> set[str]:
     return {sha for sha in wanted if is_sha256(sha)} - {row.sha256 for row in view.accepted}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: missing — is this a finished run folder (python -m agent.run --out ...)?") \
-            from None
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise ReportError(f"{path}: expected a JSON object")
-    return doc
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except ValueError as exc:
-                raise ReportError(f"{path}:{number}: not JSON ({exc})") from None
-    return out
-
-
+@entry_point  # ReportError, a tampered checkpoint, an unreadable trace file: one line, exit 2 (agent/errors.py)
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m agent.report RUN_DIR``: (re)build the run's report."""
     cli_logging()  # warnings in our words, once; never Python's "WARNING:root:" default
@@ -244,13 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         path = write_report(args.run_dir)
-    except UsageError as exc:  # ReportError, a tampered checkpoint, an unreadable trace file
-        print(usage_line(exc), file=sys.stderr)
-        return 2
-    except OSError as exc:  # a read-only run folder, a full disk: the old report.html, if any, is intact
-        print(f"error: cannot write the report in {args.run_dir} ({exc.strerror or exc}); the old pages, if any, "
-              "are intact — free space or make the folder writable, then run this again", file=sys.stderr)
-        return 2
+    except OSError as exc:  # a read-only run folder, a full disk: every page, old or new, is whole
+        raise ReportError(f"cannot write the report in {args.run_dir} ({exc.strerror or exc}); the old pages, if "
+                          "any, are intact — free space or make the folder writable, then run this again") from None
     print(path)
     return 0
 

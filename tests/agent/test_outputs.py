@@ -10,6 +10,7 @@ import pytest
 
 from agent.graph.finalize import generated_rows, rejected_rows
 from agent.graph.state import ClassState, initial_state
+from agent.lifecycle.folder import RunFolder
 from agent.lifecycle.inputs import ClassSpec, Inputs
 from agent.lifecycle.outputs import Outputs
 from store.manifest import ManifestError, write_manifest
@@ -36,7 +37,7 @@ def test_rows_match_write_manifest_whatever_the_finishing_order(tmp_path: Path) 
         outputs.add(spec, states[spec.name])
     outputs.add(specs[0], states[specs[0].name])  # added twice: replaces, never duplicates
     (tmp_path / "out").mkdir()
-    classes = outputs.write(tmp_path / "out")
+    classes = outputs.write(RunFolder(tmp_path / "out"))
     outputs.close()
     write_manifest(tmp_path / "expected.jsonl", [r for s in specs for r in generated_rows(states[s.name], "r1")])
     assert (tmp_path / "out" / "manifest.jsonl").read_bytes() == (tmp_path / "expected.jsonl").read_bytes()
@@ -50,8 +51,8 @@ def test_a_class_never_added_and_a_duplicate_path(tmp_path: Path) -> None:
     inputs = Inputs(classes=specs, class_names={0: "a", 1: "b"}, warnings=())
     outputs = Outputs(inputs, "r1", include_originals=False)
     outputs.add(specs[0], _state(specs[0], 2))
-    classes = outputs.write(tmp_path)
+    classes = outputs.write(RunFolder(tmp_path))
     assert classes["b"] == {"label": 1, "slug": "b"}  # never started
     outputs.db.execute("INSERT INTO manifest SELECT * FROM manifest")
     with pytest.raises(ManifestError, match="duplicate row"):
-        outputs.write(tmp_path)
+        outputs.write(RunFolder(tmp_path))
