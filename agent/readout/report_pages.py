@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.lifecycle.folder import REPORT, REPORT_PAGES
 from store.manifest import ManifestRow
 
 __all__ = ["INDEX_THUMBS", "PAGE_CLASSES", "ClassView", "IndexRow", "class_page", "index_name", "index_page",
@@ -84,10 +85,10 @@ def page_count(classes: int) -> int:
 def index_name(page: int) -> str:
     """File of index page ``page`` (1-based), relative to the run folder.
 
-    >>> index_name(1), index_name(2)
-    ('report.html', 'report/index-2.html')
+    >>> index_name(1) == REPORT, index_name(2)
+    (True, 'report/index-2.html')
     """
-    return "report.html" if page == 1 else f"report/index-{page}.html"
+    return REPORT if page == 1 else f"{REPORT_PAGES}/index-{page}.html"
 
 
 def index_page(run_id: str, rows: Sequence[IndexRow], *, page: int, pages: int, first: int, total: int,
@@ -105,8 +106,9 @@ def index_page(run_id: str, rows: Sequence[IndexRow], *, page: int, pages: int, 
               "<th>failed</th><th>cost $</th><th>images</th></tr>"]
     for row in rows:
         s = row.summary
-        cells = "".join(f"<td>{e(_fmt(s.get(k)))}</td>" for k in ("M_y", "N_y", "accepted", "rejected", "failed",
-                                                                     "cost_usd"))
+        cells = "".join(f"<td>{e(_fmt(s.get(k)))}</td>" for k in ("M_y", "N_y", "accepted", "rejected", "failed"))
+        cost = s.get("cost_usd")
+        cells += f"<td>{e(f'{cost:.4f}' if isinstance(cost, float) else _fmt(cost))}</td>"  # cents of a cent
         thumbs = "".join(f'<img src="{e(to_report)}thumbs/{e(t, quote=True)}" alt="" loading="lazy" width="48" '
                          'height="48">' for t in row.thumbs)
         parts.append(f'<tr><td class="n"><a href="{e(to_report + row.page, quote=True)}">{e(row.name)}</a></td>'
