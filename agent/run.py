@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-classes-in-flight", help="classes processed at once (default 8)")
     run.add_argument("--include-originals", action="store_true", default=None,
                      help="also write the tail classes' original images to manifest.jsonl")
+    run.add_argument("--ray", metavar="local|auto|ADDRESS",
+                     help="run the diffusers renders and CLIP scoring on a Ray cluster, one actor per GPU (or per "
+                          "--t2i-devices entry): local (this machine), auto (joins `ray start --head`), or "
+                          "HOST:6379 / ray://HOST:10001; needs the cluster extra")
     paper = p.add_argument_group("paper settings")
     paper.add_argument("--target-per-class", help="K_y: descriptions per class; N_y = K_y - M_y images (default 100)")
     paper.add_argument("--threshold", help="μ: accept score (default 0.25 for cosine, 0.6 for softmax)")
@@ -113,7 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes["controls"] = {"max_cost_usd": controls.max_cost_usd, "max_calls": controls.max_calls,
                              "prices": controls.prices.source}
         if controls.dry_run:  # a plan needs no key, no server and no folder: nothing is opened or sent
-            return dry_run(settings, providers_config, inputs, controls)
+            code = dry_run(settings, providers_config, inputs, controls)
+            if settings.ray:  # the cluster is asked what it has; no actor is started
+                from agent.lifecycle.cluster_run import cluster_plan
+
+                print(cluster_plan(settings, providers_config, inputs))
+            return code
         # Before torch, open_clip and the scorer load: a missing key or a dead URL is one line, at once.
         check_keys(providers_config)
         check_reachable(providers_config)
@@ -138,26 +147,39 @@ def _start(settings: RunSettings, providers_config: Any, inputs: Any, controls: 
     from agent.providers.local_t2i import preload
     from agent.providers.scorer import ClipScorer
 
+    pool: Any = None
+    local: dict[str, Any] | None = None
     try:
-        scorer = ClipScorer.load(settings.clip_model, settings.pretrained_arg())
-        preload(providers_config)  # a local t2i pipeline (agent/providers/local_t2i.py): loaded once, here
+        if settings.ray:  # the GPU-bound work on a Ray cluster's actors (Ray imported only here)
+            from agent.lifecycle.cluster_run import open_cluster
+
+            pool, scorer, local = open_cluster(settings, providers_config, _log)
+        else:
+            scorer = ClipScorer.load(settings.clip_model, settings.pretrained_arg())
+            preload(providers_config)  # a local t2i pipeline (agent/providers/local_t2i.py): loaded once, here
     except UsageError as exc:
+        if pool is not None:
+            pool.close()
         print(usage_line(exc), file=sys.stderr)
         return 2
     try:
         with RunLock(settings.out):  # one agent.run per folder; taken before anything is written
-            return _run_locked(runner, settings, providers_config, inputs, controls, notes, scorer)
+            return _run_locked(runner, settings, providers_config, inputs, controls, notes, scorer, local)
     except RunLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, inputs: Any, controls: RunControls,
-                notes: dict[str, Any], scorer: Any) -> int:
+                notes: dict[str, Any], scorer: Any, local: dict[str, Any] | None = None) -> int:
     async def execute() -> tuple[Any, int | None]:
         with graceful_stop() as stop:
             outcome = await runner.execute(settings, providers_config, inputs, scorer=scorer,
-                                           log=log_function(controls, _log), controls=controls, notes=notes)
+                                           log=log_function(controls, _log), controls=controls, notes=notes,
+                                           local=local)
         return outcome, stop.signum
 
     resume_hint = f"python -m agent.run --out {settings.out} --resume"
@@ -317,7 +339,7 @@ def _log(line: str) -> None:
 _RUN_FLAGS = frozenset({
     "classes", "images", "train_list", "data_root", "class_names", "out", "run_id", "resume",
     "max_classes_in_flight", "include_originals", "target_per_class", "threshold", "score", "max_rounds",
-    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", *BATCH_FLAGS,
+    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", "ray", *BATCH_FLAGS,
 })
 
 

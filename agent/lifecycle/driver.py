@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -48,6 +48,7 @@ from agent.providers.config import ProvidersConfig
 from agent.providers.local_t2i import open_local_transports
 from agent.providers.score_cache import CachedScorer
 from agent.providers.scorer import ClipScorer
+from agent.providers.transport import Transport
 from store.blobs import BlobStore
 from store.cache import CallCache
 from store.errors import is_disk_full
@@ -106,6 +107,7 @@ async def execute(
     log: Callable[[str], None] = print,
     controls: RunControls | None = None,
     notes: dict[str, Any] | None = None,
+    local: Mapping[str, Transport] | None = None,
 ) -> RunOutcome:
     """Run (or resume) every class; write the run folder's outputs; see the module docstring."""
     started = time.monotonic()
@@ -122,7 +124,8 @@ async def execute(
     batch: BatchRun | None = None
     try:
         # A local t2i pipeline loads now, off the loop: a bad model or device stops the run before any call.
-        local = await open_local_transports(providers_config, log=log)
+        # (``local``: the caller's, e.g. on a Ray cluster's actors: agent/providers/cluster.py)
+        local = dict(local) if local is not None else await open_local_transports(providers_config, log=log)
         batch = await open_batch(providers_config, settings)  # None unless a role runs through the Batch API
         providers = await Providers.open(providers_config, cache=cache, traces=traces, blobs=blobs,
                                          transports={**local, **(batch.plugged() if batch else {})})

@@ -61,6 +61,8 @@ class RunSettings:
     batch_poll_s: float = 15.0
     batch_poll_max_s: float = 300.0
     batch_fallback: Literal["none", "sync"] = "none"
+    # A Ray cluster for the GPU-bound local work (agent/providers/cluster.py): "local", "auto" or an address.
+    ray: str | None = None
 
     def graph_settings(self) -> GraphSettings:
         return GraphSettings(threshold=self.threshold, score=self.score, max_rounds=self.max_rounds,
@@ -183,6 +185,17 @@ def _optional_int(minimum: int) -> Callable[[Any, str], int | None]:
     return check
 
 
+def _ray(value: Any, where: str) -> str | None:
+    """``local``, ``auto``, or a cluster address; ``none`` (or empty) is no cluster."""
+    text = str(value).strip()
+    if text.lower() in ("", "none", "off"):
+        return None
+    if any(ch.isspace() for ch in text):
+        raise SettingsError(f"{where}: must be local, auto, a cluster address (HOST:6379 or ray://HOST:10001) or "
+                            f"none, got {value!r}")
+    return text
+
+
 _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     **{name: _path for name in _PATH_FIELDS},
     "resume": _bool,
@@ -201,4 +214,5 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "batch_poll_s": _positive,
     "batch_poll_max_s": _positive,
     "batch_fallback": _choice("none", "sync"),
+    "ray": _ray,
 }

@@ -139,7 +139,8 @@ class RoleConfig(BaseModel):
         return ",".join(names)
 
 
-_DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
+# cpu:N names one of several CPU actors on a Ray cluster (--ray; agent/providers/cluster.py), never a device here.
+_DEVICE_RE = re.compile(r"^(cpu(:\d+)?|mps|cuda(:\d+)?|xpu(:\d+)?)$")
 _ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
     # Conservative starting points for a low-tier OpenAI account; raise them in the TOML file.
     "lmm": {"model": "gpt-4o", "max_in_flight": 8, "per_minute": 60, "timeout_s": 90.0},

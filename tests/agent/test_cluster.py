@@ -1,0 +1,197 @@
+"""``--ray``: diffusers renders and CLIP scoring on a pool of Ray actors (agent/providers/cluster.py), on a local
+Ray instance on loopback (2 CPUs, CPU actors: no GPU here) with the tiny random diffusers pipeline and the
+tiny CLIP config.
+
+Checked: the same sha256s as in-process; an actor killed mid-batch hands its batch to the other actor
+and nothing else is rendered twice; CLIP scores equal the in-process scorer's; the CLI end to end
+(subprocess) gives the in-process run's images; ``--dry-run`` shows the cluster; no Ray without the flag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray  # the cluster extra: `dev` pulls it in, so CI runs these
+
+from agent.providers.cluster import RayPool, RayRenderBackend
+from agent.providers.cluster_scorer import RayScorer
+from agent.providers.config import RoleConfig, load_providers_config
+from agent.providers.local_pipeline import RenderOptions
+from agent.providers.local_t2i import DiffusersTransport, local_image_body
+from agent.providers.scorer import ClipScorer
+from agent.providers.transport import Outbound
+from agent.run import main
+from scripts.sim.server import SimConfig, Simulator
+from scripts.sim.tiny_diffusers import build
+from store.cache import cache_key
+from store.manifest import read_manifest
+from store.traces import TraceRecord
+from tests.agent.run_helpers import TINY_CLIP, agent_argv, make_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """One local Ray instance for the module (start-up takes seconds): its GCS address."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             object_store_memory=80 * 1024 * 1024)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("tiny-sd") / "pipe")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def t2i_config(model: Path, devices: str) -> Any:
+    return load_providers_config(env={}, overrides={"t2i": {
+        "provider": "diffusers", "model": str(model), "devices": devices, "image_size": "32x32", "steps": "2",
+        "guidance": "1.0", "batch_size": "2"}})
+
+
+def calls(cfg: RoleConfig, n: int) -> list[Outbound]:
+    out = []
+    for i in range(n):
+        body = local_image_body(cfg, f"a photo of the class fox, number {i}")
+        key = cache_key(role="t2i", model=cfg.model, body=body, sample_index=0, namespace="")
+        row = TraceRecord(run_id="r", class_name="fox", node="render", role="t2i", operation="image_generation",
+                          model=cfg.model, request=body)
+        out.append(Outbound("t2i", body, key, row, cfg))
+    return out
+
+
+async def render_all(transport: DiffusersTransport, outbound: Sequence[Outbound]) -> list[str]:
+    try:
+        values = await asyncio.gather(*(transport.send(call) for call in outbound))
+    finally:
+        await transport.close()
+    return [hashlib.sha256(v["data"]).hexdigest() for v in values]
+
+
+class KillOnce(RayRenderBackend):
+    """Kills the first actor while its second batch is on it: the actor dies mid-batch."""
+
+    def __init__(self, pool: RayPool) -> None:
+        super().__init__(pool)
+        self.calls: dict[str, int] = {}
+        self.killed: str | None = None
+
+    def render(self, pipe: Any, prompts: Sequence[str], seeds: Sequence[int], options: RenderOptions,
+               pad_to: int) -> list[bytes | None]:
+        actor, model = pipe
+        self.calls[actor.label] = self.calls.get(actor.label, 0) + 1
+        if self.killed is None and actor is self.pool.actors[0] and self.calls[actor.label] == 2:
+            self.killed = actor.label
+            ref = actor.handle.render.remote(model, list(prompts), list(seeds), options, pad_to)
+            ray.kill(actor.handle, no_restart=True)
+            try:
+                return list(ray.get(ref))
+            except Exception:
+                actor.lost = True
+                raise
+        return super().render(pipe, prompts, seeds, options, pad_to)
+
+
+def test_actors_render_the_in_process_bytes_and_survive_a_killed_actor(cluster: str, tiny_sd: Path) -> None:
+    reference_cfg = t2i_config(tiny_sd, "cpu").t2i
+    expected = asyncio.run(render_all(DiffusersTransport(reference_cfg, log=lambda _: None),
+                                      calls(reference_cfg, 10)))
+    config = t2i_config(tiny_sd, "cpu:0,cpu:1")
+    pool = RayPool.start(cluster, config)
+    try:
+        backend = KillOnce(pool)
+        lines: list[str] = []
+        transport = DiffusersTransport(config.t2i, log=lines.append, backend=backend)
+        outbound = calls(config.t2i, 10)
+        got = asyncio.run(render_all(transport, outbound))
+    finally:
+        pool.close()
+    assert backend.killed is not None, "the kill never happened"
+    assert got == expected  # byte-identical to in-process, whichever actor rendered each image
+    assert any("was lost" in line for line in lines)
+    twice = [c for c in outbound if c.row.attempts == 2]
+    assert len(twice) == 2 and all(c.row.attempts == 1 for c in outbound if c not in twice)  # the lost batch only
+    assert {c.row.meta["device"] for c in twice} != {backend.killed}  # finished on the other actor
+    assert transport.stats.images == 10
+
+
+def test_clip_scores_on_actors_equal_in_process(cluster: str, tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    clip = str(data / "tiny-clip.json")
+    images = sorted((data / "images").rglob("*.png"))
+    local = ClipScorer.load(clip, None, device="cpu")
+    pool = RayPool.start(cluster, t2i_config(tmp_path, "cpu:0,cpu:1"))
+    try:
+        scorer = RayScorer.load(pool, clip, None)
+
+        async def both() -> tuple[list[float], list[float]]:
+            return (await scorer.cosine(images, "a photo of a red fox"),
+                    await scorer.softmax(images, ["red fox", "snow owl", "sea turtle"], 1))
+
+        cos, soft = asyncio.run(both())
+        ray.kill(pool.actors[0].handle, no_restart=True)  # a lost actor: its calls go to the other one
+        again = asyncio.run(both())
+    finally:
+        pool.close()
+    assert scorer.cache_identity == local.cache_identity  # scores cached alike in-process and on actors
+    # The same code on the same device type; only float32 rounding differs (an actor runs fewer torch threads).
+    assert cos == pytest.approx(asyncio.run(local.cosine(images, "a photo of a red fox")), abs=1e-6)
+    assert soft == pytest.approx(asyncio.run(local.softmax(images, ["red fox", "snow owl", "sea turtle"], 1)),
+                                 abs=1e-6)
+    assert again[0] == pytest.approx(cos, abs=1e-6) and again[1] == pytest.approx(soft, abs=1e-6)
+    assert scorer.count_tokens("a red fox") == local.count_tokens("a red fox")
+    assert json.loads((data / "tiny-clip.json").read_text()) == TINY_CLIP
+
+
+def test_cli_run_on_the_cluster_gives_the_in_process_images(cluster: str, tiny_sd: Path, tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    with Simulator(SimConfig(latency_ms=0, seed=0)) as sim:
+        def argv(out: Path, *extra: str) -> list[str]:
+            return agent_argv(data, out, sim.base_url, "--t2i-provider", "diffusers", "--t2i-model", str(tiny_sd),
+                              "--t2i-size", "32x32", "--t2i-steps", "2", "--t2i-guidance", "1.0",
+                              "--t2i-batch-size", "2", "--quiet", *extra)
+
+        assert main(argv(tmp_path / "local", "--t2i-devices", "cpu")) == 0
+        plan = subprocess.run([sys.executable, "-m", "agent.run", *argv(tmp_path / "plan", "--ray", cluster,
+                               "--t2i-devices", "cpu:0,cpu:1", "--dry-run")], cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+        assert plan.returncode == 0, plan.stderr[-2000:]
+        assert "0 GPU(s)" in plan.stdout and "starts 2 actor(s) (0 GPU, 2 CPU)" in plan.stdout
+        done = subprocess.run([sys.executable, "-m", "agent.run", *argv(tmp_path / "ray", "--ray", cluster,
+                               "--t2i-devices", "cpu:0,cpu:1")], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert "ray: 2 actor(s)" in done.stderr
+
+    def hashes(out: Path) -> list[str]:
+        return sorted(r.sha256 for r in read_manifest(out / "manifest.jsonl"))
+
+    assert hashes(tmp_path / "ray") == hashes(tmp_path / "local") and hashes(tmp_path / "local")
+    config = json.loads((tmp_path / "ray" / "config.json").read_text())
+    assert config["run"]["ray"] == cluster
+
+
+def test_without_the_flag_ray_is_never_imported(tmp_path: Path, tiny_sd: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    code = ("import sys; from agent.run import main; "
+            f"rc = main({agent_argv(data, tmp_path / 'run', 'http://127.0.0.1:9/v1', '--dry-run')!r}); "
+            "assert rc == 0, rc; assert 'ray' not in sys.modules, 'ray was imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
