@@ -124,9 +124,13 @@ def actor_kinds(devices: str | None, gpus: int) -> list[str]:
 class GpuWorker:
     """One actor: the models on one device. Ray runs its methods one at a time (no concurrency inside)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, cpu_threads: int | None = None) -> None:
         self.device = "cuda:0" if kind == "cuda" else "cpu"  # Ray makes the actor's GPU its cuda:0
         self.scorer: Any = None
+        if cpu_threads:  # a CPU actor sums in the driver's thread layout: same rounding, same PNG bytes
+            import torch
+
+            torch.set_num_threads(cpu_threads)
 
     def where(self) -> dict[str, str]:
         import ray
@@ -204,9 +208,15 @@ class RayPool:
         info = cluster_info()
         devices = config.t2i.devices if is_local_role(config.t2i) else None
         kinds = actor_kinds(devices, info.gpus)
+        import torch
+
+        # Ray starts an actor with one torch thread; a CPU forward pass's float sums depend on the thread
+        # count, and so (through rounding) a few pixels: CPU actors use this process's count.
+        threads = torch.get_num_threads()
         remote = ray.remote(GpuWorker)
         handles = [remote.options(num_gpus=1 if kind == "cuda" else 0, num_cpus=0, max_restarts=0,
-                                  max_task_retries=0).remote(kind) for kind in kinds]
+                                  max_task_retries=0).remote(kind, threads if kind == "cpu" else None)
+                   for kind in kinds]
         places = ray.get([h.where.remote() for h in handles])
         actors = [_Actor(f"ray{i}:{kind}@{place['node']}", h)
                   for i, (kind, h, place) in enumerate(zip(kinds, handles, places, strict=True))]
