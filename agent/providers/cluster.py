@@ -213,8 +213,8 @@ class RayPool:
         # Ray starts an actor with one torch thread; a CPU forward pass's float sums depend on the thread
         # count, and so (through rounding) a few pixels: CPU actors use this process's count.
         threads = torch.get_num_threads()
-        remote = ray.remote(GpuWorker)
-        handles = [remote.options(num_gpus=1 if kind == "cuda" else 0, num_cpus=0, max_restarts=0,
+        remote: Any = ray.remote(GpuWorker)
+        handles: list[Any] = [remote.options(num_gpus=1 if kind == "cuda" else 0, num_cpus=0, max_restarts=0,
                                   max_task_retries=0).remote(kind, threads if kind == "cpu" else None)
                    for kind in kinds]
         places = ray.get([h.where.remote() for h in handles])

@@ -195,6 +195,19 @@ def test_cli_on_the_cluster_gives_the_in_process_images_through_ctrl_c_and_resum
     assert json.loads((out / "config.json").read_text())["run"]["ray"] == cluster
 
 
+def test_gpu_bench_ray_path_runs_on_a_cpu_actor(cluster: str, tmp_path: Path) -> None:
+    """scripts/gpu_bench.sh's Ray part (scripts/bench/gpu_bench_ray.py), its CPU path: same PNGs both ways."""
+    from scripts.bench import gpu_bench_ray
+
+    out = tmp_path / "ray.json"
+    assert gpu_bench_ray.main(["--dry", "--size", "32", "--steps", "1", "--sizes", "1,2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["identical"] and set(result["by_batch"]) == {"1", "2"}
+    for row in result["by_batch"].values():
+        assert row["in_process_s_per_batch"] > 0 and row["ray_s_per_batch"] > 0 and row["identical_png"]
+    assert result["empty_call_ms"] > 0
+
+
 def test_without_the_flag_ray_is_never_imported(tmp_path: Path, tiny_sd: Path) -> None:
     data = make_dataset(tmp_path / "data")
     code = ("import sys; from agent.run import main; "
