@@ -189,7 +189,7 @@ class BatchKnobs(_Section):
 
 def _cluster_word(value: Any) -> Any:
     """``none`` / ``off`` / empty: no cluster; an address must be one word."""
-    if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
+    if value is None or isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
         return None
     if not isinstance(value, str) or any(ch.isspace() for ch in value.strip()):
         raise ValueError("not an address")

@@ -215,3 +215,15 @@ def test_without_the_flag_ray_is_never_imported(tmp_path: Path, tiny_sd: Path) -
             "assert rc == 0, rc; assert 'ray' not in sys.modules, 'ray was imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_bad_ray_address_is_one_line(tmp_path: Path) -> None:
+    from agent.lifecycle.settings import SettingsError, resolve
+
+    base = {"out": str(tmp_path / "o"), "classes": str(tmp_path / "c.txt")}
+    assert resolve({**base, "ray": "none"}, {}).ray is None
+    assert resolve({**base, "ray": "10.0.0.5:6379"}, {}).ray == "10.0.0.5:6379"
+    with pytest.raises(SettingsError) as info:
+        resolve({**base, "ray": "two words"}, {})
+    assert str(info.value) == ("--ray: must be local, auto, a cluster address (HOST:6379 or ray://HOST:10001) or "
+                               "none, got 'two words'")
