@@ -140,9 +140,9 @@ class ReplicaSet:
         except Exception as exc:  # a cancellation says nothing about the replica: not caught
             if lost_connection(exc):
                 self._mark_down(replica)
-            else:
+            elif isinstance(exc, openai.APIStatusError):
                 self._mark_up(replica)  # the server answered (an HTTP error is still an answer)
-            raise
+            raise  # anything else (a refusal before sending, a slow answer): the replica's state stays
         else:
             self._mark_up(replica)
         finally:

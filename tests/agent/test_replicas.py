@@ -179,3 +179,19 @@ def test_every_replica_down_is_a_final_connection_error() -> None:
         asyncio.run(go())
     assert info.value.kind == "exhausted" and row.attempts == 0  # nothing reached a server
     assert time.monotonic() - started < 2 * PROBE_INITIAL_S + 2  # both probed once, then given up
+
+
+def test_a_probe_refused_before_sending_leaves_the_replica_down() -> None:
+    """A stop or budget refusal inside the replica's slot sent nothing: it must not bring a down replica back."""
+    clock = Clock()
+    a = Replica("http://a/v1", None, down_until=0.5, failures=1)
+    replicas = ReplicaSet([a], max_in_flight=2, clock=clock)
+
+    async def refused() -> None:
+        async with replicas.acquire():
+            raise ProviderError("stopped", "not sent", attempts=0)
+
+    clock.now = 1.0  # the back-off is over: this would be the probe
+    with pytest.raises(ProviderError):
+        asyncio.run(refused())
+    assert a.down_until == 0.5 and a.failures == 1 and not a.probing
