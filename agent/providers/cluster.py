@@ -239,6 +239,11 @@ class RayPool:
             actor.busy += 1
             return actor
 
+    def hold(self, actor: _Actor) -> None:
+        """Count ``actor`` busy (a render worker's batch on it), until :meth:`give_back`."""
+        with self._lock:
+            actor.busy += 1
+
     def give_back(self, actor: _Actor) -> None:
         with self._lock:
             actor.busy -= 1
@@ -308,7 +313,7 @@ class RayRenderBackend:
         import ray
 
         actor, model = pipe
-        actor.busy += 1
+        self.pool.hold(actor)  # scoring calls go to a less busy actor meanwhile
         try:
             return list(ray.get(actor.handle.render.remote(model, list(prompts), list(seeds), options, pad_to)))
         except Exception as exc:
@@ -317,7 +322,7 @@ class RayRenderBackend:
                 raise
             raise unwrap(exc) from None
         finally:
-            actor.busy -= 1
+            self.pool.give_back(actor)
 
     def is_lost(self, exc: BaseException) -> bool:
         return is_lost(exc)
