@@ -129,7 +129,7 @@ def _body(fmt: str, run: RunData, rows: Sequence[ExportRow], options: dict[str, 
               f"{cfg_run.get('threshold')}; score: {cfg_run.get('score')}; R (refine rounds): "
               f"{cfg_run.get('max_rounds')}; CLIP: `{Path(str(cfg_run.get('clip_model'))).name}` "
               f"({cfg_run.get('clip_pretrained')}); image seed: {run.seed if run.seed is not None else 'not set'}",
-              f"- Prompts (sha256): " + ", ".join(f"`{name}` {sha[:16]}" for name, sha in _prompt_files())
+              "- Prompts (sha256): " + ", ".join(f"`{name}` {sha[:16]}" for name, sha in _prompt_files())
               + f"; {_prompts_note(run)}", ""]
     lines += _counts_table(run, rows)
     lines += ["", "## Run", "",
