@@ -4,8 +4,8 @@ Contract
 - :func:`read_run` returns a :class:`RunData`: ``rows`` (one :class:`ExportRow` per image, in the manifest's
   order: label, source, path), ``names`` (every class name by label: the run's numbering), ``finished``,
   and the facts the dataset card records (config, summary, per-class counts, dates).
-- A **finished** run (every class of ``config.json`` done in ``checkpoints.sqlite``, no ``agent.run`` holding
-  the folder) is read from ``manifest.jsonl`` — the contract the run promises. A run that is still running
+- A **finished** run (every class of ``config.json`` done in ``checkpoints.sqlite`` — or no checkpoints kept —,
+  ``summary.json`` written, no ``agent.run`` holding the folder) is read from ``manifest.jsonl`` — the contract the run promises. A run that is still running
   or was interrupted is read from its checkpoints (read-only): the images accepted so far, taken from
   ``images/`` when the class was finalized and from ``blobs/`` otherwise; ``finished`` is then ``False``.
 - Originals: the manifest's ``original`` rows when it has them (the run's ``--include-originals``), else,
@@ -93,8 +93,9 @@ def read_run(run_dir: Path, *, include_originals: bool) -> RunData:
     states = _states(run_dir)
     live = _live(run_dir)
     done = {name: bool(st.get("done")) for name, st in states.items()}
+    # Without checkpoints (a copy of the run's outputs only) the manifest and summary are all there is.
     finished = (not live and (run_dir / "manifest.jsonl").is_file() and bool(summary)
-                and all(done.get(c["name"], False) for c in classes))
+                and (not states or all(done.get(c["name"], False) for c in classes)))
     if finished:
         rows = _manifest_rows(run_dir)
     else:

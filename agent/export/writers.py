@@ -29,7 +29,9 @@ from store.slug import slugify
 __all__ = ["FORMATS", "ROW_GROUP", "features_dict", "file_name", "hf_features", "write"]
 
 ROW_GROUP = 100  # rows per parquet row group: datasets' own default for image data (random reads stay small)
-FIXED_MTIME = 0.0  # tar member times: a fixed value keeps the shards byte-identical across exports
+# Tar member times: a fixed value keeps the shards byte-identical across exports; an int, as a float mtime
+# makes tarfile add a PAX header to every member (twice the headers for every reader to parse).
+FIXED_MTIME = 0
 
 
 def file_name(row: ExportRow) -> str:
