@@ -148,7 +148,8 @@ def _body(fmt: str, run: RunData, rows: Sequence[ExportRow], options: dict[str, 
               "- Descriptions come from a language model and can be wrong about the class.", "",
               "## Use", "", "```python", "from datasets import load_dataset",
               f"ds = load_dataset({_load_args(fmt)})", "```", "",
-              "Upload: `huggingface-cli upload --repo-type dataset USER/NAME .` from this folder.", ""]
+              "Upload this folder as it is: `hf upload --repo-type dataset USER/NAME . .` from inside it "
+              "(`huggingface-cli upload` with the same arguments on older huggingface_hub releases).", ""]
     return "\n".join(lines)
 
 

@@ -126,7 +126,7 @@ def test_the_card_has_the_hub_header_and_the_provenance_but_no_key(run: Path, ex
         body = text.split("---\n", 2)[2]
         for needed in ("arXiv:2403.05854", "`sim-lmm`", "127.0.0.1", "K (images per class): 6", "prompt2_extend.txt",
                        "| 0 | red fox | 1 | 5 | 0 | 6 |", "Cost:", "Dates:", "commit", "Synthetic", "CLIP-filtered",
-                       "licence", "huggingface-cli upload", "License:** not set", "The run was finished"):
+                       "licence", "hf upload --repo-type dataset", "License:** not set", "The run was finished"):
             assert needed in body, (fmt, needed)
         base_url = json.loads((run / "config.json").read_text())["providers"]["llm"]["base_url"]
         assert base_url not in text  # the host only, never the URL's path
