@@ -12,8 +12,8 @@ Contract
   ``class_name`` (or a string ``label``) is looked up in the run's classes; an integer ``label`` is used only
   when the row names no class. Rows keep the files' order.
 - Images are read on demand, never loaded whole (:func:`member_bytes`): a parquet sample is
-  ``(row group, row)`` of its file, read a row group at a time (row groups of ~100 images; the last few
-  are kept per process); a WebDataset sample is ``(offset, size)`` of its image inside its ``.tar``, found
+  ``(row group, row)`` of its file, read a row group at a time (row groups of ~100 images; the last
+  :data:`ROW_GROUP_CACHE_BYTES` of them are kept per process); a WebDataset sample is ``(offset, size)`` of its image inside its ``.tar``, found
   by one pass over the tar headers (``tarfile``; each ``.json`` member is read for the class name, the images
   are skipped), then read with one ``pread``. Random access is what BalanceMix's samplers need, and it
   keeps training identical to training on the manifest. 10^6 samples cost ~100 bytes each of index.
@@ -38,7 +38,9 @@ __all__ = ["EXPORT_FILE", "detect", "export_names", "member_bytes", "read_hf_met
 
 EXPORT_FILE = "ltgc-export.json"  # agent.export's marker (agent/export/cli.py): written last, so a whole export
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
-_ROW_GROUPS_KEPT = 8  # per process: a random sampler revisits row groups; a sequential one needs one
+# Per process (each DataLoader worker has its own): the image bytes of the row groups read last. A parquet input
+# larger than this is read a row group (~100 images) per image in random order: use WebDataset shards there.
+ROW_GROUP_CACHE_BYTES = 256 * 1024 * 1024
 
 
 def detect(folder: Path) -> str | None:
@@ -258,27 +260,41 @@ def _ustar_members(fd: int) -> list[tuple[str, int, int]] | None:
 
 
 _groups: OrderedDict[tuple[int, Path, int], list[bytes]] = OrderedDict()
+_group_bytes: dict[tuple[int, Path, int], int] = {}
+_files: dict[tuple[int, Path], tuple[Any, str]] = {}
 
 
 def _row_group(path: Path, rg: int) -> list[bytes]:
-    """The image bytes of one row group (kept per process, the last :data:`_ROW_GROUPS_KEPT` of them)."""
+    """The image bytes of one row group, kept per process up to :data:`ROW_GROUP_CACHE_BYTES` (least recently
+    used out first): a random sampler reads a whole row group for one image, so what was read is kept."""
     key = (os.getpid(), path, rg)
     hit = _groups.get(key)
     if hit is not None:
         _groups.move_to_end(key)
         return hit
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    column = _image_column(pf.schema_arrow)
-    if column is None:
-        raise OSError(f"{path}: no image column")
+    pf, column = _parquet_file(path)
     images = pf.read_row_group(rg, columns=[column]).column(column).combine_chunks()
     data = images.field("bytes").to_pylist()
     _groups[key] = data
-    while len(_groups) > _ROW_GROUPS_KEPT:
-        _groups.popitem(last=False)
+    _group_bytes[key] = sum(len(b) for b in data if b)
+    while len(_groups) > 1 and sum(_group_bytes.values()) > ROW_GROUP_CACHE_BYTES:
+        old, _ = _groups.popitem(last=False)
+        del _group_bytes[old]
     return data
+
+
+def _parquet_file(path: Path) -> tuple[Any, str]:
+    """The open file (its footer parsed once per process) and its image column."""
+    key = (os.getpid(), path)
+    if key not in _files:
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        column = _image_column(pf.schema_arrow)
+        if column is None:
+            raise OSError(f"{path}: no image column")
+        _files[key] = (pf, column)
+    return _files[key]
 
 
 def _image_column(schema: Any) -> str | None:

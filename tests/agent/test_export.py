@@ -235,3 +235,18 @@ def test_ltgc_lt_runs_outside_the_checkout(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
     assert proc.returncode == 0 and "make-lt" in proc.stdout
+
+
+def test_an_unfinalized_class_is_exported_from_its_blobs(tmp_path: Path) -> None:
+    """Accepted in the checkpoint but not yet copied to images/: the bytes come from the run's blob store."""
+    from agent.export.source import _state_rows
+    from store.blobs import BlobStore
+
+    sha = BlobStore(tmp_path / "blobs").put(b"png bytes", "png")
+    item = {"status": "accepted", "sha256": sha, "ext": "png", "description": "A photo of the class fox.",
+            "scores": [0.1, 0.3], "round": 1}
+    gone = {**item, "sha256": "0" * 64}  # accepted, but its bytes are nowhere: not exported
+    state = {"slug": "fox", "label": 4, "items": [item, gone, {**item, "status": "rejected", "sha256": "1" * 64}]}
+    rows = _state_rows(tmp_path, {"fox": state}, "r1")
+    assert [(r.file, r.label, r.score, r.round, r.source) for r in rows] == \
+        [(BlobStore(tmp_path / "blobs").path(sha, "png"), 4, 0.3, 1, "generated")]
