@@ -23,6 +23,7 @@ The hierarchy (module in brackets; ``tests/agent/test_errors.py`` checks this dr
     │   ├── InspectError (agent.readout.status) — bad input to agent.traces
     │   ├── ReportError (agent.readout.report) — a folder agent.report cannot build from
     │   ├── BatchInspectError (agent.batch.cli) — agent.traces RUN batches
+    │   ├── ExportError (agent.export.source) — a run folder or option agent.export cannot use
     │   ├── DataError (trainer.samples) — the trainer's data flags and files
     │   ├── ModelError (trainer.model) — the trainer's model flags
     │   ├── OutputError (trainer.outputs) — an output that cannot be written (exit 2, or 1 once work was done)

@@ -24,16 +24,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.errors import entry_point
 from agent.export.source import ExportError, ExportRow, RunData, read_run
 from store.cli import OneLineParser
-from store.errors import EXIT_USAGE, UsageError, usage_line
 
 __all__ = ["EXPORT_FILE", "build_parser", "fingerprint", "main"]
 
@@ -57,13 +56,9 @@ def build_parser() -> OneLineParser:
     return p
 
 
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _export(args)
-    except UsageError as exc:
-        print(f"agent.export: error: {usage_line(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+    return _export(build_parser().parse_args(argv))
 
 
 def _export(args: Any) -> int:

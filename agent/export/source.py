@@ -15,12 +15,12 @@ Contract
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.lifecycle.folder import RunFolder, read_json
 from store.errors import UsageError
 from store.manifest import ManifestError, ManifestRow, read_manifest
 
@@ -84,20 +84,21 @@ class RunData:
 
 def read_run(run_dir: Path, *, include_originals: bool) -> RunData:
     """Read ``run_dir`` (see the module docstring)."""
-    config = _read_json(run_dir / "config.json")
-    if not config:
+    folder = RunFolder(run_dir)
+    if not folder.config.is_file():
         raise ExportError(f"{run_dir}: not a run folder (no config.json); give the --out folder of "
                           f"python -m agent.run")
-    summary = _read_json(run_dir / "summary.json")
+    config = read_json(folder.config, error=ExportError)
+    summary = read_json(folder.summary, error=ExportError)
     classes = [c for c in config.get("classes", []) if isinstance(c, dict) and isinstance(c.get("name"), str)]
     states = _states(run_dir)
     live = _live(run_dir)
     done = {name: bool(st.get("done")) for name, st in states.items()}
     # Without checkpoints (a copy of the run's outputs only) the manifest and summary are all there is.
-    finished = (not live and (run_dir / "manifest.jsonl").is_file() and bool(summary)
+    finished = (not live and folder.manifest.is_file() and bool(summary)
                 and (not states or all(done.get(c["name"], False) for c in classes)))
     if finished:
-        rows = _manifest_rows(run_dir)
+        rows = _manifest_rows(folder)
     else:
         rows = _state_rows(run_dir, states, str(config.get("run_id") or ""))
     if include_originals and not any(r.source == "original" for r in rows):
@@ -145,12 +146,12 @@ def class_names(config: dict[str, Any], classes: list[dict[str, Any]]) -> list[s
     return [known.get(k, f"label {k}") for k in range(max(known) + 1)]
 
 
-def _manifest_rows(run_dir: Path) -> list[ExportRow]:
+def _manifest_rows(folder: RunFolder) -> list[ExportRow]:
     try:
-        rows = read_manifest(run_dir / "manifest.jsonl")
+        rows = read_manifest(folder.manifest)
     except ManifestError as exc:
         raise ExportError(str(exc)) from None
-    return [_from_manifest(run_dir, r) for r in rows]
+    return [_from_manifest(folder.root, r) for r in rows]
 
 
 def _from_manifest(run_dir: Path, row: ManifestRow) -> ExportRow:
@@ -164,7 +165,7 @@ def _state_rows(run_dir: Path, states: dict[str, dict[str, Any]], run_id: str) -
     from agent.graph.finalize import accepted_items, image_relpath
     from store.blobs import BlobStore
 
-    blobs = BlobStore(run_dir / "blobs")
+    blobs = BlobStore(RunFolder(run_dir).blobs)
     rows = []
     for name, state in states.items():
         for item in accepted_items(state):  # type: ignore[arg-type]
@@ -204,7 +205,7 @@ def _input_rows(config: dict[str, Any]) -> list[ExportRow]:
 
 
 def _states(run_dir: Path) -> dict[str, dict[str, Any]]:
-    if not (run_dir / "checkpoints.sqlite").is_file():
+    if not RunFolder(run_dir).checkpoints.is_file():
         return {}
     from agent.readout.status import read_class_states
 
@@ -236,7 +237,7 @@ def _counts(classes: list[dict[str, Any]], summary: dict[str, Any], states: dict
 
 
 def _dates(run_dir: Path) -> tuple[float, float] | None:
-    path = run_dir / "traces.sqlite"
+    path = RunFolder(run_dir).traces
     if not path.is_file():
         return None
     try:
@@ -252,13 +253,3 @@ def _dates(run_dir: Path) -> tuple[float, float] | None:
 
 def _path(value: Any) -> Path | None:
     return Path(value) if isinstance(value, str) and value else None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"{path}: not readable JSON ({exc})") from None
-    return doc if isinstance(doc, dict) else {}
