@@ -56,6 +56,7 @@ EXIT_CODES = """exit codes:
   1  at least one class failed (see summary.json: status, error); the others finished
   2  bad input, flag or config (one line on stderr; nothing was called)
   3  budget spent (--max-cost / --max-calls, where supported); continue with --resume
+  4  --review: every class is finished or awaits review; review with python -m agent.review RUN, then --resume
   130 / 143 stopped by SIGINT / SIGTERM (in-flight calls finish, nothing new is sent); continue with --resume"""
 
 EPILOG = f"""{EXIT_CODES}
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-classes-in-flight", help="classes processed at once (default 8)")
     run.add_argument("--include-originals", action="store_true", default=None,
                      help="also write the tail classes' original images to manifest.jsonl")
+    run.add_argument("--review", action="store_true", default=None,
+                     help="pause each class before finalize for a human review (python -m agent.review RUN)")
+    run.add_argument("--review-rounds", help="review rounds whose rejected images are re-rendered (default 2)")
     paper = p.add_argument_group("paper settings")
     paper.add_argument("--target-per-class", help="K_y: descriptions per class; N_y = K_y - M_y images (default 100)")
     paper.add_argument("--threshold", help="μ: accept score (default 0.25 for cosine, 0.6 for softmax)")
@@ -175,6 +179,10 @@ def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, input
               f"free space, then continue with: {resume_hint}", file=sys.stderr)
         return 1
     print(outcome.final_line, file=sys.stderr if outcome.exit_code else sys.stdout)
+    waiting = sum(1 for c in outcome.classes if c.status == "review")
+    if waiting:
+        print(f"{waiting} class{'es' if waiting != 1 else ''} await{'s' if waiting == 1 else ''} review: "
+              f"python -m agent.review {settings.out}", file=sys.stderr)
     if outcome.summary.get("disk_full"):
         print(f"error: the disk is full ({outcome.summary['disk_full']}); the unfinished classes stopped where "
               f"they were and nothing written so far is lost: free space, then continue with: {resume_hint}",
@@ -317,7 +325,7 @@ def _log(line: str) -> None:
 _RUN_FLAGS = frozenset({
     "classes", "images", "train_list", "data_root", "class_names", "out", "run_id", "resume",
     "max_classes_in_flight", "include_originals", "target_per_class", "threshold", "score", "max_rounds",
-    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", *BATCH_FLAGS,
+    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", "review", "review_rounds", *BATCH_FLAGS,
 })
 
 

@@ -64,6 +64,8 @@ class Item(TypedDict):
     round: int  # refinements applied to `description` (0 = as written by extend)
     status: ItemStatus
     error: str | None
+    # review (agent/graph/review.py): one {"round", "decision": "rejected" | "approved", "note"} per decision
+    reviewed: NotRequired[list[dict[str, Any]]]
 
 
 class ClassState(TypedDict, total=False):
@@ -89,6 +91,9 @@ class ClassState(TypedDict, total=False):
     # render / evaluate / refine
     items: list[Item]
     eval_round: int
+    # review (only with --review): rounds of decisions applied; approved = finalize after the re-renders
+    review_round: int
+    review_approved: bool
     # finalize
     done: bool
     status: Literal["running", "complete", "failed"]
@@ -153,6 +158,8 @@ class GraphSettings:
     max_describe: int | None = None  # cap on describe calls per class (None = every real image)
     max_extend_rounds: int = 50  # per pass; with EXTEND_BATCH = 50 this covers K_y = 800 (Places-LT) twice
     max_dedupe_passes: int = 3  # dedupe -> extend -> dedupe loops before giving up short
+    review: bool = False  # pause each class for a human review before finalize (agent/graph/review.py)
+    review_rounds: int = 2  # review rounds whose rejected images are refined and re-rendered
 
 
 @dataclass

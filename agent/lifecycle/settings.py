@@ -61,10 +61,14 @@ class RunSettings:
     batch_poll_s: float = 15.0
     batch_poll_max_s: float = 300.0
     batch_fallback: Literal["none", "sync"] = "none"
+    # Human review (issue 25): each class pauses before finalize until a reviewer decides (python -m agent.review).
+    review: bool = False
+    review_rounds: int = 2
 
     def graph_settings(self) -> GraphSettings:
         return GraphSettings(threshold=self.threshold, score=self.score, max_rounds=self.max_rounds,
-                             max_describe=self.max_describe, max_extend_rounds=self.max_extend_rounds)
+                             max_describe=self.max_describe, max_extend_rounds=self.max_extend_rounds,
+                             review=self.review, review_rounds=self.review_rounds)
 
     def pretrained_arg(self) -> str | None:
         """What open_clip's ``pretrained=`` gets: ``None`` for ``none`` (random weights)."""
@@ -201,4 +205,6 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "batch_poll_s": _positive,
     "batch_poll_max_s": _positive,
     "batch_fallback": _choice("none", "sync"),
+    "review": _bool,
+    "review_rounds": _int(0),
 }
