@@ -20,7 +20,7 @@ PACKAGES = ("agent", "trainer", "store", "prompts")  # [tool.setuptools.packages
 
 
 def test_the_documented_commands_are_all_there() -> None:
-    assert set(SCRIPTS) == {"ltgc-agent", "ltgc-traces", "ltgc-report", "ltgc-train", "ltgc-eval"}
+    assert set(SCRIPTS) == {"ltgc-agent", "ltgc-traces", "ltgc-report", "ltgc-train", "ltgc-eval", "ltgc-review"}
     readme = (PYPROJECT.parent / "README.md").read_text(encoding="utf-8")
     for name, target in SCRIPTS.items():
         assert f"`{name}`" in readme, f"README does not mention {name}"
