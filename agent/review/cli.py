@@ -59,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import uvicorn  # after the checks: a bad argument is instant
 
+    import agent.graph.graph  # noqa: F401  (LangGraph loads now, not during the first page view)
     from agent.review.app import create_app
 
     public = not is_loopback(args.host)
@@ -84,6 +85,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(128)  # connections wait in the backlog until uvicorn serves: the printed URL works at once
     except OSError as exc:
         raise ReviewError(f"--host {host} --port {port}: cannot listen there ({exc.strerror}); "
                           "pick another --port (0 = any free one)") from None
