@@ -39,6 +39,10 @@ async def review(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Lite
         return Command(goto="finalize")
     decisions = normalise_decisions(interrupt(review_payload(state, settings.review_rounds)))
     update, goto = apply_decisions(state, decisions, review_rounds=settings.review_rounds)
+    if "template" in update:  # an edited C_y is counted like summarize's (the tokenizer is local: free)
+        scorer = runtime.context.scorer
+        update["template_tokens"] = scorer.count_tokens(update["template"])
+        update["template_truncated"] = update["template_tokens"] > scorer.context_length
     return Command(update=update, goto=goto)
 
 

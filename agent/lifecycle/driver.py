@@ -258,7 +258,7 @@ class _Driver:
         # ainvoke returns the state it stopped with (at the end, the render gate or the review): no read-back.
         state = await self.graph.ainvoke(payload, config, context=self.deps, durability=DURABILITY,
                                          interrupt_before=[RENDER_GATE] if gate else None)
-        if state.get("__interrupt__"):
+        if any(_is_review(i) for i in state.get("__interrupt__") or ()):  # not the render gate: a review pause
             return ClassOutcome(spec.name, "review")
         if not state.get("done"):
             return ClassOutcome(spec.name, "running")
@@ -285,6 +285,12 @@ class _Driver:
             state = await self.state_of(spec)
             texts[spec.label] = state.get("template") or fallback_text(spec.name)
         return texts
+
+
+def _is_review(pending: Any) -> bool:
+    """Whether an interrupt is the review node's (agent/graph/review.py ``review_payload``)."""
+    value = getattr(pending, "value", None)
+    return isinstance(value, dict) and value.get("kind") == "ltgc-review"
 
 
 async def keep_latest_checkpoint(saver: AsyncSqliteSaver, thread: str) -> None:

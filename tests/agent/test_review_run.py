@@ -94,3 +94,27 @@ def test_review_pauses_resumes_free_and_applies_decisions(tmp_path: Path, capsys
     assert final and final[0]["error"] == "rejected in review: still wrong"
     assert final[0]["reviewed"][-1] == {"round": 2, "decision": "rejected", "note": "still wrong"}
     assert {r["status"] for r in status_rows(out)} == {"complete"}
+
+
+def test_review_with_softmax_scoring_passes_the_render_gate(tmp_path: Path) -> None:
+    """A softmax run pauses every class at the render gate too; a review resume goes through both."""
+    data = make_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    with Simulator(SimConfig(seed=0)) as sim:
+        def run(*extra: str) -> int:
+            args = agent_argv(data, out, sim.base_url, "--score", "softmax", *extra, k=4)
+            args[args.index("--threshold") + 1] = "0"
+            return main(args)
+
+        assert run("--review") == 4
+        sim.reset_stats()
+        fox = _accepted(out, "red fox")
+        store = DecisionStore(out)
+        store.reject("red fox", 0, min(fox))
+        store.set_class("red fox", 0, template="A photo of a red fox, edited.", approved=True)
+        store.close()
+        assert run("--resume") == 4
+        assert _sent(sim) == {"refine": 1, "image": 1}
+    assert {r["class_name"]: r["status"] for r in status_rows(out)} == {
+        "red fox": "complete", "snow owl": "awaiting review", "sea turtle": "awaiting review"}
+    assert fox[min(fox)] not in {r.sha256 for r in read_manifest(out / "manifest.jsonl")}
