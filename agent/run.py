@@ -16,7 +16,6 @@ if __name__ == "__main__":  # before the imports below: Ctrl-C while they load i
 
 import argparse
 import asyncio
-import json
 import os
 import sqlite3
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.batch.setup import BATCH_FLAGS, add_batch_arguments
+from agent.graph.constants import DEFAULT_THRESHOLDS
 from agent.lifecycle.controls import (
     RunControls,
     add_control_arguments,
@@ -37,16 +37,9 @@ from agent.lifecycle.inputs import InputError, check_images, load_inputs
 from agent.lifecycle.lock import RunLock, RunLocked, holder
 from agent.lifecycle.preflight import check_keys, check_reachable
 from agent.lifecycle.resume import check_resume, config_doc
-from agent.lifecycle.settings import RunSettings, SettingsError, resolve
+from agent.lifecycle.settings import Layers, RunSettings, SettingsError, default_text, load_layers
 from agent.lifecycle.shutdown import exit_code, graceful_stop
-from agent.providers.config import (
-    ROLES,
-    add_role_arguments,
-    load_providers_config,
-    read_toml,
-    role_fields,
-    role_overrides_from_args,
-)
+from agent.providers.config import add_role_arguments, load_providers_config, role_overrides_from_args
 from store.cli import OneLineParser
 from store.errors import UsageError, usage_line
 from store.logs import cli_logging
@@ -87,21 +80,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="id of this run (default: a timestamp); part of every thread id")
     run.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
     run.add_argument("--config", help="TOML file: [run] settings (flag names with _) and [lmm]/[llm]/[t2i]")
-    run.add_argument("--max-classes-in-flight", help="classes processed at once (default 8)")
+    run.add_argument("--max-classes-in-flight", help=f"classes processed at once (default {default_text('max_classes_in_flight')})")
     run.add_argument("--include-originals", action="store_true", default=None,
                      help="also write the tail classes' original images to manifest.jsonl")
-    run.add_argument("--review", action="store_true", default=None,
-                     help="pause each class before finalize for a human review (python -m agent.review RUN)")
-    run.add_argument("--review-rounds", help="review rounds whose rejected images are re-rendered (default 2)")
+    run.add_argument("--review", action=argparse.BooleanOptionalAction, default=None,
+                     help="pause each class before finalize for a human review (python -m agent.review RUN); "
+                     "--no-review on --resume approves the waiting classes as they are")
+    run.add_argument("--review-rounds", help="review rounds whose rejected images are re-rendered "
+                     f"(default {default_text('review_rounds')})")
     paper = p.add_argument_group("paper settings")
-    paper.add_argument("--target-per-class", help="K_y: descriptions per class; N_y = K_y - M_y images (default 100)")
-    paper.add_argument("--threshold", help="μ: accept score (default 0.25 for cosine, 0.6 for softmax)")
-    paper.add_argument("--score", choices=("cosine", "softmax"), help="CLIP score (default cosine: raw cosine)")
-    paper.add_argument("--max-rounds", help="R: refine rounds per low-scoring image (default 3)")
+    paper.add_argument("--target-per-class", help="K_y: descriptions per class; N_y = K_y - M_y images "
+                       f"(default {default_text('target_per_class')})")
+    paper.add_argument("--threshold", help="μ: accept score (default "
+                       + ", ".join(f"{mu:g} for {score}" for score, mu in DEFAULT_THRESHOLDS.items()) + ")")
+    paper.add_argument("--score", choices=("cosine", "softmax"), help=f"CLIP score (default {default_text('score')}: raw cosine)")
+    paper.add_argument("--max-rounds", help=f"R: refine rounds per low-scoring image (default {default_text('max_rounds')})")
     paper.add_argument("--max-describe", help="describe at most this many real images per class (default all)")
-    paper.add_argument("--max-extend-rounds", help="bound on number-check rounds per pass (default 50)")
-    paper.add_argument("--clip-model", help="open_clip model name or config JSON path (default ViT-B-32)")
-    paper.add_argument("--clip-pretrained", help="tag, weights file, or none (default openai)")
+    paper.add_argument("--max-extend-rounds", help="bound on number-check rounds per pass "
+                       f"(default {default_text('max_extend_rounds')})")
+    paper.add_argument("--clip-model", help="open_clip model name or config JSON path "
+                       f"(default {default_text('clip_model')})")
+    paper.add_argument("--clip-pretrained", help=f"tag, weights file, or none (default {default_text('clip_pretrained')})")
     add_role_arguments(p)
     add_batch_arguments(p)
     add_control_arguments(p)
@@ -113,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli_logging()  # warnings in our words, once; never Python's "WARNING:root:" default
     try:
         settings, providers_config, inputs, notes = _prepare(args)
-        controls = controls_from_args(args)
+        controls = controls_from_args(args, settings)
         notes["controls"] = {"max_cost_usd": controls.max_cost_usd, "max_calls": controls.max_calls,
                              "prices": controls.prices.source}
         if controls.dry_run:  # a plan needs no key, no server and no folder: nothing is opened or sent
@@ -196,20 +195,13 @@ def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, input
 def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any, dict[str, Any]]:
     """Settings, providers config, inputs, and the notes config.json records (TOML used, resume changes).
 
-    On ``--resume`` a change to what the run generates is refused here (agent/lifecycle/resume.py), before anything
-    is loaded, opened or sent."""
-    doc = read_toml(args.config) if args.config else {}
-    toml_run = doc.get("run", {})
-    if not isinstance(toml_run, dict):
-        raise SettingsError(f"{args.config}: [run] must be a table")
-    if args.config:  # relative paths in the TOML are relative to the TOML's folder, not to the shell's
-        toml_run = _toml_paths(toml_run, Path(args.config).resolve().parent)
-    cli = {k: v for k, v in vars(args).items() if k in _RUN_FLAGS and v is not None}
-    saved_doc = _saved_config(args, toml_run)
-    saved, saved_providers = _saved_settings(args, saved_doc)
-    settings = resolve(cli, toml_run, saved)
+    The layers (flags, TOML, saved config.json, defaults) meet in agent/lifecycle/settings.py. On ``--resume`` a
+    change to what the run generates is refused here (agent/lifecycle/resume.py), before anything is loaded,
+    opened or sent."""
+    layers = load_layers(args, _RUN_FLAGS)
+    settings, saved_doc = layers.settings, layers.saved_doc
     providers_config = load_providers_config(args.config, os.environ, role_overrides_from_args(args),
-                                             toml_doc=_merge_roles(saved_providers, doc))
+                                             toml_doc=layers.providers_doc)
     try:
         _check_out(settings.out)
         if settings.images is None and settings.train_list is None:
@@ -218,7 +210,7 @@ def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any, dict[str,
                              data_root=settings.data_root, class_names_file=settings.class_names)
         inputs = check_images(inputs, strict=args.strict)  # opens every real image: after the cheap checks
     except UsageError as exc:
-        raise _named_by_source(exc, toml_run, cli, args.config) from None
+        raise _named_by_source(exc, layers, args) from None
     notes: dict[str, Any] = {"config_file": str(Path(args.config).resolve()) if args.config else None}
     if saved_doc is not None:
         changed = check_resume(saved_doc, config_doc(settings, providers_config, inputs))
@@ -231,78 +223,16 @@ def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any, dict[str,
     return settings, providers_config, inputs, notes
 
 
-def _saved_config(args: argparse.Namespace, toml_run: dict[str, Any]) -> dict[str, Any] | None:
-    """On --resume: the folder's config.json (the run being continued); None for a fresh run."""
-    if not args.resume:
-        return None
-    out = args.out or toml_run.get("out")
-    if not out:
-        raise SettingsError("--resume needs --out RUN_DIR (the folder of the run to continue)")
-    path = Path(out) / "config.json"
-    if not Path(out).is_dir():
-        raise SettingsError(f"--resume: {out} does not exist; give the --out folder of an earlier run "
-                            "(or drop --resume to start a new run there)")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(doc, dict) or not isinstance(doc.get("run"), dict):
-            raise TypeError
-    except FileNotFoundError:
-        raise SettingsError(f"--resume: {path} not found: the run in {out} never got past start-up, so there "
-                            "is nothing to continue; run the full command again without --resume") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SettingsError(f"--resume: {path} is not a run config ({type(exc).__name__}); start a new run") from None
-    return doc
-
-
-def _named_by_source(exc: UsageError, toml_run: dict[str, Any], cli: dict[str, Any], config: str | None) -> UsageError:
+def _named_by_source(exc: UsageError, layers: Layers, args: argparse.Namespace) -> UsageError:
     """The error with its leading ``--flag`` replaced by where the value really came from, when that was the
     ``[run]`` table of ``--config`` (a user who never typed ``--classes`` should not be told about it)."""
     text = str(exc)
     flag = text.split(":", 1)[0].split(" ", 1)[0]
     key = flag[2:].replace("-", "_") if flag.startswith("--") else ""
-    if config and key in toml_run and key not in cli:
-        return type(exc)(f"{config} [run] {key}{text[len(flag):]}")
+    where = layers.where(key, args.config)
+    if where and getattr(args, key, None) is None:
+        return type(exc)(f"{where}{text[len(flag):]}")
     return exc
-
-
-def _toml_paths(toml_run: dict[str, Any], base: Path) -> dict[str, Any]:
-    """``[run]`` path settings given relative in a TOML file, made relative to the file's folder."""
-    out = dict(toml_run)
-    for key in ("classes", "images", "train_list", "data_root", "class_names", "out"):
-        value = out.get(key)
-        if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute():
-            out[key] = str(base / value)
-    return out
-
-
-def _saved_settings(args: argparse.Namespace, doc: dict[str, Any] | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """The run and providers blocks of the saved config.json: the lowest layer, so ``--out RUN --resume``
-    alone continues a run with its own settings."""
-    if doc is None:
-        return None, {}
-    saved, providers = doc["run"], doc.get("providers", {})
-    if not isinstance(providers, dict):
-        raise SettingsError("--resume: config.json has no providers table; start a new run")
-    if args.run_id and args.run_id != saved.get("run_id"):
-        raise SettingsError(
-            f"--run-id {args.run_id}: the run in {args.out} is {saved.get('run_id')!r}; drop --run-id to resume it"
-        )
-    # A config.json from before settings were role-specific lists every field for every role: keep the ones
-    # that apply (agent.providers.config.role_fields), so an older run folder still resumes.
-    providers = {role: ({k: v for k, v in table.items() if k in role_fields(role)} if role in ROLES else table)
-                 for role, table in providers.items() if isinstance(table, dict) or role not in ROLES}
-    return {k: v for k, v in saved.items() if k != "resume"}, providers
-
-
-def _merge_roles(saved: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
-    """The TOML document with the saved provider settings underneath it, role table by role table."""
-    merged = dict(doc)
-    for key, value in saved.items():
-        if isinstance(value, dict):
-            merged[key] = {**value, **(doc.get(key) or {})}
-        elif key not in doc:
-            merged[key] = value
-    return merged
 
 
 def _check_out(out: Path) -> None:
@@ -325,7 +255,8 @@ def _log(line: str) -> None:
 _RUN_FLAGS = frozenset({
     "classes", "images", "train_list", "data_root", "class_names", "out", "run_id", "resume",
     "max_classes_in_flight", "include_originals", "target_per_class", "threshold", "score", "max_rounds",
-    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", "review", "review_rounds", *BATCH_FLAGS,
+    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", "max_cost", "max_calls", "review",
+    "review_rounds", *BATCH_FLAGS,
 })
 
 

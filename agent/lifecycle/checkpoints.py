@@ -86,7 +86,7 @@ def strict_serializer(where: str | Path = "checkpoints.sqlite") -> JsonPlusSeria
 
 @contextlib.asynccontextmanager
 async def open_checkpoints(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
-    """The run's one read-write checkpoint connection, built inside the running loop (ENV-NOTES: one per
+    """The run's one read-write checkpoint connection, built inside the running loop (docs/DESIGN.md §10: one per
     file), WAL like every store file (store/sqlite.py). ``synchronous=NORMAL``: a commit survives a killed
     process (what ``--resume`` needs) without an fsync per graph step; only a power cut can lose the last
     steps, and those are re-run from the call cache."""

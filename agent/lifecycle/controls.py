@@ -3,7 +3,8 @@
 Contract (the glue between the run driver and agent/cost, budget, plan, progress, report):
 
 - :func:`add_control_arguments` adds ``--dry-run``, ``--max-cost USD``, ``--max-calls N``, ``--prices FILE``,
-  ``--quiet`` and ``--log-json``; :func:`controls_from_args` validates them into :class:`RunControls`
+  ``--quiet`` and ``--log-json``; :func:`controls_from_args` turns them, with the caps resolved in the settings
+  tree (``[run] max_cost`` / ``max_calls`` too, agent/lifecycle/settings.py), into :class:`RunControls`
   (a one-line ``UsageError`` — ``BudgetError`` / ``PricesError`` — for a bad value or price file).
 - :func:`dry_run` prints the plan (table, or JSON with ``--log-json``) for the resolved inputs and settings
   and returns 0; it builds no client and sends nothing.
@@ -28,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.lifecycle.budget import EXIT_BUDGET, Budget, CallMeter, parse_limits
+from agent.lifecycle.settings import CapSettings
+from agent.providers.config import ROLES
 from agent.providers.endpoints import unbilled_roles
 from agent.readout.cost import PriceTable, load_prices
-from agent.readout.plan import PlanSettings, expected_by_stage, plan_json, plan_run, render_plan
+from agent.readout.plan import expected_by_stage, plan_json, plan_run, render_plan
 from agent.readout.progress import Mode, Progress
 from store.manifest import atomic_write_text
 
@@ -72,9 +75,11 @@ def add_control_arguments(parser: argparse.ArgumentParser) -> None:
                        help="one JSON line per event on stderr instead of the live display (batch jobs)")
 
 
-def controls_from_args(args: argparse.Namespace) -> RunControls:
-    """Validated controls; a bad cap or price file raises its own one-line ``UsageError``."""
-    max_cost, max_calls = parse_limits(args.max_cost, args.max_calls)
+def controls_from_args(args: argparse.Namespace, caps: CapSettings | None = None) -> RunControls:
+    """Validated controls; a bad cap or price file raises its own one-line ``UsageError``. ``caps``: the
+    run's resolved settings (flags > ``[run] max_cost`` / ``max_calls``); without them, the flags alone."""
+    max_cost, max_calls = (caps.max_cost, caps.max_calls) if caps is not None else parse_limits(
+        args.max_cost, args.max_calls)
     prices = load_prices(args.prices)
     mode: Mode = "log_json" if args.log_json else ("quiet" if args.quiet else "live")
     return RunControls(prices=prices, max_cost_usd=max_cost, max_calls=max_calls, dry_run=bool(args.dry_run),
@@ -83,16 +88,13 @@ def controls_from_args(args: argparse.Namespace) -> RunControls:
 
 def plan_for(settings: Any, providers_config: Any, inputs: Any, prices: PriceTable) -> Any:
     """The run's plan from the resolved settings (``RunSettings``), providers config and inputs."""
-    plan_settings = PlanSettings(k=settings.target_per_class, max_rounds=settings.max_rounds,
-                                 max_describe=settings.max_describe, max_extend_rounds=settings.max_extend_rounds,
-                                 max_dedupe_passes=settings.graph_settings().max_dedupe_passes)
-    models = {role: providers_config.role(role).model for role in ("lmm", "llm", "t2i")}
+    models = {role: providers_config.role(role).model for role in ROLES}
     image = {"size": providers_config.t2i.image_size, "quality": providers_config.t2i.image_quality}
-    batched = [role for role in ("lmm", "llm", "t2i") if providers_config.role(role).batch]
-    plan = plan_run([(c.name, len(c.images)) for c in inputs.classes], plan_settings, models, prices, image,
-                    unbilled_roles(providers_config), batched)
+    batched = [role for role in ROLES if providers_config.role(role).batch]
+    plan = plan_run([(c.name, len(c.images)) for c in inputs.classes], settings.graph_settings(), models, prices,
+                    image, unbilled_roles(providers_config), batched)
     limits = {role: (providers_config.role(role).per_minute, providers_config.role(role).max_in_flight)
-              for role in ("lmm", "llm", "t2i")}
+              for role in ROLES}
     return dataclasses.replace(plan, limits=limits)
 
 

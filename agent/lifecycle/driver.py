@@ -12,7 +12,7 @@ Contract:
 - ``--review``: a class whose thread paused at the review ``interrupt()`` (agent/graph/review.py) is
   ``review``. On ``--resume`` it continues with ``Command(resume=decisions)`` when ``review.sqlite`` holds
   decisions for its round (agent/review/decisions.py), and is left waiting — not invoked, nothing sent —
-  when it does not. A resume without ``--review`` approves the waiting classes as they are.
+  when it does not. ``--resume --no-review`` approves the waiting classes as they are.
 - A fresh run (no ``--resume``) deletes any checkpoints of its own thread ids and starts every class from
   ``describe``; the call cache and blobs of the folder are reused, so repeating a finished run sends no
   request. ``--resume`` skips complete classes, continues interrupted ones where they stopped
@@ -268,7 +268,7 @@ class _Driver:
 
     async def _review_resume(self, spec: ClassSpec, values: dict[str, Any]) -> Command[Any] | None:
         """``Command(resume=decisions)`` for a class waiting at the review, or None while nothing is decided.
-        A resume without ``--review`` approves the class as it is (the user gave review up)."""
+        ``--resume --no-review`` approves the class as it is (the user gave review up)."""
         if not self.settings.review:
             return Command(resume={"approve": True})
         decisions = await asyncio.to_thread(read_decisions, self.settings.out, spec.name,

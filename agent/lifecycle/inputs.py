@@ -2,7 +2,7 @@
 
 Contract:
 
-- ``tail.txt`` (DESIGN.md §4): one class per line, a name or ``label<TAB>name``; ``#`` starts a comment;
+- ``tail.txt`` (docs/DESIGN.md §8): one class per line, a name or ``label<TAB>name``; ``#`` starts a comment;
   blank lines are ignored; a class listed twice is kept once, with a warning.
 - Images come from one of two sources:
   - ``--images DIR``: an ImageFolder tree, one folder per class. A class matches the folder named exactly

@@ -118,3 +118,9 @@ def test_review_with_softmax_scoring_passes_the_render_gate(tmp_path: Path) -> N
     assert {r["class_name"]: r["status"] for r in status_rows(out)} == {
         "red fox": "complete", "snow owl": "awaiting review", "sea turtle": "awaiting review"}
     assert fox[min(fox)] not in {r.sha256 for r in read_manifest(out / "manifest.jsonl")}
+    with Simulator(SimConfig(seed=0)) as sim:  # giving review up: the waiting classes finalize as they are
+        args = agent_argv(data, out, sim.base_url, "--resume", "--no-review", "--score", "softmax", k=4)
+        args[args.index("--threshold") + 1] = "0"
+        assert main(args) == 0
+        assert sim.stats()["total"] == 0
+    assert {r["status"] for r in status_rows(out)} == {"complete"}
