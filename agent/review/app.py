@@ -152,7 +152,8 @@ def create_app(run_dir: Path, *, token: str, public: bool = False) -> Starlette:
         try:
             kind = request.url.path
             if kind == "/reject":
-                item = int(form.get("item", "-1"))
+                text = form.get("item", "")
+                item = int(text) if text.isdigit() else -1
                 if item not in {int(i["index"]) for i in c.payload["items"]}:
                     return PlainTextResponse("404: no such image in this class", 404)
                 if form.get("action") == "undo":

@@ -94,6 +94,8 @@ def test_posts_need_the_token_and_the_current_round(run_dir: Path) -> None:
     assert c.post("/reject", data=form).status_code == 403
     assert c.post("/reject", data={**form, "token": "wrong"}).status_code == 403
     assert c.post("/reject", data={**form, "token": "tok3n", "round": "5"}).status_code == 409
+    assert c.post("/reject", data={**form, "token": "tok3n", "item": "x"}).status_code == 404
+    assert c.post("/reject", data={**form, "token": "tok3n", "item": "999"}).status_code == 404
     assert c.post("/apply", data={}).status_code == 403
     assert read_decisions(run_dir, "plain owl", 0) is None
     assert c.get("/reject").status_code == 405  # state changes are POSTs only
