@@ -17,6 +17,7 @@ if __name__ == "__main__":  # before the imports below: Ctrl-C while they load i
 import argparse
 import asyncio
 import os
+import signal
 import sqlite3
 import sys
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.batch.setup import BATCH_FLAGS, add_batch_arguments
+from agent.errors import EXIT_FAILED, entry_point
 from agent.graph.constants import DEFAULT_THRESHOLDS
 from agent.lifecycle.controls import (
     RunControls,
@@ -41,7 +43,7 @@ from agent.lifecycle.settings import Layers, RunSettings, SettingsError, default
 from agent.lifecycle.shutdown import exit_code, graceful_stop
 from agent.providers.config import add_role_arguments, load_providers_config, role_overrides_from_args
 from store.cli import OneLineParser
-from store.errors import UsageError, usage_line
+from store.errors import UsageError
 from store.logs import cli_logging
 
 EXIT_CODES = """exit codes:
@@ -107,22 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@entry_point  # every UsageError, from flags to a tampered checkpoint: one line, exit 2 (agent/errors.py)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli_logging()  # warnings in our words, once; never Python's "WARNING:root:" default
-    try:
-        settings, providers_config, inputs, notes = _prepare(args)
-        controls = controls_from_args(args, settings)
-        notes["controls"] = {"max_cost_usd": controls.max_cost_usd, "max_calls": controls.max_calls,
-                             "prices": controls.prices.source}
-        if controls.dry_run:  # a plan needs no key, no server and no folder: nothing is opened or sent
-            return dry_run(settings, providers_config, inputs, controls)
-        # Before torch, open_clip and the scorer load: a missing key or a dead URL is one line, at once.
-        check_keys(providers_config)
-        check_reachable(providers_config)
-    except UsageError as exc:
-        print(usage_line(exc), file=sys.stderr)
-        return 2
+    settings, providers_config, inputs, notes = _prepare(args)
+    controls = controls_from_args(args, settings)
+    notes["controls"] = {"max_cost_usd": controls.max_cost_usd, "max_calls": controls.max_calls,
+                         "prices": controls.prices.source}
+    if controls.dry_run:  # a plan needs no key, no server and no folder: nothing is opened or sent
+        return dry_run(settings, providers_config, inputs, controls)
+    # Before torch, open_clip and the scorer load: a missing key or a dead URL is one line, at once.
+    check_keys(providers_config)
+    check_reachable(providers_config)
     for warning in inputs.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return _start(settings, providers_config, inputs, controls, notes)
@@ -132,27 +131,19 @@ def _start(settings: RunSettings, providers_config: Any, inputs: Any, controls: 
            notes: dict[str, Any]) -> int:
     """Load the scorer, then take the folder and run. The run folder is created only here, once the run
     can start: bad input, a CLIP model or local t2i pipeline that does not load, or a Ctrl-C during start-up
-    write nothing."""
+    write nothing. A ``UsageError`` on the way (the folder in use, a model that does not load, a tampered
+    checkpoint found before anything is sent) leaves through :func:`main`'s wrapper."""
     in_use = holder(settings.out)
     if in_use is not None:  # refused at once, before seconds of model loading (checked again when locking)
-        print(f"error: {RunLocked.message(settings.out, in_use)}", file=sys.stderr)
-        return 2
+        raise RunLocked(RunLocked.message(settings.out, in_use))
     from agent.lifecycle import driver as runner  # heavy: torch, open_clip, langgraph
     from agent.providers.local_t2i import preload
     from agent.providers.scorer import ClipScorer
 
-    try:
-        scorer = ClipScorer.load(settings.clip_model, settings.pretrained_arg())
-        preload(providers_config)  # a local t2i pipeline (agent/providers/local_t2i.py): loaded once, here
-    except UsageError as exc:
-        print(usage_line(exc), file=sys.stderr)
-        return 2
-    try:
-        with RunLock(settings.out):  # one agent.run per folder; taken before anything is written
-            return _run_locked(runner, settings, providers_config, inputs, controls, notes, scorer)
-    except RunLocked as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    scorer = ClipScorer.load(settings.clip_model, settings.pretrained_arg())
+    preload(providers_config)  # a local t2i pipeline (agent/providers/local_t2i.py): loaded once, here
+    with RunLock(settings.out):  # one agent.run per folder; taken before anything is written
+        return _run_locked(runner, settings, providers_config, inputs, controls, notes, scorer)
 
 
 def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, inputs: Any, controls: RunControls,
@@ -166,17 +157,14 @@ def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, input
     resume_hint = f"python -m agent.run --out {settings.out} --resume"
     try:
         outcome, signum = asyncio.run(execute())
-    except UsageError as exc:  # e.g. a tampered checkpoint found before anything was sent
-        print(usage_line(exc), file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"interrupted; continue with: {resume_hint}", file=sys.stderr)
-        return 130
+        return exit_code(signal.SIGINT)
     except (OSError, sqlite3.Error) as exc:  # the disk filled up (or went read-only) writing the run's files
         print(f"error: cannot write to {settings.out} ({getattr(exc, 'strerror', None) or exc}); nothing written so "
               "far is lost: "
               f"free space, then continue with: {resume_hint}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     print(outcome.final_line, file=sys.stderr if outcome.exit_code else sys.stdout)
     waiting = sum(1 for c in outcome.classes if c.status == "review")
     if waiting:

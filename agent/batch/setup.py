@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent.lifecycle.folder import RunFolder
 from agent.lifecycle.settings import default_text
 from agent.providers.config import ROLES, ProvidersConfig, RoleConfig
 from agent.providers.endpoints import resolve_api_key
@@ -34,8 +35,6 @@ __all__ = ["BATCH_FLAGS", "BatchRun", "add_batch_arguments", "batch_settings", "
 
 BATCH_FLAGS = frozenset({"batch_max_requests", "batch_window_s", "batch_poll_s", "batch_poll_max_s",
                          "batch_fallback"})
-LEDGER_FILE = "batches.sqlite"
-RESULTS_DIR = "batches"
 
 
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,8 +96,8 @@ async def open_batch(config: ProvidersConfig, settings: Any, *, env: Mapping[str
     from agent.providers.transport import HttpTransport
     from store.batches import BatchLedger
 
-    out = settings.out
-    ledger = await BatchLedger.open(out / LEDGER_FILE)
+    folder = RunFolder(settings.out)
+    ledger = await BatchLedger.open(folder.batch_ledger)
     run = BatchRun(ledger)
     knobs = batch_settings(settings)
     for role in roles:
@@ -108,7 +107,7 @@ async def open_batch(config: ProvidersConfig, settings: Any, *, env: Mapping[str
         if knobs.fallback == "sync":
             fallback = HttpTransport(role, _client(role, cfg, env), RoleLimiter(cfg.max_in_flight, cfg.per_minute),
                                      stop_requested)
-        run.transports[role] = BatchTransport(role, server, ledger, knobs, results_dir=out / RESULTS_DIR,
+        run.transports[role] = BatchTransport(role, server, ledger, knobs, results_dir=folder.batch_results,
                                               stop_requested=stop_requested, fallback=fallback)
     return run
 

@@ -22,7 +22,6 @@ Contract:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -45,6 +44,7 @@ from pydantic_core import PydanticCustomError
 
 from agent.batch import MAX_REQUESTS
 from agent.graph.constants import DEFAULT_THRESHOLDS, THRESHOLD_RANGES, ScoreMode
+from agent.lifecycle.folder import CONFIG, RunFolder, RunFolderError, read_json
 from agent.providers.config import ROLES, read_toml, role_fields
 from store.errors import UsageError
 
@@ -248,7 +248,7 @@ def resolve(cli: Mapping[str, Any], toml_run: Mapping[str, Any], saved: Mapping[
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     saved_run = {k: v for k, v in (saved or {}).items() if k not in NOT_SAVED and k != "resume"}
-    for layer, label in ((saved_run, "config.json"), (toml_run, toml_label), (cli, "--")):
+    for layer, label in ((saved_run, CONFIG), (toml_run, toml_label), (cli, "--")):
         for key, value in layer.items():
             if key in SETTABLE and value is not None:
                 values[key] = value
@@ -335,19 +335,19 @@ def _saved_config(args: argparse.Namespace, toml_run: dict[str, Any]) -> dict[st
     out = args.out or toml_run.get("out")
     if not out:
         raise SettingsError("--resume needs --out RUN_DIR (the folder of the run to continue)")
-    path = Path(out) / "config.json"
+    path = RunFolder(Path(out)).config
     if not Path(out).is_dir():
         raise SettingsError(f"--resume: {out} does not exist; give the --out folder of an earlier run "
                             "(or drop --resume to start a new run there)")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(doc, dict) or not isinstance(doc.get("run"), dict):
-            raise TypeError
-    except FileNotFoundError:
+    if not path.exists():
         raise SettingsError(f"--resume: {path} not found: the run in {out} never got past start-up, so there "
-                            "is nothing to continue; run the full command again without --resume") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SettingsError(f"--resume: {path} is not a run config ({type(exc).__name__}); start a new run") from None
+                            "is nothing to continue; run the full command again without --resume")
+    try:
+        doc = read_json(path)
+    except RunFolderError as exc:
+        raise SettingsError(f"--resume: {exc}; start a new run") from None
+    if not isinstance(doc.get("run"), dict):
+        raise SettingsError(f"--resume: {path} is not a run config (no run table); start a new run")
     if args.run_id and args.run_id != doc["run"].get("run_id"):
         raise SettingsError(
             f"--run-id {args.run_id}: the run in {args.out} is {doc['run'].get('run_id')!r}; drop --run-id to resume it"

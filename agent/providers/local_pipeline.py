@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.providers.config import ConfigError
+
 __all__ = ["EXTRA_PACKAGES", "LocalPipelineError", "RenderOptions", "dtype_name", "is_out_of_memory", "load",
            "missing_packages", "render", "resolve_devices"]
 
@@ -34,8 +36,9 @@ _LOADED: dict[tuple[str, str], Any] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-class LocalPipelineError(RuntimeError):
-    """A pipeline that cannot be loaded or a device that is not there (one line)."""
+class LocalPipelineError(ConfigError):
+    """A pipeline that cannot be loaded or a device that is not there (one line): the t2i role's settings
+    are wrong, so it is a :class:`ConfigError` (exit 2 from ``agent.run``)."""
 
 
 @dataclass(frozen=True)

@@ -38,13 +38,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from agent.lifecycle.folder import BLOBS, IMAGES, REVIEW_LOG
 from agent.lifecycle.lock import holder
 from agent.review.decisions import DecisionStore
 from agent.review.waiting import ClassView, blob_relpath, review_view
 
-__all__ = ["APPLY_LOG", "create_app", "safe_file"]
+__all__ = ["create_app", "safe_file"]
 
-APPLY_LOG = "review-apply.log"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
@@ -64,7 +64,7 @@ def safe_file(run_dir: Path, relpath: str) -> Path | None:
         path = (root / relpath).resolve(strict=True)  # follows links: a link out of the run is refused below
     except (OSError, RuntimeError):
         return None
-    inside = any(path.is_relative_to(root / top) for top in ("blobs", "images"))
+    inside = any(path.is_relative_to(root / top) for top in (BLOBS, IMAGES))
     return path if inside and path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES else None
 
 
@@ -114,7 +114,7 @@ def create_app(run_dir: Path, *, token: str, public: bool = False) -> Starlette:
         if (refused := check_get(request)) is not None:
             return refused
         classes = review_view(run_dir)
-        log = run_dir / APPLY_LOG
+        log = run_dir / REVIEW_LOG
         tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-12:]) if log.is_file() else ""
         return page("index.html", classes=classes, waiting=sum(c.waiting for c in classes), log=tail,
                     message=request.query_params.get("message"))
@@ -174,7 +174,7 @@ def create_app(run_dir: Path, *, token: str, public: bool = False) -> Starlette:
             return refused
         if state["apply"] is not None and state["apply"].poll() is None:
             return RedirectResponse(url("/", message="decisions are being applied"), status_code=303)
-        log = (run_dir / APPLY_LOG).open("wb")
+        log = (run_dir / REVIEW_LOG).open("wb")
         state["apply"] = subprocess.Popen([sys.executable, "-m", "agent.run", "--out", str(run_dir), "--resume"],
                                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()

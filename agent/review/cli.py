@@ -16,8 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent.errors import entry_point
+from agent.lifecycle.folder import CONFIG
 from store.cli import OneLineParser
-from store.errors import UsageError, usage_line
+from store.errors import UsageError
 
 __all__ = ["is_loopback", "main"]
 
@@ -40,6 +42,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@entry_point  # ReviewError, an unreadable config.json: one line, exit 2 (agent/errors.py)
 def main(argv: Sequence[str] | None = None) -> int:
     p = OneLineParser(prog="python -m agent.review", description="Review a --review run in the browser: reject "
                       "images, edit C_y, approve classes; then apply with the page's button or agent.run --resume.")
@@ -47,16 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need the token)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
     args = p.parse_args(argv)
-    try:
-        run_dir = Path(args.run).expanduser().resolve()
-        if not (run_dir / "config.json").is_file():
-            raise ReviewError(f"{args.run}: not a run folder (no config.json); give the --out folder of an agent.run")
-        if not 0 <= args.port <= 65535:
-            raise ReviewError(f"--port {args.port}: must be from 0 to 65535")
-        sock = _bind(args.host, args.port)
-    except UsageError as exc:
-        print(usage_line(exc), file=sys.stderr)
-        return 2
+    run_dir = Path(args.run).expanduser().resolve()
+    if not (run_dir / CONFIG).is_file():
+        raise ReviewError(f"{args.run}: not a run folder (no config.json); give the --out folder of an agent.run")
+    if not 0 <= args.port <= 65535:
+        raise ReviewError(f"--port {args.port}: must be from 0 to 65535")
+    sock = _bind(args.host, args.port)
     import uvicorn  # after the checks: a bad argument is instant
 
     import agent.graph.graph  # noqa: F401  (LangGraph loads now, not during the first page view)

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REVIEW_DB", "DecisionStore", "read_decisions"]
+from agent.lifecycle.folder import REVIEW_DB
 
-REVIEW_DB = "review.sqlite"
+__all__ = ["DecisionStore", "read_decisions"]
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rejects (
     class_name TEXT NOT NULL, round INTEGER NOT NULL, item INTEGER NOT NULL, note TEXT NOT NULL DEFAULT '',

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.readout.status import read_json, status_rows
+from agent.lifecycle.folder import CHECKPOINTS, CONFIG, read_json
+from agent.readout.status import status_rows
 from agent.review.decisions import read_decisions
 from store.blobs import BlobError, BlobStore
 
@@ -73,8 +74,8 @@ def _payloads(run_dir: Path) -> dict[str, dict[str, Any]]:
     from agent.graph.graph import compile_graph  # LangGraph: imported only when a page is read
     from agent.lifecycle.checkpoints import read_checkpoints
 
-    path = run_dir / "checkpoints.sqlite"
-    run_id = str(read_json(run_dir / "config.json").get("run_id") or "")
+    path = run_dir / CHECKPOINTS
+    run_id = str(read_json(run_dir / CONFIG).get("run_id") or "")
     if not path.is_file() or not run_id:
         return {}
     out: dict[str, dict[str, Any]] = {}
