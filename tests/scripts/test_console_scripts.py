@@ -20,8 +20,8 @@ PACKAGES = ("agent", "trainer", "store", "prompts", "scripts")  # [tool.setuptoo
 
 
 def test_the_documented_commands_are_all_there() -> None:
-    assert set(SCRIPTS) == {"ltgc-agent", "ltgc-traces", "ltgc-report", "ltgc-train", "ltgc-eval", "ltgc-export",
-                            "ltgc-lt"}
+    assert set(SCRIPTS) == {"ltgc-agent", "ltgc-traces", "ltgc-report", "ltgc-train", "ltgc-eval", "ltgc-review",
+                            "ltgc-export", "ltgc-lt"}
     readme = (PYPROJECT.parent / "README.md").read_text(encoding="utf-8")
     for name, target in SCRIPTS.items():
         assert f"`{name}`" in readme, f"README does not mention {name}"
