@@ -51,6 +51,7 @@ EXIT_CODES = """exit codes:
   1  at least one class failed (see summary.json: status, error); the others finished
   2  bad input, flag or config (one line on stderr; nothing was called)
   3  budget spent (--max-cost / --max-calls, where supported); continue with --resume
+  4  --review: every class is finished or awaits review; review with python -m agent.review RUN, then --resume
   130 / 143 stopped by SIGINT / SIGTERM (in-flight calls finish, nothing new is sent); continue with --resume"""
 
 EPILOG = f"""{EXIT_CODES}
@@ -84,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-classes-in-flight", help=f"classes processed at once (default {default_text('max_classes_in_flight')})")
     run.add_argument("--include-originals", action="store_true", default=None,
                      help="also write the tail classes' original images to manifest.jsonl")
+    run.add_argument("--review", action=argparse.BooleanOptionalAction, default=None,
+                     help="pause each class before finalize for a human review (python -m agent.review RUN); "
+                     "--no-review on --resume approves the waiting classes as they are")
+    run.add_argument("--review-rounds", help="review rounds whose rejected images are re-rendered "
+                     f"(default {default_text('review_rounds')})")
     run.add_argument("--ray", metavar="local|auto|ADDRESS",
                      help="run the diffusers renders and CLIP scoring on a Ray cluster, one actor per GPU (or per "
                           "--t2i-devices entry): local (this machine), auto (joins `ray start --head`), or "
@@ -181,6 +187,10 @@ def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, input
               f"free space, then continue with: {resume_hint}", file=sys.stderr)
         return EXIT_FAILED
     print(outcome.final_line, file=sys.stderr if outcome.exit_code else sys.stdout)
+    waiting = sum(1 for c in outcome.classes if c.status == "review")
+    if waiting:
+        print(f"{waiting} class{'es' if waiting != 1 else ''} await{'s' if waiting == 1 else ''} review: "
+              f"python -m agent.review {settings.out}", file=sys.stderr)
     if outcome.summary.get("disk_full"):
         print(f"error: the disk is full ({outcome.summary['disk_full']}); the unfinished classes stopped where "
               f"they were and nothing written so far is lost: free space, then continue with: {resume_hint}",
@@ -254,7 +264,8 @@ def _log(line: str) -> None:
 _RUN_FLAGS = frozenset({
     "classes", "images", "train_list", "data_root", "class_names", "out", "run_id", "resume",
     "max_classes_in_flight", "include_originals", "target_per_class", "threshold", "score", "max_rounds",
-    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", "max_cost", "max_calls", "ray", *BATCH_FLAGS,
+    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", "max_cost", "max_calls", "review",
+    "review_rounds", "ray", *BATCH_FLAGS,
 })
 
 
