@@ -65,6 +65,8 @@ class Item(TypedDict):
     round: int  # refinements applied to `description` (0 = as written by extend)
     status: ItemStatus
     error: str | None
+    # review (agent/graph/review.py): one {"round", "decision": "rejected" | "approved", "note"} per decision
+    reviewed: NotRequired[list[dict[str, Any]]]
 
 
 class ClassState(TypedDict, total=False):
@@ -90,6 +92,9 @@ class ClassState(TypedDict, total=False):
     # render / evaluate / refine
     items: list[Item]
     eval_round: int
+    # review (only with --review): rounds of decisions applied; approved = finalize after the re-renders
+    review_round: int
+    review_approved: bool
     # finalize
     done: bool
     status: Literal["running", "complete", "failed"]

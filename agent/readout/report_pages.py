@@ -28,7 +28,7 @@ from agent.lifecycle.folder import REPORT, REPORT_PAGES
 from store.manifest import ManifestRow
 
 __all__ = ["INDEX_THUMBS", "PAGE_CLASSES", "ClassView", "IndexRow", "class_page", "index_name", "index_page",
-           "page_count"]
+           "page_count", "review_mark"]
 
 PAGE_CLASSES = 100  # classes per index page: ~60 KB of HTML, 300 thumbnails (bench_report: < 3 s to render)
 INDEX_THUMBS = 3  # accepted images shown per class on an index page
@@ -232,7 +232,10 @@ class _Figures:
 def _accepted_grid(c: ClassView, figure: _Figures) -> str:
     if not c.accepted:
         return '<p class="noimg">no accepted image</p>'
-    figures = [figure(row.sha256, row.path, f"score {_fmt(row.score)} · round {row.round or 0}", row.description or "")
+    reviewed = {i.get("sha256"): i.get("reviewed") or [] for i in c.items}
+    figures = [figure(row.sha256, row.path,
+                      f"score {_fmt(row.score)} · round {row.round or 0}{review_mark(reviewed.get(row.sha256))}",
+                      row.description or "")
                for row in c.accepted]
     return '<div class="grid">' + "".join(figures) + "</div>"
 
@@ -246,6 +249,7 @@ def _rejected_grid(c: ClassView, figure: _Figures) -> str:
         caption = f"{r.get('status', 'rejected')} · scores {scores}"
         if r.get("error"):
             caption += f" · {r['error']}"
+        caption += review_mark(r.get("reviewed"))
         figures.append(figure(r.get("sha256"), None, caption, str(r.get("description", "")), bad=True))
     return f"<h3>Rejected ({len(c.rejected)})</h3>" + '<div class="grid">' + "".join(figures) + "</div>"
 
@@ -270,6 +274,19 @@ def _refined_pairs(c: ClassView, figure: _Figures) -> str:
     if not pairs:
         return ""
     return f"<h3>Refined: before / after ({len(pairs)})</h3>" + "".join(pairs)
+
+
+def review_mark(reviewed: Sequence[Mapping[str, Any]] | None) -> str:
+    """The caption's trace of a human review (issue 25); empty for an item nobody reviewed.
+
+    >>> review_mark([{"round": 1, "decision": "rejected", "note": "wrong"}, {"round": 2, "decision": "approved"}])
+    ' · reviewed: round 1 rejected (wrong), round 2 approved'
+    """
+    if not reviewed:
+        return ""
+    parts = [f"round {r.get('round')} {r.get('decision')}" + (f" ({r['note']})" if r.get("note") else "")
+             for r in reviewed]
+    return " · reviewed: " + ", ".join(parts)
 
 
 def _fmt(value: Any) -> str:
