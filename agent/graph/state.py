@@ -64,6 +64,9 @@ class Item(TypedDict):
     round: int  # refinements applied to `description` (0 = as written by extend)
     status: ItemStatus
     error: str | None
+    # why the item failed for good: the provider's kind (``exhausted``, ``refused``, ``bad_response``, ...);
+    # a class with such items is ``short`` (agent/graph/finalize.py) and ``--resume`` asks them again
+    error_kind: NotRequired[str | None]
 
 
 class ClassState(TypedDict, total=False):
@@ -91,7 +94,7 @@ class ClassState(TypedDict, total=False):
     eval_round: int
     # finalize
     done: bool
-    status: Literal["running", "complete", "failed"]
+    status: Literal["running", "complete", "short", "failed"]
     error: str | None
     # accumulated across nodes
     warnings: Annotated[list[str], operator.add]

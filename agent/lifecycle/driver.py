@@ -7,11 +7,14 @@ Contract:
   inside the running loop), loads the CLIP scorer once, runs each class as its own LangGraph thread
   ``"<run_id>/<class>"`` (at most ``max_classes_in_flight`` at a time, all sharing the per-role limiters),
   then rebuilds ``manifest.jsonl``, ``rejected.jsonl`` and ``summary.json`` from the finished states of all
-  classes, and returns a ``RunOutcome`` (exit code 0 all complete, 1 some class failed, 3 budget spent).
+  classes, and returns a ``RunOutcome`` (exit code 0 all complete, 1 some class failed or fell short,
+  3 budget spent). A class that fell short (``short``: items missing because calls failed or were
+  refused, agent/graph/finalize.py) is counted per reason in summary.json and the final line.
 - A fresh run (no ``--resume``) deletes any checkpoints of its own thread ids and starts every class from
   ``describe``; the call cache and blobs of the folder are reused, so repeating a finished run sends no
   request. ``--resume`` skips complete classes, continues interrupted ones where they stopped
-  (``ainvoke(None, ...)``) and restarts failed ones (their completed calls are cache hits).
+  (``ainvoke(None, ...)``) and restarts failed and short ones from ``describe``: every call that
+  succeeded is a cache hit (same prompt, same sample index), every call that failed is asked again.
 - One class raising never cancels another: each class task catches its own exception into its outcome.
 - ``softmax`` scoring needs every class's C_y before any class is scored, so a softmax run pauses every
   class before ``render`` (``interrupt_before``), builds the class-text table, then continues them all.
@@ -34,7 +37,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Durability, RunnableConfig
 
 from agent.batch.setup import BatchRun, open_batch
-from agent.graph.finalize import class_summary, generated_rows, rejected_rows
+from agent.graph.finalize import REASONS, class_summary, generated_rows, missing_reason, rejected_rows
 from agent.graph.graph import RENDER_GATE, compile_graph
 from agent.graph.state import ClassState, GraphDeps, ScorerLike, initial_state
 from agent.graph.summarize import fallback_text
@@ -56,7 +59,7 @@ from store.slug import slugify
 from store.trace_schema import sum_counts
 from store.traces import TraceStore
 
-__all__ = ["ClassOutcome", "RunOutcome", "execute", "thread_id"]
+__all__ = ["ClassOutcome", "RunOutcome", "execute", "missing_line", "thread_id"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
 # Each step's checkpoint is committed before the next step starts ("sync"), so a resume restarts a class at
@@ -68,7 +71,7 @@ DURABILITY: Durability = "sync"
 @dataclass
 class ClassOutcome:
     name: str
-    status: str  # complete | failed | stopped (budget) | running (never reached the end)
+    status: str  # complete | short | failed | stopped (budget) | running (never reached the end)
     error: str | None = None
 
 
@@ -86,10 +89,12 @@ class RunOutcome:
         totals = self.summary.get("totals", {})
         session, run = totals.get("session") or {}, totals.get("run") or {}
         unsent = "".join(f", {session[k]} {k}" for k in ("refused", "stopped") if session.get(k))
-        return (f"run {self.run_id}: {totals.get('accepted', 0)} image(s) accepted, {totals.get('rejected', 0)} "
+        line = (f"run {self.run_id}: {totals.get('accepted', 0)} image(s) accepted, {totals.get('rejected', 0)} "
                 f"rejected; this session {session.get('requests', 0)} request(s) sent, "
                 f"{session.get('cache_hits', 0)} cache hit(s){unsent}; whole run {run.get('requests', 0)} "
                 f"request(s); {self.summary.get('manifest', 'manifest.jsonl')}")
+        short = missing_line(totals)
+        return f"{line}\n{short}" if short else line
 
 
 def thread_id(run_id: str, class_name: str) -> str:
@@ -235,7 +240,8 @@ class _Driver:
             values: dict[str, Any] = dict(snap.values or {})
             if values.get("done") and values.get("status") == "complete":
                 return ClassOutcome(spec.name, "complete")
-            fresh = not values or bool(values.get("done") and values.get("status") == "failed")
+            # A failed or short class starts over: what succeeded is a cache hit, what failed is asked again.
+            fresh = not values or bool(values.get("done") and values.get("status") in ("failed", "short"))
             if gate and not fresh and RENDER_GATE in snap.next:
                 return ClassOutcome(spec.name, "running")  # already waiting at the gate from an earlier invocation
             if fresh and values:
@@ -303,6 +309,11 @@ def write_outputs(settings: RunSettings, inputs: Inputs, states: dict[str, Class
         outcome = by_name.get(spec.name)
         if outcome is not None and outcome.status != entry.get("status"):
             entry["status"], entry["error"] = outcome.status, outcome.error
+        if not done:  # stopped (budget, signal, quota, disk) or never finished: none of its images is written
+            n_y = max(0, int(state.get("n_y", 0)))
+            reason = missing_reason((entry.get("error") or "").split(":")[0].split(" ")[0])
+            entry["missing"] = n_y
+            entry["missing_by_reason"] = {reason if reason in ("budget", "stopped") else "stopped": n_y} if n_y else {}
         classes[spec.name] = entry
     write_manifest(out / "manifest.jsonl", rows)
     atomic_write_text(out / "rejected.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
@@ -339,11 +350,33 @@ def tokens_of(counts: dict[str, int]) -> dict[str, int]:
             "output": counts["chat_output_tokens"] + counts["image_output_tokens"]}
 
 
+def missing_line(totals: dict[str, Any]) -> str | None:
+    """The final line's second line when images are missing, or ``None``.
+
+    >>> missing_line({"N_y": 40, "missing": 12, "classes_short": 4, "missing_by_reason": {"server_errors": 12}})
+    '12 of 40 images missing in 4 classes: 12 server error(s) — rerun with --resume to retry them'
+    """
+    missing = int(totals.get("missing") or 0)
+    if not missing:
+        return None
+    reasons = ", ".join(f"{n} {REASONS.get(k, k)}" for k, n in sorted(
+        (totals.get("missing_by_reason") or {}).items(), key=lambda kv: (-kv[1], kv[0])))
+    where = totals.get("classes_short", 0)
+    return (f"{missing} of {totals.get('N_y', 0)} images missing in {where} class{'es' if where != 1 else ''}: "
+            f"{reasons} — rerun with --resume to retry them")
+
+
 def _totals(classes: dict[str, Any]) -> dict[str, Any]:
-    keys = ("M_y", "N_y", "accepted", "rejected", "failed")
+    keys = ("M_y", "N_y", "accepted", "rejected", "failed", "missing")
     totals: dict[str, Any] = {k: sum(int(c.get(k) or 0) for c in classes.values()) for k in keys}
     statuses = [c.get("status") for c in classes.values()]
     totals["status"] = {s: statuses.count(s) for s in sorted({str(s) for s in statuses})}
+    by_reason: dict[str, int] = {}
+    for entry in classes.values():
+        for reason, n in (entry.get("missing_by_reason") or {}).items():
+            by_reason[reason] = by_reason.get(reason, 0) + int(n)
+    totals["missing_by_reason"] = dict(sorted(by_reason.items()))
+    totals["classes_short"] = sum(1 for c in classes.values() if c.get("missing"))
     return totals
 
 
