@@ -7,9 +7,11 @@ Contract:
   file under the final name), sets ``done`` and the class ``status``: ``failed`` when the class needed
   images (N_y > 0) but not one was rendered, with the reason in ``error``; ``short`` when items are
   missing because a call failed for good (after its retries), a render was refused by content policy
-  through all R rounds, or too few descriptions came back (:func:`shortfall` counts them per reason;
-  ``--resume`` asks those calls again); else ``complete``. Images rejected by the CLIP threshold after R
-  rounds are the paper's filter, not a shortfall.
+  through all R rounds, or too few descriptions came back while describe / extend calls failed for good
+  (:func:`shortfall` counts them per reason; ``--resume`` asks those calls again); else ``complete``.
+  Images rejected by the CLIP threshold after R rounds are the paper's filter, not a shortfall; nor is an
+  LLM that ran out of new descriptions with every call answered (a warning says so; a resume would only
+  repeat the same cached answers).
 - The run driver rebuilds ``manifest.jsonl``, ``rejected.jsonl`` and ``summary.json`` from the finished
   states of *all* classes with the pure functions below, so a resumed run never duplicates a row.
 """
@@ -36,7 +38,7 @@ REASONS = {
     "content_policy": "content-policy refusal(s)",  # refused through all R rounds
     "bad_answers": "unusable answer(s)",  # malformed JSON, an image that does not decode, ...
     "request_errors": "rejected request(s)",  # 400 / 401 / 403 / 404 / 422
-    "no_description": "missing description(s)",  # describe / extend gave fewer than N_y new texts
+    "no_description": "description(s) lost to failed describe / extend calls",
     "budget": "call(s) refused by --max-cost / --max-calls",
     "stopped": "stopped before the end",  # a signal, the server's quota or a full disk stopped the class
     "other": "other error(s)",
@@ -70,11 +72,14 @@ def missing_reason(kind: str | None) -> str:
 
 def shortfall(state: ClassState) -> dict[str, int]:
     """Items missing from the class's target, per reason: failed items by their ``error_kind``, plus the
-    descriptions that never came (fewer items than N_y). Empty when nothing is missing.
+    descriptions that never came (fewer items than N_y) when a describe or extend call failed for good.
+    Empty when nothing is missing.
 
     >>> item = {"status": "failed", "error_kind": "exhausted", "scores": []}
-    >>> shortfall({"n_y": 3, "items": [item, {**item, "status": "accepted"}]})
+    >>> shortfall({"n_y": 3, "items": [item, {**item, "status": "accepted"}], "counters": {"extend_failed": 1}})
     {'server_errors': 1, 'no_description': 1}
+    >>> shortfall({"n_y": 3, "items": [{**item, "status": "accepted"}], "counters": {}})  # the LLM ran dry
+    {}
     """
     out: dict[str, int] = {}
     items = state.get("items", [])
@@ -82,7 +87,9 @@ def shortfall(state: ClassState) -> dict[str, int]:
         if item["status"] == "failed":
             reason = missing_reason(item.get("error_kind"))
             out[reason] = out.get(reason, 0) + 1
-    if state.get("n_y", 0) > len(items):
+    counters = state.get("counters", {})
+    lost_calls = counters.get("describe_failed", 0) + counters.get("extend_failed", 0)
+    if state.get("n_y", 0) > len(items) and lost_calls:
         out["no_description"] = state["n_y"] - len(items)
     return out
 
