@@ -10,6 +10,8 @@ requests), answers everything that succeeded from the cache, and every class rea
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +30,7 @@ FAST = role_flags(backoff_initial_s=0.002, backoff_max_s=0.01)
 def run(data: Path, out: Path, base_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
     argv = agent_argv(data, out, base_url, *FAST, *extra, k=K)
     return subprocess.run([sys.executable, "-m", "agent.run", *argv], cwd=REPO, env=agent_env(),
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, preexec_fn=lambda: os.umask(0o022))
 
 
 def generated(out: Path) -> dict[str, int]:
@@ -65,6 +67,9 @@ def test_renders_lost_to_500s_are_asked_again_on_resume(tmp_path: Path) -> None:
     with Simulator(SimConfig(seed=5, rate_500=0.8)) as sim:
         done = run(data, out, sim.base_url, *chat_attempts, "--t2i-max-attempts", "6")
     check_short(out, done, max_attempts=40)
+    # Under umask 022 every output is 0644, like the images: readable by a training job of another user.
+    for name in ("manifest.jsonl", "summary.json", "config.json", "rejected.jsonl"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
     first = traces(out)
     failed_renders = [r for r in first if r["node"] == "render" and r["status"] == "error"]
     assert failed_renders and all(r["error.type"] == "exhausted" and r["attempts"] == 6 for r in failed_renders)
