@@ -26,29 +26,12 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from agent.graph.state import ClassState, GraphDeps, Item
+from agent.graph.state import REASONS, ClassState, GraphDeps, Item, missing_reason
 from store.manifest import ManifestRow
 
 __all__ = ["REASONS", "class_summary", "finalize", "generated_rows", "image_relpath", "missing_reason",
            "rejected_rows", "shortfall"]
 
-# Why an item is missing, in the words of the final line / report ("12 server errors").
-REASONS = {
-    "server_errors": "server error(s)",  # retried to max_attempts: 5xx, 429, timeouts, resets, ...
-    "content_policy": "content-policy refusal(s)",  # refused through all R rounds
-    "bad_answers": "unusable answer(s)",  # malformed JSON, an image that does not decode, ...
-    "request_errors": "rejected request(s)",  # 400 / 401 / 403 / 404 / 422
-    "no_description": "description(s) lost to failed describe / extend calls",
-    "budget": "call(s) refused by --max-cost / --max-calls",
-    "stopped": "stopped before the end",  # a signal, the server's quota or a full disk stopped the class
-    "other": "other error(s)",
-}
-_KIND_REASON = {
-    "exhausted": "server_errors", "server": "server_errors", "timeout": "server_errors",
-    "connection": "server_errors", "rate_limited": "server_errors", "refused": "content_policy",
-    "bad_response": "bad_answers", "bad_request": "request_errors", "auth": "request_errors",
-    "not_found": "request_errors", "budget": "budget", "quota": "stopped", "stopped": "stopped",
-}
 
 
 async def finalize(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str, object]:
@@ -59,15 +42,6 @@ async def finalize(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str, 
     error = _class_error(state)
     status = "failed" if error else "short" if shortfall(state) else "complete"
     return {"done": True, "status": status, "error": error}
-
-
-def missing_reason(kind: str | None) -> str:
-    """The reason key (:data:`REASONS`) of an item that failed with ``kind``.
-
-    >>> missing_reason("exhausted"), missing_reason("refused"), missing_reason(None)
-    ('server_errors', 'content_policy', 'other')
-    """
-    return _KIND_REASON.get(kind or "", "other")
 
 
 def shortfall(state: ClassState) -> dict[str, int]:

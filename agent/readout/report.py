@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.graph.state import REASONS
 from store.blobs import BlobStore, is_sha256
 from store.cli import OneLineParser
 from store.errors import UsageError, usage_line
@@ -190,8 +191,10 @@ def render_html(data: ReportData) -> str:
 
 
 def _totals_table(data: ReportData) -> str:
-    keys = ("M_y", "N_y", "accepted", "rejected", "failed", "cost_usd")
+    keys = ("M_y", "N_y", "accepted", "rejected", "failed", "missing", "cost_usd")
     cells = [(k, data.totals[k]) for k in keys if k in data.totals]
+    # Why images are missing (a short class): the same counts and words as the final line.
+    cells += [(f"missing: {REASONS.get(k, k)}", n) for k, n in (data.totals.get("missing_by_reason") or {}).items()]
     # The same counts as the final line and agent.traces (store.trace_schema.counts_sql), named by scope.
     for scope in ("run", "session"):
         counts = data.totals.get(scope) or {}
@@ -207,6 +210,9 @@ def _totals_table(data: ReportData) -> str:
 def _class_section(index: int, c: ClassView, blobs: Mapping[str, str]) -> str:
     e, s = html.escape, c.summary
     counts = ", ".join(f"{k} {s[k]}" for k in ("M_y", "N_y", "accepted", "rejected", "failed", "rounds") if k in s)
+    if s.get("missing"):  # a short class: how many images are missing and why (--resume asks them again)
+        counts += f", missing {s['missing']} (" + ", ".join(
+            f"{n} {REASONS.get(k, k)}" for k, n in sorted((s.get("missing_by_reason") or {}).items())) + ")"
     template = s.get("template")
     truncated = " (cut by CLIP's 77-token context)" if s.get("template_truncated") else ""
     out = [

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import prompts
+from agent.graph.finalize import shortfall
 from agent.providers.client import CallContext, ProviderError
 from store.blobs import BlobStore
-from agent.graph.finalize import shortfall
 from tests.agent.graph_fakes import FakeProviders, FakeScorer, default_reply, listed, run_class
 
 
