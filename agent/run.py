@@ -16,8 +16,8 @@ if __name__ == "__main__":  # before the imports below: Ctrl-C while they load i
 
 import argparse
 import asyncio
-import json
 import os
+import signal
 import sqlite3
 import sys
 import time
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.batch.setup import BATCH_FLAGS, add_batch_arguments
+from agent.errors import EXIT_FAILED, entry_point
+from agent.graph.constants import DEFAULT_THRESHOLDS
 from agent.lifecycle.controls import (
     RunControls,
     add_control_arguments,
@@ -33,22 +35,16 @@ from agent.lifecycle.controls import (
     dry_run,
     log_function,
 )
+from agent.lifecycle.folder import RunFolder, read_json
 from agent.lifecycle.inputs import InputError, check_images, load_inputs
 from agent.lifecycle.lock import RunLock, RunLocked, holder
 from agent.lifecycle.preflight import check_keys, check_reachable
 from agent.lifecycle.resume import check_rerun, check_resume, config_doc
-from agent.lifecycle.settings import RunSettings, SettingsError, resolve
+from agent.lifecycle.settings import Layers, RunSettings, SettingsError, default_text, load_layers
 from agent.lifecycle.shutdown import exit_code, graceful_stop
-from agent.providers.config import (
-    ROLES,
-    add_role_arguments,
-    load_providers_config,
-    read_toml,
-    role_fields,
-    role_overrides_from_args,
-)
+from agent.providers.config import add_role_arguments, load_providers_config, role_overrides_from_args
 from store.cli import OneLineParser
-from store.errors import UsageError, usage_line
+from store.errors import UsageError
 from store.logs import cli_logging
 
 EXIT_CODES = """exit codes:
@@ -90,40 +86,41 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start over in an --out that holds a run with other inputs or settings (its manifest "
                           "is replaced); without it such a folder is refused")
     run.add_argument("--config", help="TOML file: [run] settings (flag names with _) and [lmm]/[llm]/[t2i]")
-    run.add_argument("--max-classes-in-flight", help="classes processed at once (default 8)")
+    run.add_argument("--max-classes-in-flight", help=f"classes processed at once (default {default_text('max_classes_in_flight')})")
     run.add_argument("--include-originals", action="store_true", default=None,
                      help="also write the tail classes' original images to manifest.jsonl")
     paper = p.add_argument_group("paper settings")
-    paper.add_argument("--target-per-class", help="K_y: descriptions per class; N_y = K_y - M_y images (default 100)")
-    paper.add_argument("--threshold", help="μ: accept score (default 0.25 for cosine, 0.6 for softmax)")
-    paper.add_argument("--score", choices=("cosine", "softmax"), help="CLIP score (default cosine: raw cosine)")
-    paper.add_argument("--max-rounds", help="R: refine rounds per low-scoring image (default 3)")
+    paper.add_argument("--target-per-class", help="K_y: descriptions per class; N_y = K_y - M_y images "
+                       f"(default {default_text('target_per_class')})")
+    paper.add_argument("--threshold", help="μ: accept score (default "
+                       + ", ".join(f"{mu:g} for {score}" for score, mu in DEFAULT_THRESHOLDS.items()) + ")")
+    paper.add_argument("--score", choices=("cosine", "softmax"), help=f"CLIP score (default {default_text('score')}: raw cosine)")
+    paper.add_argument("--max-rounds", help=f"R: refine rounds per low-scoring image (default {default_text('max_rounds')})")
     paper.add_argument("--max-describe", help="describe at most this many real images per class (default all)")
-    paper.add_argument("--max-extend-rounds", help="bound on number-check rounds per pass (default 50)")
-    paper.add_argument("--clip-model", help="open_clip model name or config JSON path (default ViT-B-32)")
-    paper.add_argument("--clip-pretrained", help="tag, weights file, or none (default openai)")
+    paper.add_argument("--max-extend-rounds", help="bound on number-check rounds per pass "
+                       f"(default {default_text('max_extend_rounds')})")
+    paper.add_argument("--clip-model", help="open_clip model name or config JSON path "
+                       f"(default {default_text('clip_model')})")
+    paper.add_argument("--clip-pretrained", help=f"tag, weights file, or none (default {default_text('clip_pretrained')})")
     add_role_arguments(p)
     add_batch_arguments(p)
     add_control_arguments(p)
     return p
 
 
+@entry_point  # every UsageError, from flags to a tampered checkpoint: one line, exit 2 (agent/errors.py)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli_logging()  # warnings in our words, once; never Python's "WARNING:root:" default
-    try:
-        settings, providers_config, inputs, notes = _prepare(args)
-        controls = controls_from_args(args)
-        notes["controls"] = {"max_cost_usd": controls.max_cost_usd, "max_calls": controls.max_calls,
-                             "prices": controls.prices.source}
-        if controls.dry_run:  # a plan needs no key, no server and no folder: nothing is opened or sent
-            return dry_run(settings, providers_config, inputs, controls)
-        # Before torch, open_clip and the scorer load: a missing key or a dead URL is one line, at once.
-        check_keys(providers_config)
-        check_reachable(providers_config)
-    except UsageError as exc:
-        print(usage_line(exc), file=sys.stderr)
-        return 2
+    settings, providers_config, inputs, notes = _prepare(args)
+    controls = controls_from_args(args, settings)
+    notes["controls"] = {"max_cost_usd": controls.max_cost_usd, "max_calls": controls.max_calls,
+                         "prices": controls.prices.source}
+    if controls.dry_run:  # a plan needs no key, no server and no folder: nothing is opened or sent
+        return dry_run(settings, providers_config, inputs, controls)
+    # Before torch, open_clip and the scorer load: a missing key or a dead URL is one line, at once.
+    check_keys(providers_config)
+    check_reachable(providers_config)
     for warning in inputs.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return _start(settings, providers_config, inputs, controls, notes)
@@ -133,27 +130,19 @@ def _start(settings: RunSettings, providers_config: Any, inputs: Any, controls: 
            notes: dict[str, Any]) -> int:
     """Load the scorer, then take the folder and run. The run folder is created only here, once the run
     can start: bad input, a CLIP model or local t2i pipeline that does not load, or a Ctrl-C during start-up
-    write nothing."""
+    write nothing. A ``UsageError`` on the way (the folder in use, a model that does not load, a tampered
+    checkpoint found before anything is sent) leaves through :func:`main`'s wrapper."""
     in_use = holder(settings.out)
     if in_use is not None:  # refused at once, before seconds of model loading (checked again when locking)
-        print(f"error: {RunLocked.message(settings.out, in_use)}", file=sys.stderr)
-        return 2
+        raise RunLocked(RunLocked.message(settings.out, in_use))
     from agent.lifecycle import driver as runner  # heavy: torch, open_clip, langgraph
     from agent.providers.local_t2i import preload
     from agent.providers.scorer import ClipScorer
 
-    try:
-        scorer = ClipScorer.load(settings.clip_model, settings.pretrained_arg())
-        preload(providers_config)  # a local t2i pipeline (agent/providers/local_t2i.py): loaded once, here
-    except UsageError as exc:
-        print(usage_line(exc), file=sys.stderr)
-        return 2
-    try:
-        with RunLock(settings.out):  # one agent.run per folder; taken before anything is written
-            return _run_locked(runner, settings, providers_config, inputs, controls, notes, scorer)
-    except RunLocked as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    scorer = ClipScorer.load(settings.clip_model, settings.pretrained_arg())
+    preload(providers_config)  # a local t2i pipeline (agent/providers/local_t2i.py): loaded once, here
+    with RunLock(settings.out):  # one agent.run per folder; taken before anything is written
+        return _run_locked(runner, settings, providers_config, inputs, controls, notes, scorer)
 
 
 def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, inputs: Any, controls: RunControls,
@@ -167,17 +156,14 @@ def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, input
     resume_hint = f"python -m agent.run --out {settings.out} --resume"
     try:
         outcome, signum = asyncio.run(execute())
-    except UsageError as exc:  # e.g. a tampered checkpoint found before anything was sent
-        print(usage_line(exc), file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"interrupted; continue with: {resume_hint}", file=sys.stderr)
-        return 130
+        return exit_code(signal.SIGINT)
     except (OSError, sqlite3.Error) as exc:  # the disk filled up (or went read-only) writing the run's files
         print(f"error: cannot write to {settings.out} ({getattr(exc, 'strerror', None) or exc}); nothing written so "
               "far is lost: "
               f"free space, then continue with: {resume_hint}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     print(outcome.final_line, file=sys.stderr if outcome.exit_code else sys.stdout)
     if outcome.summary.get("disk_full"):
         print(f"error: the disk is full ({outcome.summary['disk_full']}); the unfinished classes stopped where "
@@ -192,20 +178,13 @@ def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, input
 def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any, dict[str, Any]]:
     """Settings, providers config, inputs, and the notes config.json records (TOML used, resume changes).
 
-    On ``--resume`` a change to what the run generates is refused here (agent/lifecycle/resume.py), before anything
-    is loaded, opened or sent."""
-    doc = read_toml(args.config) if args.config else {}
-    toml_run = doc.get("run", {})
-    if not isinstance(toml_run, dict):
-        raise SettingsError(f"{args.config}: [run] must be a table")
-    if args.config:  # relative paths in the TOML are relative to the TOML's folder, not to the shell's
-        toml_run = _toml_paths(toml_run, Path(args.config).resolve().parent)
-    cli = {k: v for k, v in vars(args).items() if k in _RUN_FLAGS and v is not None}
-    saved_doc = _saved_config(args, toml_run)
-    saved, saved_providers = _saved_settings(args, saved_doc)
-    settings = resolve(cli, toml_run, saved)
+    The layers (flags, TOML, saved config.json, defaults) meet in agent/lifecycle/settings.py. On ``--resume`` a
+    change to what the run generates is refused here (agent/lifecycle/resume.py), before anything is loaded,
+    opened or sent."""
+    layers = load_layers(args, _RUN_FLAGS)
+    settings, saved_doc = layers.settings, layers.saved_doc
     providers_config = load_providers_config(args.config, os.environ, role_overrides_from_args(args),
-                                             toml_doc=_merge_roles(saved_providers, doc))
+                                             toml_doc=layers.providers_doc)
     try:
         _check_out(settings.out)
         if settings.images is None and settings.train_list is None:
@@ -214,7 +193,7 @@ def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any, dict[str,
                              data_root=settings.data_root, class_names_file=settings.class_names)
         inputs = check_images(inputs, strict=args.strict)  # opens every real image: after the cheap checks
     except UsageError as exc:
-        raise _named_by_source(exc, toml_run, cli, args.config) from None
+        raise _named_by_source(exc, layers, args) from None
     notes: dict[str, Any] = {"config_file": str(Path(args.config).resolve()) if args.config else None}
     if saved_doc is None and not args.overwrite:  # a new run must not silently replace another run's rows
         earlier = _earlier_config(settings.out)
@@ -235,84 +214,22 @@ def _earlier_config(out: Path) -> dict[str, Any] | None:
     """The config.json of a run already in ``out`` (finished or interrupted), or None (none, or unreadable:
     nothing to compare, so nothing to protect)."""
     try:
-        doc = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        doc = read_json(RunFolder(out).config)
+    except UsageError:
         return None
-    return doc if isinstance(doc, dict) and isinstance(doc.get("run"), dict) else None
+    return doc if isinstance(doc.get("run"), dict) else None
 
 
-def _saved_config(args: argparse.Namespace, toml_run: dict[str, Any]) -> dict[str, Any] | None:
-    """On --resume: the folder's config.json (the run being continued); None for a fresh run."""
-    if not args.resume:
-        return None
-    out = args.out or toml_run.get("out")
-    if not out:
-        raise SettingsError("--resume needs --out RUN_DIR (the folder of the run to continue)")
-    path = Path(out) / "config.json"
-    if not Path(out).is_dir():
-        raise SettingsError(f"--resume: {out} does not exist; give the --out folder of an earlier run "
-                            "(or drop --resume to start a new run there)")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(doc, dict) or not isinstance(doc.get("run"), dict):
-            raise TypeError
-    except FileNotFoundError:
-        raise SettingsError(f"--resume: {path} not found: the run in {out} never got past start-up, so there "
-                            "is nothing to continue; run the full command again without --resume") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SettingsError(f"--resume: {path} is not a run config ({type(exc).__name__}); start a new run") from None
-    return doc
-
-
-def _named_by_source(exc: UsageError, toml_run: dict[str, Any], cli: dict[str, Any], config: str | None) -> UsageError:
+def _named_by_source(exc: UsageError, layers: Layers, args: argparse.Namespace) -> UsageError:
     """The error with its leading ``--flag`` replaced by where the value really came from, when that was the
     ``[run]`` table of ``--config`` (a user who never typed ``--classes`` should not be told about it)."""
     text = str(exc)
     flag = text.split(":", 1)[0].split(" ", 1)[0]
     key = flag[2:].replace("-", "_") if flag.startswith("--") else ""
-    if config and key in toml_run and key not in cli:
-        return type(exc)(f"{config} [run] {key}{text[len(flag):]}")
+    where = layers.where(key, args.config)
+    if where and getattr(args, key, None) is None:
+        return type(exc)(f"{where}{text[len(flag):]}")
     return exc
-
-
-def _toml_paths(toml_run: dict[str, Any], base: Path) -> dict[str, Any]:
-    """``[run]`` path settings given relative in a TOML file, made relative to the file's folder."""
-    out = dict(toml_run)
-    for key in ("classes", "images", "train_list", "data_root", "class_names", "out"):
-        value = out.get(key)
-        if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute():
-            out[key] = str(base / value)
-    return out
-
-
-def _saved_settings(args: argparse.Namespace, doc: dict[str, Any] | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """The run and providers blocks of the saved config.json: the lowest layer, so ``--out RUN --resume``
-    alone continues a run with its own settings."""
-    if doc is None:
-        return None, {}
-    saved, providers = doc["run"], doc.get("providers", {})
-    if not isinstance(providers, dict):
-        raise SettingsError("--resume: config.json has no providers table; start a new run")
-    if args.run_id and args.run_id != saved.get("run_id"):
-        raise SettingsError(
-            f"--run-id {args.run_id}: the run in {args.out} is {saved.get('run_id')!r}; drop --run-id to resume it"
-        )
-    # A config.json from before settings were role-specific lists every field for every role: keep the ones
-    # that apply (agent.providers.config.role_fields), so an older run folder still resumes.
-    providers = {role: ({k: v for k, v in table.items() if k in role_fields(role)} if role in ROLES else table)
-                 for role, table in providers.items() if isinstance(table, dict) or role not in ROLES}
-    return {k: v for k, v in saved.items() if k != "resume"}, providers
-
-
-def _merge_roles(saved: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
-    """The TOML document with the saved provider settings underneath it, role table by role table."""
-    merged = dict(doc)
-    for key, value in saved.items():
-        if isinstance(value, dict):
-            merged[key] = {**value, **(doc.get(key) or {})}
-        elif key not in doc:
-            merged[key] = value
-    return merged
 
 
 def _check_out(out: Path) -> None:
@@ -335,7 +252,7 @@ def _log(line: str) -> None:
 _RUN_FLAGS = frozenset({
     "classes", "images", "train_list", "data_root", "class_names", "out", "run_id", "resume",
     "max_classes_in_flight", "include_originals", "target_per_class", "threshold", "score", "max_rounds",
-    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", *BATCH_FLAGS,
+    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", "max_cost", "max_calls", *BATCH_FLAGS,
 })
 
 

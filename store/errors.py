@@ -9,6 +9,9 @@ Contract:
   :func:`usage_line` is that line. Subclasses keep their own names (``ConfigError``, ``DataError``, …) so
   callers can still tell them apart, and stay ``ValueError`` subclasses for code that catches those.
 - Standard library only: the trainer imports it.
+- The whole hierarchy — every ``UsageError`` subclass, ``ProviderError`` and its kinds, the internal
+  errors that never reach a user — is drawn in ``agent/errors.py``, with the ``entry_point`` wrapper the
+  agent's commands use to catch it once.
 
 >>> class ShapeError(UsageError): ...
 >>> usage_line(ShapeError("--size: must be WxH, got '12'"))

@@ -62,7 +62,7 @@ def exit_on_interrupt(prog: str, note: str) -> None:
 
 def interrupt_line(prog: str, signum: int, note: str = "") -> str:
     """``interrupt_line("agent.traces", signal.SIGINT, "nothing was changed")``
-    -> ``"agent.readout.inspector: interrupted (Ctrl-C); nothing was changed"``."""
+    -> ``"agent.traces: interrupted (Ctrl-C); nothing was changed"``."""
     what = _WHAT.get(signal.Signals(signum), f"stopped by signal {int(signum)}")
     return f"{prog}: {what}; {note}" if note else f"{prog}: {what}"
 

@@ -1,6 +1,6 @@
 """List files and class-names files: the ImageNet-LT / Places-LT / iNaturalist-2018 split format.
 
-The one reader of both formats (DESIGN.md §4); the agent, the trainer and the data tools wrap it.
+The one reader of both formats (docs/DESIGN.md §8); the agent, the trainer and the data tools wrap it.
 
 - A **list file** has one image per line, ``relative/path.jpg <label>``; the label is the last
   whitespace-separated field (so a path may contain spaces), an integer ``>= 0``. Blank lines and lines

@@ -1,6 +1,6 @@
 """Dataset manifest: the one file format shared by the agent (writer) and the trainer (reader).
 
-A manifest is JSON Lines, one object per image (DESIGN.md §4):
+A manifest is JSON Lines, one object per image (docs/DESIGN.md §8):
 
     {"path": "images/red-fox/3f2a....png", "label": 7, "class_name": "red fox",
      "source": "generated", "sha256": "3f2a...", "description": "A photo of the class red fox, ...",

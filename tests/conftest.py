@@ -2,6 +2,6 @@
 
 import os
 
-# Without it, a `pretrained=` load waits ~54 s for the hub before failing (ENV-NOTES).
+# Without it, a `pretrained=` load waits ~54 s for the hub before failing (docs/DESIGN.md §10).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

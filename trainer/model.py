@@ -10,7 +10,7 @@ Contract
   top); any other warning open_clip logs while building is passed to ``log`` once, prefixed ``open_clip:``.
 - Tuning (:data:`TUNES`): ``lora`` (the paper: backbone frozen; peft LoRA on the visual tower's ``attn``,
   ``mlp.c_fc``, ``mlp.c_proj`` — not ``attn.out_proj``, which nn.MultiheadAttention bypasses, see
-  ENV-NOTES), ``full`` (every visual parameter trains: a small model from scratch), ``head`` (linear probe).
+  docs/DESIGN.md §9), ``full`` (every visual parameter trains: a small model from scratch), ``head`` (linear probe).
   The head always trains.
 - Head: cosine classifier ``s · cos(f(x), w_c)`` with a learnable scale ``s``; rows ``w_c`` start from the text
   tower's embedding of "a photo of a {name}." (``zeroshot``) or random (``random``). The text tower is dropped

@@ -1,6 +1,6 @@
 """``python -m trainer.train``: fine-tune CLIP's visual tower on D_o (+ D_g) with BalanceMix or an ablation mode.
 
-Contract (issue 4; DESIGN.md §5)
+Contract (issue 4; docs/DESIGN.md §9)
 - Inputs: ``--train`` D_o and ``--generated`` D_g (list files, manifests or ImageFolder trees; whatever is
   passed as D_g is D_g), ``--test``, ``--class-names`` (optional when ``--train`` is an ImageFolder: its
   sorted folder names are the classes). Labels: :mod:`trainer.samples` (a manifest row's ``class_name`` and

@@ -14,12 +14,12 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from agent.lifecycle.folder import RunFolder, read_json
 from store.batches import Submission, read_submissions
 from store.errors import UsageError
 
@@ -34,9 +34,9 @@ class BatchInspectError(UsageError):
 
 def batch_rows(run_dir: Path, now: float | None = None) -> list[dict[str, Any]]:
     """One row per submission of the run folder, oldest first."""
-    path = run_dir / "batches.sqlite"
+    path = RunFolder(run_dir).batch_ledger
     if not path.is_file():
-        raise BatchInspectError(f"{run_dir}: no batches.sqlite (this run sent nothing through the Batch API; "
+        raise BatchInspectError(f"{run_dir}: no {path.name} (this run sent nothing through the Batch API; "
                                 "batch a role with --t2i-batch, --llm-batch or --lmm-batch)")
     now = time.time() if now is None else now
     return [_row(sub, now) for sub in read_submissions(path)]
@@ -53,11 +53,12 @@ def cancel_live(run_dir: Path, rows: list[dict[str, Any]], env: Any = os.environ
     from agent.providers.config import ConfigError, load_providers_config
     from agent.providers.retry import ProviderError
 
+    path = RunFolder(run_dir).config
     try:
-        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        saved = read_json(path, missing="missing")
         config = load_providers_config(None, env, None, toml_doc=saved.get("providers") or {})
-    except (OSError, ValueError, ConfigError) as exc:
-        raise BatchInspectError(f"{run_dir}/config.json: cannot read the run's provider settings ({exc})") from None
+    except UsageError as exc:  # RunFolderError, ConfigError
+        raise BatchInspectError(f"{path}: cannot read the run's provider settings ({exc})") from None
 
     async def go() -> list[dict[str, Any]]:
         done = []

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent.lifecycle.folder import RunFolder
+from agent.lifecycle.settings import default_text
 from agent.providers.config import ROLES, ProvidersConfig, RoleConfig
 from agent.providers.endpoints import resolve_api_key
 
@@ -33,17 +35,19 @@ __all__ = ["BATCH_FLAGS", "BatchRun", "add_batch_arguments", "batch_settings", "
 
 BATCH_FLAGS = frozenset({"batch_max_requests", "batch_window_s", "batch_poll_s", "batch_poll_max_s",
                          "batch_fallback"})
-LEDGER_FILE = "batches.sqlite"
-RESULTS_DIR = "batches"
 
 
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "OpenAI Batch API (for roles run with --lmm-batch / --llm-batch / --t2i-batch: half price, hours of latency)")
-    group.add_argument("--batch-max-requests", help="close a batch at this many requests (default and API limit 50000)")
-    group.add_argument("--batch-window-s", help="close a batch this long after its first request (default 60)")
-    group.add_argument("--batch-poll-s", help="first wait between status checks of a batch (default 15; grows 1.5x)")
-    group.add_argument("--batch-poll-max-s", help="longest wait between status checks (default 300)")
+    group.add_argument("--batch-max-requests", help="close a batch at this many requests (default and API limit "
+                       f"{default_text('batch_max_requests')})")
+    group.add_argument("--batch-window-s", help="close a batch this long after its first request "
+                       f"(default {default_text('batch_window_s')})")
+    group.add_argument("--batch-poll-s", help="first wait between status checks of a batch "
+                       f"(default {default_text('batch_poll_s')}; grows 1.5x)")
+    group.add_argument("--batch-poll-max-s", help="longest wait between status checks "
+                       f"(default {default_text('batch_poll_max_s')})")
     group.add_argument("--batch-fallback", choices=("none", "sync"),
                        help="requests a batch did not answer: into the next batch (none, default) or sent "
                             "synchronously at the normal price (sync)")
@@ -92,8 +96,8 @@ async def open_batch(config: ProvidersConfig, settings: Any, *, env: Mapping[str
     from agent.providers.transport import HttpTransport
     from store.batches import BatchLedger
 
-    out = settings.out
-    ledger = await BatchLedger.open(out / LEDGER_FILE)
+    folder = RunFolder(settings.out)
+    ledger = await BatchLedger.open(folder.batch_ledger)
     run = BatchRun(ledger)
     knobs = batch_settings(settings)
     for role in roles:
@@ -103,7 +107,7 @@ async def open_batch(config: ProvidersConfig, settings: Any, *, env: Mapping[str
         if knobs.fallback == "sync":
             fallback = HttpTransport(role, _client(role, cfg, env), RoleLimiter(cfg.max_in_flight, cfg.per_minute),
                                      stop_requested)
-        run.transports[role] = BatchTransport(role, server, ledger, knobs, results_dir=out / RESULTS_DIR,
+        run.transports[role] = BatchTransport(role, server, ledger, knobs, results_dir=folder.batch_results,
                                               stop_requested=stop_requested, fallback=fallback)
     return run
 

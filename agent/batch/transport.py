@@ -45,6 +45,7 @@ from typing import Any, Literal
 from agent.batch import wire
 from agent.batch.client import BatchClient
 from agent.batch.live import LiveBatches
+from agent.lifecycle.settings import default
 from agent.providers.images import decode_b64_image
 from agent.providers.retry import Failure, ProviderError
 from agent.providers.transport import Outbound, Transport, stopped_error
@@ -60,12 +61,12 @@ Notify = Callable[[str, dict[str, int]], None]
 class BatchSettings:
     """When a batch closes and how it is watched (``--batch-*`` flags; defaults suit a real run)."""
 
-    max_requests: int = wire.MAX_REQUESTS
+    max_requests: int = default("batch_max_requests")
     max_bytes: int = wire.MAX_FILE_BYTES
-    window_s: float = 60.0
-    poll_s: float = 15.0
-    poll_max_s: float = 300.0
-    fallback: Literal["none", "sync"] = "none"
+    window_s: float = default("batch_window_s")
+    poll_s: float = default("batch_poll_s")
+    poll_max_s: float = default("batch_poll_max_s")
+    fallback: Literal["none", "sync"] = default("batch_fallback")
 
 
 @dataclass

@@ -28,6 +28,7 @@ import pydantic
 from openai.types import ImagesResponse
 from openai.types.chat import ChatCompletion
 
+from agent.batch import MAX_REQUESTS
 from agent.providers.retry import BadResponse, Failure, ProviderError, failure_from_status
 from agent.providers.transport import chat_value, image_value
 
@@ -35,7 +36,6 @@ __all__ = ["ENDPOINTS", "MAX_FILE_BYTES", "MAX_REQUESTS", "TERMINAL", "LineOutco
            "line_outcome", "metadata", "snapshot", "submission_of"]
 
 ENDPOINTS = {"lmm": "/v1/chat/completions", "llm": "/v1/chat/completions", "t2i": "/v1/images/generations"}
-MAX_REQUESTS = 50_000
 MAX_FILE_BYTES = 200_000_000  # "up to 200 MB": read as decimal megabytes, the smaller of the two readings
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 TIME_FIELDS = ("created_at", "in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at",

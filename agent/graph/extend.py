@@ -25,10 +25,10 @@ from langgraph.types import Command
 
 from agent.graph.checks import follows_template1, normalise
 from agent.graph.common import ItemFailure, ask, ask_or_fail
+from agent.graph.constants import ask_count
 from agent.graph.state import ClassState, GraphDeps, add_counts
 
 STALE_ROUNDS_LIMIT = 2  # issue 3: "stop with a recorded warning after 2 rounds that add nothing new"
-EXTEND_BATCH = 50  # descriptions asked for per round: ~25 tokens each, well inside any model's reply limit
 
 
 async def extend(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Literal["extend", "dedupe"]]:
@@ -65,14 +65,6 @@ async def extend(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Lite
         return Command(update=update, goto="dedupe")
     return Command(update=update, goto="extend")
 
-
-def ask_count(missing: int) -> int:
-    """How many descriptions to ask for: ``missing`` + max(2, 20 %), capped at ``EXTEND_BATCH``.
-
-    >>> ask_count(1), ask_count(20), ask_count(300)
-    (3, 24, 50)
-    """
-    return min(EXTEND_BATCH, missing + max(2, missing // 5))
 
 
 def select_new(items: list[str], current: list[str], class_name: str, *, limit: int) -> tuple[list[str], dict[str, int]]:

@@ -27,11 +27,11 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agent.graph.state import REASONS, ClassState, GraphDeps, Item, missing_reason
+from agent.lifecycle.folder import accepted_image_path
 from store.manifest import ManifestRow
 
 __all__ = ["REASONS", "class_summary", "finalize", "generated_rows", "image_relpath", "missing_reason",
            "rejected_rows", "shortfall"]
-
 
 
 async def finalize(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str, object]:
@@ -70,7 +70,7 @@ def shortfall(state: ClassState) -> dict[str, int]:
 
 def image_relpath(state: ClassState, item: Item) -> str:
     """``images/<slug>/<sha>.<ext>``, relative to the run folder (and so to its manifest)."""
-    return f"images/{state['slug']}/{item['sha256']}.{item['ext']}"
+    return accepted_image_path(state["slug"], str(item["sha256"]), str(item["ext"]))
 
 
 def accepted_items(state: ClassState) -> list[Item]:
@@ -116,7 +116,7 @@ def class_summary(state: ClassState) -> dict[str, Any]:
     items = state.get("items", [])
     missing = shortfall(state) if state.get("done") else {}
     # Calls, requests and tokens are not here: they come from the traces, one definition for the final
-    # line, summary.json and agent.traces (agent/lifecycle/driver.py add_counts).
+    # line, summary.json and agent.traces (agent/lifecycle/driver.py add_trace_counts).
     return {
         "label": state["label"], "slug": state["slug"], "status": state.get("status", "running"),
         "error": state.get("error"), "M_y": state["m_y"], "N_y": state["n_y"], "K_y": state["k_y"],

@@ -4,7 +4,7 @@ Contract:
 
 - ``ClassState`` is what LangGraph checkpoints after every step, so it holds only small JSON-able values:
   text, ids, scores, counters and blob hashes — never image bytes, clients or models (the SQLite saver
-  rewrites the whole state at every step; DESIGN.md §3).
+  rewrites the whole state at every step; docs/DESIGN.md §4).
 - ``Item`` is one generated image's life: its description (latest text first-class, every earlier text in
   ``history``), blob hash, one score per evaluation round, and an ``error`` when a call for it failed for good.
 - ``GraphDeps`` carries what cannot be checkpointed — providers, scorer, blob store, traces, settings — and
@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypedDict
 
 from typing_extensions import NotRequired  # typing has it from 3.11 only; we support 3.10
+
+from agent.lifecycle.settings import GraphSettings  # the graph's section of the run's settings tree
 
 if TYPE_CHECKING:
     from agent.providers.client import CallContext, ChatResult, ImageResult
@@ -44,7 +46,6 @@ __all__ = [
 ]
 
 ItemStatus = Literal["pending", "rendered", "accepted", "low", "rejected", "failed"]
-ScoreMode = Literal["cosine", "softmax"]
 
 
 # Why an item is missing, in the words of the final line / report ("12 server errors").
@@ -174,18 +175,6 @@ class ScorerLike(Protocol):
 
 class TracesLike(Protocol):
     async def annotate(self, call_id: str, **fields: Any) -> None: ...
-
-
-@dataclass(frozen=True)
-class GraphSettings:
-    """Per-run knobs of the paper's steps (resolved by the run driver)."""
-
-    threshold: float  # μ: an image scoring below it is refined, then rejected
-    score: ScoreMode = "cosine"
-    max_rounds: int = 3  # R: refine rounds per item
-    max_describe: int | None = None  # cap on describe calls per class (None = every real image)
-    max_extend_rounds: int = 50  # per pass; with EXTEND_BATCH = 50 this covers K_y = 800 (Places-LT) twice
-    max_dedupe_passes: int = 3  # dedupe -> extend -> dedupe loops before giving up short
 
 
 @dataclass

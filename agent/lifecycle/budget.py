@@ -272,9 +272,12 @@ def _round_up(value: float) -> str:
 
 
 def parse_limits(max_cost: float | None, max_calls: int | None) -> tuple[float | None, int | None]:
-    """Validate the two CLI caps; :class:`BudgetError` with one line for a bad value."""
-    if max_cost is not None and (not math.isfinite(max_cost) or max_cost <= 0):
-        raise BudgetError(f"--max-cost: must be a number of US dollars > 0, got {max_cost!r}")
-    if max_calls is not None and max_calls < 1:
-        raise BudgetError(f"--max-calls: must be an integer >= 1, got {max_calls!r}")
-    return max_cost, max_calls
+    """Validate the two CLI caps against their bounds (agent.lifecycle.settings.CapSettings); one-line
+    :class:`BudgetError` for a bad value."""
+    from agent.lifecycle.settings import SettingsError, resolve_caps
+
+    try:
+        caps = resolve_caps({"max_cost": max_cost, "max_calls": max_calls})
+    except SettingsError as exc:
+        raise BudgetError(str(exc)) from None
+    return caps.max_cost, caps.max_calls

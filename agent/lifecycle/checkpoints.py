@@ -17,6 +17,8 @@ Contract:
   ``--resume``, ``agent.traces RUN status`` or the report.
 - :func:`verify_checkpoints` decodes every checkpoint and pending write of a run's threads once (before a
   ``--resume`` continues any class), so a tampered file stops the run before anything is sent.
+- :func:`keep_latest_checkpoint` prunes a finished class's history (the only SQL the code writes against the
+  saver's tables besides LangGraph's own, so it lives next to the one place that opens them).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from agent.lifecycle.folder import CHECKPOINTS
 from store.errors import UsageError
 from store.sqlite import connect_wal
 
@@ -40,8 +43,8 @@ from store.sqlite import connect_wal
 # project's words, with what to do.
 logging.getLogger("langgraph.checkpoint.serde.jsonplus").setLevel(logging.ERROR)
 
-__all__ = ["UnsafeCheckpointError", "open_checkpoints", "read_checkpoints", "strict_serializer",
-           "verify_checkpoints"]
+__all__ = ["UnsafeCheckpointError", "keep_latest_checkpoint", "open_checkpoints", "read_checkpoints",
+           "strict_serializer", "verify_checkpoints"]
 
 
 class UnsafeCheckpointError(UsageError):
@@ -53,7 +56,7 @@ class _StrictSerializer(JsonPlusSerializer):
 
     def __init__(self) -> None:
         super().__init__(allowed_msgpack_modules=None)
-        self.where = "checkpoints.sqlite"
+        self.where = CHECKPOINTS
 
     def loads_typed(self, data: tuple[str, bytes]) -> Any:
         blocked: list[SerdeEvent] = []
@@ -77,7 +80,7 @@ class _StrictSerializer(JsonPlusSerializer):
         return value
 
 
-def strict_serializer(where: str | Path = "checkpoints.sqlite") -> JsonPlusSerializer:
+def strict_serializer(where: str | Path = CHECKPOINTS) -> JsonPlusSerializer:
     """LangGraph's serializer in strict msgpack mode; a blocked type raises :class:`UnsafeCheckpointError`."""
     serde = _StrictSerializer()
     serde.where = str(where)
@@ -86,7 +89,7 @@ def strict_serializer(where: str | Path = "checkpoints.sqlite") -> JsonPlusSeria
 
 @contextlib.asynccontextmanager
 async def open_checkpoints(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
-    """The run's one read-write checkpoint connection, built inside the running loop (ENV-NOTES: one per
+    """The run's one read-write checkpoint connection, built inside the running loop (docs/DESIGN.md §10: one per
     file), WAL like every store file (store/sqlite.py). ``synchronous=NORMAL``: a commit survives a killed
     process (what ``--resume`` needs) without an fsync per graph step; only a power cut can lose the last
     steps, and those are re-run from the call cache."""
@@ -122,3 +125,20 @@ async def verify_checkpoints(saver: AsyncSqliteSaver, run_id: str) -> None:
     for kind, blob in rows:
         if kind is not None:
             saver.serde.loads_typed((str(kind), bytes(blob)))
+
+
+async def keep_latest_checkpoint(saver: AsyncSqliteSaver, thread: str) -> None:
+    """Drop a finished class's checkpoint history, keeping its latest checkpoint and that one's writes.
+
+    A done class is only ever read back (``aget_state``: the latest checkpoint) or restarted fresh, so its
+    history — one full state per graph step — is dead weight: ~150 KB per class at K = 40 before this
+    (scripts/bench/bench_agent.py). The SQLite saver implements no ``aprune``; the graph uses no DeltaChannel, so
+    no kept checkpoint depends on a dropped ancestor. Same lock and statements style as ``adelete_thread``.
+    """
+    latest = ("SELECT MAX(checkpoint_id) FROM checkpoints AS c WHERE c.thread_id = ? "
+              "AND c.checkpoint_ns = {table}.checkpoint_ns")
+    async with saver.lock, saver.conn.cursor() as cur:
+        for table in ("writes", "checkpoints"):
+            await cur.execute(f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id < ({latest.format(table=table)})",
+                              (thread, thread))
+        await saver.conn.commit()

@@ -3,13 +3,14 @@
 Contract (the glue between the run driver and agent/cost, budget, plan, progress, report):
 
 - :func:`add_control_arguments` adds ``--dry-run``, ``--max-cost USD``, ``--max-calls N``, ``--prices FILE``,
-  ``--quiet`` and ``--log-json``; :func:`controls_from_args` validates them into :class:`RunControls`
+  ``--quiet`` and ``--log-json``; :func:`controls_from_args` turns them, with the caps resolved in the settings
+  tree (``[run] max_cost`` / ``max_calls`` too, agent/lifecycle/settings.py), into :class:`RunControls`
   (a one-line ``UsageError`` — ``BudgetError`` / ``PricesError`` — for a bad value or price file).
 - :func:`dry_run` prints the plan (table, or JSON with ``--log-json``) for the resolved inputs and settings
   and returns 0; it builds no client and sends nothing.
-- :func:`attach` runs once the run's stores and providers exist: it seeds the budget from this run's
-  earlier trace rows (so caps hold across ``--resume``), installs the :class:`CallMeter` on the providers
-  (``providers.meter``) and starts the progress display.
+- :func:`attach` runs once the run's stores exist and before the providers are built: it seeds the budget
+  from this run's earlier trace rows (so caps hold across ``--resume``), starts the progress display and
+  returns the :class:`CallMeter` the providers are opened with (``Providers.open(meter=...)``).
 - :func:`finish` stops the display, adds ``cost`` (per class and in total) to ``summary.json``'s data,
   writes ``report.html`` (a report failure is a warning, never a failed run) and, when the budget stopped
   the run, prints :meth:`Budget.stop_line` — the caller then exits with :data:`EXIT_BUDGET` (3).
@@ -28,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.lifecycle.budget import EXIT_BUDGET, Budget, CallMeter, parse_limits
+from agent.lifecycle.folder import RunFolder
+from agent.lifecycle.settings import CapSettings
+from agent.providers.config import ROLES
 from agent.providers.endpoints import unbilled_roles
 from agent.readout.cost import PriceTable, load_prices
-from agent.readout.plan import PlanSettings, expected_by_stage, plan_json, plan_run, render_plan
+from agent.readout.plan import expected_by_stage, plan_json, plan_run, render_plan
 from agent.readout.progress import Mode, Progress
-from store.manifest import atomic_write_text
 
 __all__ = ["EXIT_BUDGET", "RunControls", "ScoringWatch", "add_control_arguments", "attach",
            "controls_from_args", "log_function", "watch_scorer",
@@ -72,9 +75,11 @@ def add_control_arguments(parser: argparse.ArgumentParser) -> None:
                        help="one JSON line per event on stderr instead of the live display (batch jobs)")
 
 
-def controls_from_args(args: argparse.Namespace) -> RunControls:
-    """Validated controls; a bad cap or price file raises its own one-line ``UsageError``."""
-    max_cost, max_calls = parse_limits(args.max_cost, args.max_calls)
+def controls_from_args(args: argparse.Namespace, caps: CapSettings | None = None) -> RunControls:
+    """Validated controls; a bad cap or price file raises its own one-line ``UsageError``. ``caps``: the
+    run's resolved settings (flags > ``[run] max_cost`` / ``max_calls``); without them, the flags alone."""
+    max_cost, max_calls = (caps.max_cost, caps.max_calls) if caps is not None else parse_limits(
+        args.max_cost, args.max_calls)
     prices = load_prices(args.prices)
     mode: Mode = "log_json" if args.log_json else ("quiet" if args.quiet else "live")
     return RunControls(prices=prices, max_cost_usd=max_cost, max_calls=max_calls, dry_run=bool(args.dry_run),
@@ -83,16 +88,13 @@ def controls_from_args(args: argparse.Namespace) -> RunControls:
 
 def plan_for(settings: Any, providers_config: Any, inputs: Any, prices: PriceTable) -> Any:
     """The run's plan from the resolved settings (``RunSettings``), providers config and inputs."""
-    plan_settings = PlanSettings(k=settings.target_per_class, max_rounds=settings.max_rounds,
-                                 max_describe=settings.max_describe, max_extend_rounds=settings.max_extend_rounds,
-                                 max_dedupe_passes=settings.graph_settings().max_dedupe_passes)
-    models = {role: providers_config.role(role).model for role in ("lmm", "llm", "t2i")}
+    models = {role: providers_config.role(role).model for role in ROLES}
     image = {"size": providers_config.t2i.image_size, "quality": providers_config.t2i.image_quality}
-    batched = [role for role in ("lmm", "llm", "t2i") if providers_config.role(role).batch]
-    plan = plan_run([(c.name, len(c.images)) for c in inputs.classes], plan_settings, models, prices, image,
-                    unbilled_roles(providers_config), batched)
+    batched = [role for role in ROLES if providers_config.role(role).batch]
+    plan = plan_run([(c.name, len(c.images)) for c in inputs.classes], settings.graph_settings(), models, prices,
+                    image, unbilled_roles(providers_config), batched)
     limits = {role: (providers_config.role(role).per_minute, providers_config.role(role).max_in_flight)
-              for role in ("lmm", "llm", "t2i")}
+              for role in ROLES}
     return dataclasses.replace(plan, limits=limits)
 
 
@@ -111,9 +113,10 @@ def dry_run(settings: Any, providers_config: Any, inputs: Any, controls: RunCont
     return 0
 
 
-async def attach(controls: RunControls, *, providers: Any, traces: Any, run_id: str, plan: Any = None) -> None:
-    """Seed the budget from earlier trace rows of ``run_id``, meter the providers, start the display."""
-    controls.unbilled = unbilled_roles(providers.config)
+async def attach(controls: RunControls, *, providers_config: Any, traces: Any, run_id: str,
+                 plan: Any = None) -> CallMeter:
+    """Seed the budget from earlier trace rows of ``run_id``, start the display; the meter for the providers."""
+    controls.unbilled = unbilled_roles(providers_config)
     # Cache hits are never billable (Budget.seeded skips them): not reading them keeps a run folder's
     # start-up cost flat however many warm reruns its traces hold (scripts/bench/bench_agent.py).
     earlier = await traces.query(run_id=run_id, cache_hit=False)
@@ -122,10 +125,10 @@ async def attach(controls: RunControls, *, providers: Any, traces: Any, run_id: 
     controls.progress = Progress(mode=controls.mode, expected=expected_by_stage(plan) if plan else None)
     controls.meter = CallMeter(controls.budget, controls.prices, listeners=[controls.progress.on_call],
                                unbilled=controls.unbilled)
-    providers.meter = controls.meter
     controls.progress.start()
     controls.progress.event("run_start", run_id=run_id, earlier_calls=controls.budget.calls,
                             earlier_spent_usd=round(controls.budget.spent_usd, 6))
+    return controls.meter
 
 
 def finish(controls: RunControls, *, out: Path, summary: dict[str, Any], traces_costs: Mapping[str, float | None],
@@ -142,7 +145,7 @@ def finish(controls: RunControls, *, out: Path, summary: dict[str, Any], traces_
             progress.event("budget_reached", line=controls.budget.stop_line(str(out)))
         progress.event("run_done", calls=controls.budget.calls, spent_usd=round(controls.budget.spent_usd, 6))
         progress.stop()
-    atomic_summary(out, summary)  # the run's record: a failure here (a full disk) is the run's failure
+    RunFolder(out).write_summary(summary)  # the run's record: a failure here (a full disk) is the run's failure
     try:
         from agent.readout.report import write_report
 
@@ -161,10 +164,6 @@ def cost_section(controls: RunControls, traces_costs: Mapping[str, float | None]
             "priced_from": controls.prices.source, "prices_as_of": controls.prices.as_of,
             "not_billed": {role: "local endpoint" for role in sorted(controls.unbilled)},
             "budget": controls.budget.snapshot()}
-
-
-def atomic_summary(out: Path, summary: Mapping[str, Any]) -> None:
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
 
 
 class ScoringWatch:

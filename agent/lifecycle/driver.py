@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -41,8 +40,9 @@ from agent.graph.finalize import REASONS, class_summary, generated_rows, missing
 from agent.graph.graph import RENDER_GATE, compile_graph
 from agent.graph.state import ClassState, GraphDeps, ScorerLike, initial_state
 from agent.graph.summarize import fallback_text
-from agent.lifecycle.checkpoints import open_checkpoints, verify_checkpoints
+from agent.lifecycle.checkpoints import keep_latest_checkpoint, open_checkpoints, verify_checkpoints
 from agent.lifecycle.controls import RunControls, attach, finish, plan_for, watch_scorer
+from agent.lifecycle.folder import IMAGES, MANIFEST, RunFolder
 from agent.lifecycle.inputs import ClassSpec, Inputs
 from agent.lifecycle.resume import config_doc
 from agent.lifecycle.settings import RunSettings
@@ -54,7 +54,7 @@ from agent.providers.scorer import ClipScorer
 from store.blobs import BlobStore
 from store.cache import CallCache
 from store.errors import is_disk_full
-from store.manifest import ManifestRow, atomic_write_text, write_manifest
+from store.manifest import ManifestRow, write_manifest
 from store.slug import slugify
 from store.trace_schema import sum_counts
 from store.traces import TraceStore
@@ -92,7 +92,7 @@ class RunOutcome:
         line = (f"run {self.run_id}: {totals.get('accepted', 0)} image(s) accepted, {totals.get('rejected', 0)} "
                 f"rejected; this session {session.get('requests', 0)} request(s) sent, "
                 f"{session.get('cache_hits', 0)} cache hit(s){unsent}; whole run {run.get('requests', 0)} "
-                f"request(s); {self.summary.get('manifest', 'manifest.jsonl')}")
+                f"request(s); {self.summary.get('manifest', MANIFEST)}")
         short = missing_line(totals)
         return f"{line}\n{short}" if short else line
 
@@ -116,31 +116,33 @@ async def execute(
     started = time.monotonic()
     session_start = time.time()  # trace rows from here on are this session's (counts)
     out = settings.out
+    run = RunFolder(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_config(settings, providers_config, inputs, notes)
+    _write_config(run, settings, providers_config, inputs, notes)
     if scorer is None:
         scorer = await asyncio.to_thread(ClipScorer.load, settings.clip_model, settings.pretrained_arg())
-    blobs = BlobStore(out / "blobs")
-    cache = await CallCache.open(out / "cache.sqlite")
-    traces = await TraceStore.open(out / "traces.sqlite")
+    blobs = BlobStore(run.blobs)
+    cache = await CallCache.open(run.cache)
+    traces = await TraceStore.open(run.traces)
     providers: Providers | None = None
     batch: BatchRun | None = None
     try:
         # A local t2i pipeline loads now, off the loop: a bad model or device stops the run before any call.
         local = await open_local_transports(providers_config, log=log)
         batch = await open_batch(providers_config, settings)  # None unless a role runs through the Batch API
-        providers = await Providers.open(providers_config, cache=cache, traces=traces, blobs=blobs,
-                                         transports={**local, **(batch.plugged() if batch else {})})
+        meter = None
         if controls is not None:  # budget metering, progress display (agent/lifecycle/controls.py)
-            await attach(controls, providers=providers, traces=traces, run_id=settings.run_id,
-                         plan=plan_for(settings, providers_config, inputs, controls.prices))
+            meter = await attach(controls, providers_config=providers_config, traces=traces, run_id=settings.run_id,
+                                 plan=plan_for(settings, providers_config, inputs, controls.prices))
             if batch is not None and controls.progress is not None:
                 batch.set_notify(controls.progress.batches)
+        providers = await Providers.open(providers_config, cache=cache, traces=traces, blobs=blobs, meter=meter,
+                                         transports={**local, **(batch.plugged() if batch else {})})
         if getattr(scorer, "cache_identity", None):  # scores of a known model: cached (agent/providers/score_cache.py)
             scorer = CachedScorer(scorer, cache)
         deps = GraphDeps(providers=providers, scorer=watch_scorer(controls, scorer), blobs=blobs,
                          settings=settings.graph_settings(), run_id=settings.run_id, out_dir=out, traces=traces)
-        async with open_checkpoints(out / "checkpoints.sqlite") as saver:
+        async with open_checkpoints(run.checkpoints) as saver:
             if settings.resume:  # a tampered checkpoint stops the run before anything is sent
                 await verify_checkpoints(saver, settings.run_id)
             graph = compile_graph(saver)
@@ -158,7 +160,7 @@ async def execute(
         await traces.close()
         await cache.close()
     summary = write_outputs(settings, inputs, states, outcomes, wall_s=time.monotonic() - started)
-    add_counts(summary, *counts)
+    add_trace_counts(summary, *counts)
     code = _exit_code(outcomes)
     if disk_full is not None:  # mid-run: exit 1 with one line (agent/run.py), never mistaken for a budget stop
         code = EXIT_FAILED
@@ -169,7 +171,7 @@ async def execute(
         if disk_full is None and controls.budget.refused:  # anything refused: exit 3, whatever finished
             code = EXIT_BUDGET
     else:
-        write_summary(out, summary)
+        run.write_summary(summary)
     return RunOutcome(settings.run_id, code, outcomes, summary)
 
 
@@ -270,28 +272,11 @@ class _Driver:
         return texts
 
 
-async def keep_latest_checkpoint(saver: AsyncSqliteSaver, thread: str) -> None:
-    """Drop a finished class's checkpoint history, keeping its latest checkpoint and that one's writes.
-
-    A done class is only ever read back (``aget_state``: the latest checkpoint) or restarted fresh, so its
-    history — one full state per graph step — is dead weight: ~150 KB per class at K = 40 before this
-    (scripts/bench/bench_agent.py). The SQLite saver implements no ``aprune``; the graph uses no DeltaChannel, so
-    no kept checkpoint depends on a dropped ancestor. Same lock and statements style as ``adelete_thread``.
-    """
-    latest = ("SELECT MAX(checkpoint_id) FROM checkpoints AS c WHERE c.thread_id = ? "
-              "AND c.checkpoint_ns = {table}.checkpoint_ns")
-    async with saver.lock, saver.conn.cursor() as cur:
-        for table in ("writes", "checkpoints"):
-            await cur.execute(f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id < ({latest.format(table=table)})",
-                              (thread, thread))
-        await saver.conn.commit()
-
-
 def write_outputs(settings: RunSettings, inputs: Inputs, states: dict[str, ClassState],
                   outcomes: Iterable[ClassOutcome], *, wall_s: float) -> dict[str, Any]:
     """Rebuild manifest.jsonl and rejected.jsonl from the classes' states (idempotent); return summary.json's
     data (written once, by the caller, after counts and costs are added)."""
-    out, run_id = settings.out, settings.run_id
+    run, run_id = RunFolder(settings.out), settings.run_id
     rows: list[ManifestRow] = []
     rejected: list[dict[str, Any]] = []
     classes: dict[str, Any] = {}
@@ -315,20 +300,16 @@ def write_outputs(settings: RunSettings, inputs: Inputs, states: dict[str, Class
             entry["missing"] = n_y
             entry["missing_by_reason"] = {reason if reason in ("budget", "stopped") else "stopped": n_y} if n_y else {}
         classes[spec.name] = entry
-    write_manifest(out / "manifest.jsonl", rows)
-    atomic_write_text(out / "rejected.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
-    _prune_images(out, {row.path for row in rows if row.source == "generated"})
+    write_manifest(run.manifest, rows)
+    run.write_rejected(rejected)
+    _prune_images(run, {row.path for row in rows if row.source == "generated"})
     return {
-        "run_id": run_id, "wall_s": round(wall_s, 3), "manifest": str(out / "manifest.jsonl"), "classes": classes,
+        "run_id": run_id, "wall_s": round(wall_s, 3), "manifest": str(run.manifest), "classes": classes,
         "totals": _totals(classes), "warnings": list(inputs.warnings),
     }
 
 
-def write_summary(out: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-
-
-def add_counts(summary: dict[str, Any], run: dict[str, dict[str, dict[str, int]]],
+def add_trace_counts(summary: dict[str, Any], run: dict[str, dict[str, dict[str, int]]],
                session: dict[str, dict[str, dict[str, int]]]) -> None:
     """Calls, requests, hits, refused, stopped and tokens from the traces (store.trace_schema.counts_sql):
     per class for the whole run, and in ``totals`` for the whole run and for this session, named as such."""
@@ -386,17 +367,17 @@ def _exit_code(outcomes: list[ClassOutcome]) -> int:
     return EXIT_OK if all(o.status == "complete" for o in outcomes) else EXIT_FAILED
 
 
-def _write_config(settings: RunSettings, providers_config: ProvidersConfig, inputs: Inputs,
+def _write_config(run: RunFolder, settings: RunSettings, providers_config: ProvidersConfig, inputs: Inputs,
                   notes: dict[str, Any] | None) -> None:
     """config.json: what this invocation actually uses (agent/lifecycle/resume.py ``config_doc``) plus the caller's
     notes (the TOML file used, the budget caps, the settings each resume changed)."""
     doc = {**config_doc(settings, providers_config, inputs), **(notes or {})}
-    atomic_write_text(settings.out / "config.json", json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    run.write_config(doc)
 
 
-def _prune_images(out: Path, keep: set[str]) -> None:
+def _prune_images(run: RunFolder, keep: set[str]) -> None:
     """Drop images of an earlier run in this folder that the new manifest no longer lists."""
-    root = out / "images"
+    root = run.images
     if not root.is_dir():
         return
     # os.scandir, not Path.glob + relative_to: a 100-class warm rerun checks ~4,000 files here.
@@ -404,7 +385,7 @@ def _prune_images(out: Path, keep: set[str]) -> None:
         if not folder.is_dir(follow_symlinks=False):
             continue
         for entry in os.scandir(folder.path):
-            if entry.is_file(follow_symlinks=False) and f"images/{folder.name}/{entry.name}" not in keep:
+            if entry.is_file(follow_symlinks=False) and f"{IMAGES}/{folder.name}/{entry.name}" not in keep:
                 os.unlink(entry.path)
 
 

@@ -2,7 +2,7 @@
 
 Contract:
 
-- ``tail.txt`` (DESIGN.md §4): one class per line, a name or ``label<TAB>name``; ``#`` starts a comment;
+- ``tail.txt`` (docs/DESIGN.md §8): one class per line, a name or ``label<TAB>name``; ``#`` starts a comment;
   blank lines are ignored; a class listed twice is kept once, with a warning.
 - Images come from one of two sources:
   - ``--images DIR``: an ImageFolder tree, one folder per class. A class matches the folder named exactly
@@ -32,11 +32,12 @@ from pathlib import Path
 from PIL import Image
 
 from agent.graph.checks import normalise
+from store import lists
 from store.errors import UsageError
-from store.lists import ListFileError, read_class_map, read_image_folder, read_list_file
+from store.lists import ListFileError, read_image_folder, read_list_file
 from store.slug import slugify
 
-__all__ = ["ClassSpec", "InputError", "Inputs", "check_images", "image_problem", "load_inputs", "read_class_names",
+__all__ = ["ClassSpec", "InputError", "Inputs", "check_images", "image_problem", "load_inputs", "read_class_map",
            "read_tail"]
 
 _LABELLED = re.compile(r"^\s*(\d+)\t(.+?)\s*$")
@@ -83,7 +84,7 @@ def load_inputs(
     if train_list is not None and data_root is None:
         raise InputError("--train-list needs --data-root DIR (the folder its relative paths start from)")
     entries, warnings = read_tail(classes_file)
-    known = read_class_names(class_names_file) if class_names_file else {}
+    known = read_class_map(class_names_file) if class_names_file else {}
     if images_dir is not None:
         classes, names = _from_image_folder(images_dir, entries, known)
     else:
@@ -117,11 +118,12 @@ def read_tail(path: Path) -> tuple[list[TailEntry], list[str]]:
     return entries, warnings
 
 
-def read_class_names(path: Path) -> dict[int, str]:
-    """``label<TAB>name`` lines, or one name per line (label = index among the non-blank lines); labels may
-    have gaps. The reader is :func:`store.lists.read_class_map`; its errors become :class:`InputError`."""
+def read_class_map(path: Path) -> dict[int, str]:
+    """``{label: name}`` from ``label<TAB>name`` lines, or one name per line (label = index among the non-blank
+    lines); labels may have gaps. :func:`store.lists.read_class_map` with :class:`InputError` for its errors
+    (the same name returns the same shape everywhere: ``read_class_names`` is the gap-free ``list``)."""
     try:
-        return read_class_map(path)
+        return lists.read_class_map(path)
     except ListFileError as exc:
         raise InputError(f"--class-names {exc}") from None
 

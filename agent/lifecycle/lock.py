@@ -25,13 +25,17 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from agent.lifecycle.folder import LOCK
+from store.errors import UsageError
+
 __all__ = ["LOCK_NAME", "RunLock", "RunLocked", "holder"]
 
-LOCK_NAME = "run.lock"
+LOCK_NAME = LOCK  # the file's name is the run folder's (agent/lifecycle/folder.py)
 
 
-class RunLocked(RuntimeError):
-    """The run folder is in use (or cannot be locked); the message is one line: what, where, how to fix."""
+class RunLocked(UsageError):
+    """The run folder is in use (or cannot be locked); the message is one line: what, where, how to fix.
+    A ``UsageError`` (exit 2): the fix is the user's — wait, stop the other run, or pick another ``--out``."""
 
     @staticmethod
     def message(out_dir: Path, holder_text: str) -> str:

@@ -1,33 +1,57 @@
-"""Run-level settings of ``python -m agent.run``: typed, validated, resolved CLI > TOML ``[run]`` > saved > defaults.
+"""Run-level settings of ``python -m agent.run``: one typed tree, each default and bound written once.
 
 Contract:
 
-- ``RunSettings`` holds every run-level knob (inputs, run folder, K, μ, score, R, CLIP model, loop bounds,
-  concurrency). Paths are absolute once resolved.
-- ``resolve(cli, toml_run, saved)`` layers plain dicts: flags actually given, the ``[run]`` table of
-  ``--config``, and (on ``--resume``) the ``run`` block of the folder's ``config.json``, so a resume needs no
-  flags but ``--out`` and ``--resume``. Every bad value raises ``SettingsError`` with one line naming the
-  setting and where it came from (``--target-per-class: must be an integer >= 1, got 'x'``).
-- ``threshold`` left unset resolves to ``agent.providers.scorer.DEFAULT_THRESHOLDS[score]`` (documented there).
+- One pydantic model per section — :class:`InputSettings` (inputs and run folder), :class:`ScoreSettings`
+  (μ and the CLIP score), :class:`LoopBounds` (K, R and the graph's loop limits), :class:`ClipSettings`,
+  :class:`ConcurrencySettings`, :class:`BatchKnobs` (the Batch API, agent/batch/transport.py) and
+  :class:`CapSettings` (``max_cost`` / ``max_calls``). :class:`GraphSettings` (score + loop bounds) is what
+  the class graph and the dry-run planner take; :class:`RunSettings` is all of them, flat, so
+  ``config.json``'s ``run`` block keeps its keys. Paths are absolute once validated.
+- :func:`resolve` (``cli``, ``toml_run``, ``saved``) is the one place the layers meet: flags actually given >
+  the ``[run]`` table of ``--config`` > (on ``--resume``) the ``run`` block of the folder's ``config.json`` >
+  the defaults here. The caps are never saved: each invocation states its own (exit 3 says "resume with a
+  higher cap"). Every bad value raises ``SettingsError`` with one line naming the setting and where it came
+  from (``--target-per-class: must be an integer >= 1, got 'x'``, ``run.toml [run] max_rounds: ...``,
+  ``config.json max_rounds: ...``); pydantic's own report is never shown.
+- :func:`load_layers` reads what the layers come from (the TOML file, the saved ``config.json``) for
+  ``agent.run``; ``threshold`` left unset is ``DEFAULT_THRESHOLDS[score]`` (agent/graph/constants.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from agent.graph.state import GraphSettings
+from annotated_types import Ge, Gt, Le
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from agent.batch import MAX_REQUESTS
+from agent.graph.constants import DEFAULT_THRESHOLDS, THRESHOLD_RANGES, ScoreMode
+from agent.lifecycle.folder import CONFIG, RunFolder, RunFolderError, read_json
+from agent.providers.config import ROLES, read_toml, role_fields
 from store.errors import UsageError
 
-__all__ = ["RunSettings", "SettingsError", "new_run_id", "resolve"]
+__all__ = ["BatchKnobs", "CapSettings", "ClipSettings", "ConcurrencySettings", "GraphSettings", "InputSettings",
+           "Layers", "LoopBounds", "RunSettings", "ScoreSettings", "SettingsError", "default", "default_text",
+           "load_layers", "new_run_id", "resolve", "resolve_caps"]
 
-DEFAULT_THRESHOLDS = {"cosine": 0.25, "softmax": 0.6}  # same numbers as agent.providers.scorer (no torch import here)
-THRESHOLD_RANGES = {"cosine": (-1.0, 1.0), "softmax": (0.0, 1.0)}  # what each score can take
-_PATH_FIELDS = ("classes", "images", "train_list", "data_root", "class_names", "out")
+PATH_FIELDS = ("classes", "images", "train_list", "data_root", "class_names", "out")
 
 
 class SettingsError(UsageError):
@@ -35,44 +59,10 @@ class SettingsError(UsageError):
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    out: Path
-    run_id: str
-    classes: Path
-    images: Path | None = None
-    train_list: Path | None = None
-    data_root: Path | None = None
-    class_names: Path | None = None
-    resume: bool = False
-    target_per_class: int = 100
-    threshold: float = DEFAULT_THRESHOLDS["cosine"]
-    score: Literal["cosine", "softmax"] = "cosine"
-    max_rounds: int = 3
-    clip_model: str = "ViT-B-32"
-    clip_pretrained: str = "openai"  # the official code scores with OpenAI's CLIP ViT-B/32
-    max_describe: int | None = None
-    max_extend_rounds: int = 50
-    max_classes_in_flight: int = 8
-    include_originals: bool = False
-    # The Batch API (roles with batch = true; agent/batch/transport.py): when a batch closes, how it is polled, and
-    # what happens to requests a batch did not answer.
-    batch_max_requests: int = 50_000
-    batch_window_s: float = 60.0
-    batch_poll_s: float = 15.0
-    batch_poll_max_s: float = 300.0
-    batch_fallback: Literal["none", "sync"] = "none"
+class Expect:
+    """What a field must be, in the words of the one-line error (kept next to the bound it describes)."""
 
-    def graph_settings(self) -> GraphSettings:
-        return GraphSettings(threshold=self.threshold, score=self.score, max_rounds=self.max_rounds,
-                             max_describe=self.max_describe, max_extend_rounds=self.max_extend_rounds)
-
-    def pretrained_arg(self) -> str | None:
-        """What open_clip's ``pretrained=`` gets: ``None`` for ``none`` (random weights)."""
-        return None if self.clip_pretrained.strip().lower() in ("", "none") else self.clip_pretrained
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+    text: str
 
 
 def new_run_id() -> str:
@@ -80,125 +70,303 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
 
 
-def resolve(cli: Mapping[str, Any], toml_run: Mapping[str, Any], saved: Mapping[str, Any] | None = None) -> RunSettings:
-    """Merge the layers (see the module docstring) and validate every value."""
-    known = {f.name for f in fields(RunSettings)}
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # TOML `true` is not the integer 1
+        raise ValueError("not a number")
+    return value
+
+
+def _none_word(value: Any) -> Any:
+    return None if isinstance(value, str) and value.lower() in ("none", "all") else value
+
+
+def _path_text(value: Any) -> Any:
+    if not isinstance(value, (str, Path)) or not str(value).strip():
+        raise ValueError("not a path")
+    return value
+
+
+def _text(value: Any) -> Any:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("empty")
+    return value
+
+
+def _run_id(value: Any) -> Any:
+    if not isinstance(value, str) or not value.strip() or "/" in value:
+        raise ValueError("bad id")
+    return value
+
+
+Count0 = Annotated[int, BeforeValidator(_not_bool), Ge(0), Expect("an integer >= 0")]
+Count1 = Annotated[int, BeforeValidator(_not_bool), Ge(1), Expect("an integer >= 1")]
+Seconds = Annotated[float, BeforeValidator(_not_bool), Gt(0), Field(allow_inf_nan=False),
+                    Expect("a number of seconds > 0")]
+
+
+AbsPath = Annotated[Path, BeforeValidator(_path_text), AfterValidator(lambda p: p.expanduser().resolve()),
+                    Expect("a path")]
+Text = Annotated[str, BeforeValidator(_text), Expect("a non-empty string")]
+Flag = Annotated[StrictBool, Expect("true or false")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class InputSettings(_Section):
+    out: AbsPath
+    run_id: Annotated[str, BeforeValidator(_run_id), Expect("a non-empty id without '/'")] = Field(
+        default_factory=new_run_id)
+    classes: AbsPath
+    images: AbsPath | None = None
+    train_list: AbsPath | None = None
+    data_root: AbsPath | None = None
+    class_names: AbsPath | None = None
+    resume: Flag = False
+    include_originals: Flag = False
+
+
+class ScoreSettings(_Section):
+    """μ and the score it applies to; μ left out is the score's default, and must lie in the score's range."""
+
+    threshold: Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False), Expect("a finite number")]
+    score: Annotated[ScoreMode, Expect("one of cosine, softmax")] = "cosine"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_threshold(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("threshold") is None:
+            score = data.get("score", "cosine")
+            data = {**data, "threshold": DEFAULT_THRESHOLDS.get(score, DEFAULT_THRESHOLDS["cosine"])}
+        return data
+
+    @model_validator(mode="after")
+    def _threshold_in_range(self) -> ScoreSettings:
+        low, high = THRESHOLD_RANGES[self.score]
+        if not low <= self.threshold <= high:  # a μ no score can reach accepts or rejects every image
+            kind = "cosine" if self.score == "cosine" else "probability"
+            raise PydanticCustomError("threshold_range", f"must be from {low:g} to {high:g} with --score "
+                                      f"{self.score} (a {kind})")
+        return self
+
+
+class LoopBounds(_Section):
+    target_per_class: Count1 = 100  # K_y
+    max_rounds: Count0 = 3  # R: refine rounds per item
+    max_describe: Annotated[Count1 | None, BeforeValidator(_none_word)] = None  # None: every real image
+    max_extend_rounds: Count1 = 50  # per pass; with EXTEND_BATCH = 50 this covers K_y = 800 (Places-LT) twice
+    max_dedupe_passes: Count1 = 3  # dedupe -> extend -> dedupe loops before giving up short (not a flag)
+
+
+class GraphSettings(ScoreSettings, LoopBounds):
+    """What the class graph (agent/graph) and the dry-run planner (agent/readout/plan.py) read."""
+
+
+class ClipSettings(_Section):
+    clip_model: Text = "ViT-B-32"
+    clip_pretrained: Text = "openai"  # the official code scores with OpenAI's CLIP ViT-B/32
+
+    def pretrained_arg(self) -> str | None:
+        """What open_clip's ``pretrained=`` gets: ``None`` for ``none`` (random weights)."""
+        return None if self.clip_pretrained.strip().lower() in ("", "none") else self.clip_pretrained
+
+
+class ConcurrencySettings(_Section):
+    max_classes_in_flight: Count1 = 8
+
+
+class BatchKnobs(_Section):
+    """When a batch closes, how it is polled, what happens to requests a batch did not answer."""
+
+    batch_max_requests: Annotated[int, BeforeValidator(_not_bool), Ge(1), Le(MAX_REQUESTS),
+                                  Expect(f"an integer from 1 to {MAX_REQUESTS} (the Batch API's limit)")] = MAX_REQUESTS
+    batch_window_s: Seconds = 60.0
+    batch_poll_s: Seconds = 15.0
+    batch_poll_max_s: Seconds = 300.0
+    batch_fallback: Annotated[Literal["none", "sync"], Expect("one of none, sync")] = "none"
+
+
+class CapSettings(_Section):
+    """The run's spending caps (agent/lifecycle/budget.py), whole run, across --resume; never saved."""
+
+    max_cost: Annotated[float, BeforeValidator(_not_bool), Gt(0), Field(allow_inf_nan=False),
+                        Expect("a number of US dollars > 0")] | None = None
+    max_calls: Count1 | None = None
+
+
+class RunSettings(InputSettings, GraphSettings, ClipSettings, ConcurrencySettings, BatchKnobs, CapSettings):
+    """Every run-level knob, flat (one section per base class)."""
+
+    def graph_settings(self) -> GraphSettings:
+        return GraphSettings(**{name: getattr(self, name) for name in GraphSettings.model_fields})
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``run`` block of ``config.json`` (caps and constants left out; paths as text)."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in ((k, getattr(self, k)) for k in SAVED)}
+
+
+NOT_SETTABLE = frozenset({"max_dedupe_passes"})  # a graph constant, not a flag: config.json never had it
+NOT_SAVED = frozenset(CapSettings.model_fields) | NOT_SETTABLE
+SAVED = ("out", "run_id", "classes", "images", "train_list", "data_root", "class_names", "resume", "target_per_class",
+         "threshold", "score", "max_rounds", "clip_model", "clip_pretrained", "max_describe", "max_extend_rounds",
+         "max_classes_in_flight", "include_originals", "batch_max_requests", "batch_window_s", "batch_poll_s",
+         "batch_poll_max_s", "batch_fallback")  # config.json's order (all fields but NOT_SAVED; a test checks)
+SETTABLE = frozenset(RunSettings.model_fields) - NOT_SETTABLE
+
+
+def default(name: str) -> Any:
+    """A setting's default, for the other places that show or need it (``--help``, BatchSettings).
+
+    >>> default("max_extend_rounds"), default("batch_window_s")
+    (50, 60.0)
+    """
+    return RunSettings.model_fields[name].default
+
+
+def default_text(name: str) -> str:
+    """``default_text("batch_poll_max_s") -> '300'``: a default as ``--help`` prints it."""
+    value = default(name)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def resolve(cli: Mapping[str, Any], toml_run: Mapping[str, Any], saved: Mapping[str, Any] | None = None, *,
+            toml_label: str = "[run]") -> RunSettings:
+    """Merge the layers (see the module docstring) and validate every value into :class:`RunSettings`."""
     for key in toml_run:
-        if key not in known:
-            raise SettingsError(f"[run] {key}: unknown setting; known: {', '.join(sorted(known - {'resume'}))}")
+        if key not in SETTABLE:
+            raise SettingsError(f"{toml_label} {key}: unknown setting; known: "
+                                f"{', '.join(sorted(SETTABLE - {'resume'}))}")
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for layer, label in ((saved or {}, "config.json"), (toml_run, "[run]"), (cli, "--")):
+    saved_run = {k: v for k, v in (saved or {}).items() if k not in NOT_SAVED and k != "resume"}
+    for layer, label in ((saved_run, CONFIG), (toml_run, toml_label), (cli, "--")):
         for key, value in layer.items():
-            if key in known and value is not None:
+            if key in SETTABLE and value is not None:
                 values[key] = value
                 sources[key] = f"--{key.replace('_', '-')}" if label == "--" else f"{label} {key}"
     for required in ("out", "classes"):
         if required not in values:
             raise SettingsError(f"--{required} is required (or give it in the [run] table of --config)")
-    clean = {key: _CHECKS[key](value, sources[key]) for key, value in values.items() if key in _CHECKS}
-    clean["run_id"] = str(values.get("run_id") or new_run_id())
-    if not clean["run_id"].strip() or "/" in clean["run_id"]:
-        raise SettingsError(f"{sources.get('run_id', '--run-id')}: must be a non-empty id without '/'")
-    score = clean.get("score", "cosine")
-    if "threshold" not in clean:
-        clean["threshold"] = DEFAULT_THRESHOLDS[score]
-    low, high = THRESHOLD_RANGES[score]
-    if not low <= clean["threshold"] <= high:  # a μ no score can reach accepts or rejects every image
-        raise SettingsError(f"{sources['threshold']}: must be from {low:g} to {high:g} with --score {score} "
-                            f"(a {'cosine' if score == 'cosine' else 'probability'}), got {values['threshold']!r}")
-    return RunSettings(**clean)
-
-
-# ---------------------------------------------------------------------------------------------- checks
-def _int(minimum: int) -> Callable[[Any, str], int]:
-    def check(value: Any, where: str) -> int:
-        try:
-            number = int(value)
-            if isinstance(value, bool) or float(value) != number:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise SettingsError(f"{where}: must be an integer >= {minimum}, got {value!r}") from None
-        if number < minimum:
-            raise SettingsError(f"{where}: must be an integer >= {minimum}, got {value!r}")
-        return number
-    return check
-
-
-def _float(value: Any, where: str) -> float:
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{where}: must be a number, got {value!r}") from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise SettingsError(f"{where}: must be a finite number, got {value!r}")
-    return number
+        return RunSettings(**values)
+    except ValidationError as exc:
+        raise _one_line(exc, values, sources) from None
 
 
-def _choice(*options: str) -> Callable[[Any, str], str]:
-    def check(value: Any, where: str) -> str:
-        if value not in options:
-            raise SettingsError(f"{where}: must be one of {', '.join(options)}, got {value!r}")
-        return str(value)
-    return check
+def resolve_caps(cli: Mapping[str, Any]) -> CapSettings:
+    """The caps from flags alone (``--max-cost`` / ``--max-calls``; ``None`` = not given)."""
+    values = {k: v for k, v in cli.items() if v is not None}
+    try:
+        return CapSettings(**values)
+    except ValidationError as exc:
+        raise _one_line(exc, values, {}, CapSettings) from None
 
 
-def _path(value: Any, where: str) -> Path:
-    if not isinstance(value, (str, Path)) or not str(value).strip():
-        raise SettingsError(f"{where}: must be a path, got {value!r}")
-    return Path(value).expanduser().resolve()
+def _one_line(exc: ValidationError, values: Mapping[str, Any], sources: Mapping[str, str],
+              model: type[BaseModel] = RunSettings) -> SettingsError:
+    """The first error as ``<source>: must be <what>, got <value>`` (the field's :class:`Expect`)."""
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else "threshold"  # the only model-level check is μ's range
+    where = sources.get(name, f"--{name.replace('_', '-')}")
+    if error["type"] == "threshold_range":
+        return SettingsError(f"{where}: {error['msg']}, got {values.get(name)!r}")
+    field = model.model_fields[name]
+    expect = next((m.text for m in field.metadata if isinstance(m, Expect)), None)
+    for arg in getattr(field.annotation, "__args__", ()):  # Optional[...]: the Expect sits on the inner type
+        expect = expect or next((m.text for m in getattr(arg, "__metadata__", ()) if isinstance(m, Expect)), None)
+    return SettingsError(f"{where}: must be {expect or error['msg']}, got {values.get(name)!r}")
 
 
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise SettingsError(f"{where}: must be a non-empty string, got {value!r}")
-    return value
+# ---------------------------------------------------------------------------------------------- the layers' sources
+@dataclass(frozen=True)
+class Layers:
+    """What ``agent.run`` resolved: the settings, the TOML document, and the saved ``config.json`` (resume)."""
+
+    settings: RunSettings
+    providers_doc: dict[str, Any]  # the TOML document with the saved role tables underneath, for ProvidersConfig
+    toml_run: dict[str, Any]
+    saved_doc: dict[str, Any] | None
+
+    def where(self, key: str, config: str | None) -> str | None:
+        """``<config> [run] <key>`` when that setting came from the TOML file (for errors about its value)."""
+        return f"{config} [run] {key}" if config and key in self.toml_run else None
 
 
-def _bool(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise SettingsError(f"{where}: must be true or false, got {value!r}")
+def load_layers(args: argparse.Namespace, flags: frozenset[str]) -> Layers:
+    """Read ``--config`` and (on ``--resume``) the folder's ``config.json``, then :func:`resolve` with the
+    flags in ``flags`` that were given."""
+    doc = read_toml(args.config) if args.config else {}
+    toml_run = doc.get("run", {})
+    if not isinstance(toml_run, dict):
+        raise SettingsError(f"{args.config}: [run] must be a table")
+    if args.config:  # relative paths in the TOML are relative to the TOML's folder, not to the shell's
+        toml_run = _toml_paths(toml_run, Path(args.config).resolve().parent)
+    cli = {k: v for k, v in vars(args).items() if k in flags and v is not None}
+    saved_doc = _saved_config(args, toml_run)
+    saved = None if saved_doc is None else saved_doc["run"]
+    label = f"{args.config} [run]" if args.config else "[run]"
+    providers_doc = _merge_roles(_saved_providers(saved_doc), doc)
+    return Layers(resolve(cli, toml_run, saved, toml_label=label), providers_doc, toml_run, saved_doc)
 
 
-def _positive(value: Any, where: str) -> float:
-    number = _float(value, where)
-    if number <= 0:
-        raise SettingsError(f"{where}: must be a number of seconds > 0, got {value!r}")
-    return number
+def _toml_paths(toml_run: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``[run]`` path settings given relative in a TOML file, made relative to the file's folder."""
+    out = dict(toml_run)
+    for key in PATH_FIELDS:
+        value = out.get(key)
+        if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute():
+            out[key] = str(base / value)
+    return out
 
 
-def _batch_requests(value: Any, where: str) -> int:
-    number = _int(1)(value, where)
-    if number > 50_000:  # the Batch API's limit per input file
-        raise SettingsError(f"{where}: must be an integer from 1 to 50000 (the Batch API's limit), got {value!r}")
-    return number
+def _saved_config(args: argparse.Namespace, toml_run: dict[str, Any]) -> dict[str, Any] | None:
+    """On --resume: the folder's config.json (the run being continued); None for a fresh run."""
+    if not args.resume:
+        return None
+    out = args.out or toml_run.get("out")
+    if not out:
+        raise SettingsError("--resume needs --out RUN_DIR (the folder of the run to continue)")
+    path = RunFolder(Path(out)).config
+    if not Path(out).is_dir():
+        raise SettingsError(f"--resume: {out} does not exist; give the --out folder of an earlier run "
+                            "(or drop --resume to start a new run there)")
+    if not path.exists():
+        raise SettingsError(f"--resume: {path} not found: the run in {out} never got past start-up, so there "
+                            "is nothing to continue; run the full command again without --resume")
+    try:
+        doc = read_json(path)
+    except RunFolderError as exc:
+        raise SettingsError(f"--resume: {exc}; start a new run") from None
+    if not isinstance(doc.get("run"), dict):
+        raise SettingsError(f"--resume: {path} is not a run config (no run table); start a new run")
+    if args.run_id and args.run_id != doc["run"].get("run_id"):
+        raise SettingsError(
+            f"--run-id {args.run_id}: the run in {args.out} is {doc['run'].get('run_id')!r}; drop --run-id to resume it"
+        )
+    return doc
 
 
-def _optional_int(minimum: int) -> Callable[[Any, str], int | None]:
-    inner = _int(minimum)
+def _saved_providers(doc: dict[str, Any] | None) -> dict[str, Any]:
+    """The providers block of the saved config.json: the lowest layer, so ``--out RUN --resume`` alone
+    continues a run with its own settings."""
+    if doc is None:
+        return {}
+    providers = doc.get("providers", {})
+    if not isinstance(providers, dict):
+        raise SettingsError("--resume: config.json has no providers table; start a new run")
+    # A config.json from before settings were role-specific lists every field for every role: keep the ones
+    # that apply (agent.providers.config.role_fields), so an older run folder still resumes.
+    return {role: ({k: v for k, v in table.items() if k in role_fields(role)} if role in ROLES else table)
+            for role, table in providers.items() if isinstance(table, dict) or role not in ROLES}
 
-    def check(value: Any, where: str) -> int | None:
-        return None if isinstance(value, str) and value.lower() in ("none", "all") else inner(value, where)
-    return check
 
-
-_CHECKS: dict[str, Callable[[Any, str], Any]] = {
-    **{name: _path for name in _PATH_FIELDS},
-    "resume": _bool,
-    "target_per_class": _int(1),
-    "threshold": _float,
-    "score": _choice("cosine", "softmax"),
-    "max_rounds": _int(0),
-    "clip_model": _text,
-    "clip_pretrained": _text,
-    "max_describe": _optional_int(1),
-    "max_extend_rounds": _int(1),
-    "max_classes_in_flight": _int(1),
-    "include_originals": _bool,
-    "batch_max_requests": _batch_requests,
-    "batch_window_s": _positive,
-    "batch_poll_s": _positive,
-    "batch_poll_max_s": _positive,
-    "batch_fallback": _choice("none", "sync"),
-}
+def _merge_roles(saved: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
+    """The TOML document with the saved provider settings underneath it, role table by role table."""
+    merged = dict(doc)
+    for key, value in saved.items():
+        if isinstance(value, dict):
+            merged[key] = {**value, **(doc.get(key) or {})}
+        elif key not in doc:
+            merged[key] = value
+    return merged

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.providers.config import ConfigError
 from store.errors import UsageError
 from store.hub import prepare_hub_files
 
@@ -39,8 +40,9 @@ EXAMPLE_HUB_ID = "stabilityai/sdxl-turbo"  # named in the error line, unless it 
 _LOAD_LOCK = threading.Lock()
 
 
-class LocalPipelineError(RuntimeError):
-    """A pipeline that cannot be loaded or a device that is not there (one line)."""
+class LocalPipelineError(ConfigError):
+    """A pipeline that cannot be loaded or a device that is not there (one line): the t2i role's settings
+    are wrong, so it is a :class:`ConfigError` (exit 2 from ``agent.run``)."""
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from typing import Any
 
 from agent.providers import local_pipeline
 from agent.providers.config import ROLES, ConfigError, ProvidersConfig, RoleConfig, is_local_role
-from agent.providers.local_pipeline import LocalPipelineError, RenderOptions
+from agent.providers.local_pipeline import RenderOptions
 from agent.providers.retry import ProviderError
 from agent.providers.transport import Outbound
 
@@ -128,12 +128,10 @@ class DiffusersTransport:
         async with self._loading:
             if self._pipes:
                 return
-            try:
-                devices = await asyncio.to_thread(self._backend.resolve_devices, self.cfg.devices)
-                pipes = await asyncio.gather(*(asyncio.to_thread(self._backend.load, self.cfg.model, d)
-                                               for d in devices))
-            except LocalPipelineError as exc:
-                raise ConfigError(str(exc)) from None
+            # A model or device that does not load raises LocalPipelineError, a ConfigError (agent/errors.py).
+            devices = await asyncio.to_thread(self._backend.resolve_devices, self.cfg.devices)
+            pipes = await asyncio.gather(*(asyncio.to_thread(self._backend.load, self.cfg.model, d)
+                                           for d in devices))
             self._pipes = dict(zip(devices, pipes, strict=True))
 
     async def send(self, call: Outbound) -> dict[str, Any]:
@@ -296,8 +294,5 @@ def preload(config: ProvidersConfig) -> None:
         cfg = config.role(role)
         if not is_local_role(cfg):
             continue
-        try:
-            for device in local_pipeline.resolve_devices(cfg.devices):
-                local_pipeline.load(cfg.model, device)
-        except LocalPipelineError as exc:
-            raise ConfigError(str(exc)) from None
+        for device in local_pipeline.resolve_devices(cfg.devices):  # LocalPipelineError: a ConfigError
+            local_pipeline.load(cfg.model, device)

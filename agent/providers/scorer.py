@@ -19,14 +19,7 @@ Contract:
 - ``cache_identity``: set by ``load`` (sha256 of model config, weights, device, versions); the run wraps a
   scorer that has one in ``agent.providers.score_cache.CachedScorer``, so a rerun reads its scores from the call cache.
 
-Default thresholds μ (``DEFAULT_THRESHOLDS``):
-
-- ``cosine``: 0.25. Raw CLIP ViT-B/32 cosines are small: matching image-caption pairs mostly score
-  0.25-0.35 and unrelated pairs 0.1-0.2 (CLIPScore, Hessel et al. 2021, rescales by 2.5 for this reason),
-  so 0.25 keeps images that plainly show the class and drops off-topic ones. The paper's μ = 0.6 / 0.8
-  cannot be raw cosines — nearly every image would be rejected.
-- ``softmax``: 0.6, the paper's μ for iNaturalist 2018 (it uses 0.8 for ImageNet-LT and Places-LT): a
-  probability among the classes' texts is where those values mean something.
+Default thresholds μ: ``DEFAULT_THRESHOLDS``, defined (and argued for) in agent/graph/constants.py.
 """
 
 from __future__ import annotations
@@ -39,12 +32,12 @@ from typing import Any
 
 import torch
 
+from agent.graph.constants import DEFAULT_THRESHOLDS
 from store.errors import UsageError
 from store.hub import CLIP_FIX, clip_hub_files, prepare_hub_files
 
 __all__ = ["DEFAULT_THRESHOLDS", "ClipScorer", "ScorerError", "cosine_scores", "softmax_scores"]
 
-DEFAULT_THRESHOLDS = {"cosine": 0.25, "softmax": 0.6}
 
 
 class ScorerError(UsageError):

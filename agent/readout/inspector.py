@@ -36,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.batch.cli import age_text, batch_rows, cancel_live
+from agent.errors import entry_point
+from agent.lifecycle.folder import RunFolder, read_json
 from agent.lifecycle.lock import holder
 from agent.readout.cost import PriceTable, load_prices
-from agent.readout.status import InspectError, read_json, status_rows
+from agent.readout.status import InspectError, status_rows
 from store.cli import OneLineParser
-from store.errors import UsageError
 from store.logs import cli_logging
 from store.trace_schema import sum_counts
 from store.traces import TraceRecord, read_counts, read_traces
@@ -51,14 +52,12 @@ __all__ = ["CSV_FIELDS", "call_cost", "class_costs", "main"]
 CSV_FIELDS = (*(f.name for f in fields(TraceRecord)), "started", "prompt")
 
 
+@entry_point  # InspectError, TraceStoreError, PricesError, a tampered checkpoint: one line, exit 2 (agent/errors.py)
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cli_logging()  # warnings in our words, once; never Python's "WARNING:root:" default
     try:
         return int(_COMMANDS[args.command](args) or 0)
-    except UsageError as exc:  # InspectError, TraceStoreError, PricesError, a tampered checkpoint, ...
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `... | head`: the reader left, nothing is wrong
         return 0
 
@@ -67,8 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     records = _records(args)
     prices = _prices(args)
-    summary = read_json(args.run_dir / "summary.json").get("classes", {})
-    counts = read_counts(args.run_dir / "traces.sqlite", **_filters(args))
+    run = RunFolder(args.run_dir)
+    summary = read_json(run.summary, error=InspectError).get("classes", {})
+    counts = read_counts(run.traces, **_filters(args))
     rows = _summary_rows(records, counts, prices, summary)
     if args.json:
         _print_json({"run_dir": str(args.run_dir), "classes": rows, "total": _total_row(rows)})
@@ -201,7 +201,7 @@ def class_costs(records: Iterable[TraceRecord], prices: PriceTable | None) -> di
 
 # -------------------------------------------------------------------------------------- helpers
 def _records(args: argparse.Namespace) -> list[TraceRecord]:
-    return read_traces(args.run_dir / "traces.sqlite", **_filters(args))
+    return read_traces(RunFolder(args.run_dir).traces, **_filters(args))
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
@@ -213,9 +213,10 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _find_call(run_dir: Path, call_id: str) -> TraceRecord:
-    if not (run_dir / "traces.sqlite").is_file():
-        raise InspectError(f"{run_dir}: no traces.sqlite here (give the --out folder of python -m agent.run)")
-    matches = [r for r in read_traces(run_dir / "traces.sqlite") if r.call_id.startswith(call_id.lower())]
+    traces = RunFolder(run_dir).traces
+    if not traces.is_file():
+        raise InspectError(f"{run_dir}: no {traces.name} here (give the --out folder of python -m agent.run)")
+    matches = [r for r in read_traces(traces) if r.call_id.startswith(call_id.lower())]
     if len(matches) != 1:
         what = "no call" if not matches else f"{len(matches)} calls"
         raise InspectError(f"{what} with id {call_id!r} in {run_dir}; list ids with `calls` (a unique prefix works)")

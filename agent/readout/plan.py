@@ -28,18 +28,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import prompts
-from agent.providers.config import NO_RATE_LIMIT
+from agent.graph.constants import ask_count
+from agent.lifecycle.settings import GraphSettings
+from agent.providers.config import NO_RATE_LIMIT, ROLES
 from agent.readout.cost import PriceTable
 
-__all__ = ["ClassPlan", "PlanSettings", "RunPlan", "Span", "expected_by_stage", "plan_class", "plan_json", "plan_run",
+__all__ = ["ClassPlan", "RunPlan", "Span", "expected_by_stage", "plan_class", "plan_json", "plan_run",
            "prompt_overheads", "render_plan"]
 
 CHARS_PER_TOKEN = 4
 DESC_TOKENS = (12, 40)  # one Template 1 sentence
 TEMPLATE_TOKENS = (30, 100)  # C_y: "under 60 words" per Prompt 4
 IMAGE_TOKENS = (85, 765)  # OpenAI vision: detail low / a 768-px image at detail high
-ROLES = ("lmm", "llm", "t2i")
-EXTEND_BATCH = 50  # = agent.graph.extend.EXTEND_BATCH (not imported: the dry run loads no LangGraph; a test checks)
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,6 @@ ZERO = Span(0, 0)
 
 
 @dataclass(frozen=True)
-class PlanSettings:
-    """The run settings the plan depends on (defaults = the graph's defaults)."""
-
-    k: int = 100
-    max_rounds: int = 3
-    max_describe: int | None = None
-    max_extend_rounds: int = 10
-    max_dedupe_passes: int = 3
-
-
-@dataclass(frozen=True)
 class ClassPlan:
     class_name: str
     m_y: int
@@ -94,7 +83,7 @@ class ClassPlan:
 @dataclass(frozen=True)
 class RunPlan:
     classes: list[ClassPlan]
-    settings: PlanSettings
+    settings: GraphSettings
     models: dict[str, str] = field(default_factory=dict)
     unbilled: frozenset[str] = frozenset()  # roles on local endpoints: $0
     limits: dict[str, tuple[float, int]] = field(default_factory=dict)  # role -> (per_minute, max_in_flight)
@@ -124,7 +113,7 @@ def prompt_overheads(class_name: str) -> dict[str, int]:
     return {name: math.ceil(len(text) / CHARS_PER_TOKEN) for name, text in texts.items()}
 
 
-def plan_run(classes: Sequence[tuple[str, int]], settings: PlanSettings, models: Mapping[str, str],
+def plan_run(classes: Sequence[tuple[str, int]], settings: GraphSettings, models: Mapping[str, str],
              prices: PriceTable | None, image: Mapping[str, str | None] | None = None,
              unbilled: frozenset[str] = frozenset(), batched: Sequence[str] = ()) -> RunPlan:
     """Plan every ``(class_name, M_y)``; ``models`` maps role -> model name; ``image`` has size/quality;
@@ -134,11 +123,11 @@ def plan_run(classes: Sequence[tuple[str, int]], settings: PlanSettings, models:
     return RunPlan(plans, settings, dict(models), unbilled, batched=tuple(batched))
 
 
-def plan_class(name: str, m_y: int, s: PlanSettings, models: Mapping[str, str], prices: PriceTable | None,
+def plan_class(name: str, m_y: int, s: GraphSettings, models: Mapping[str, str], prices: PriceTable | None,
                overhead: Mapping[str, int], image: Mapping[str, str | None],
                unbilled: frozenset[str] = frozenset(), batched: Sequence[str] = ()) -> ClassPlan:
     """One class's plan (pure); see the module docstring for what low and high mean."""
-    n_y = max(0, s.k - m_y)
+    n_y = max(0, s.target_per_class - m_y)
     if n_y == 0:
         zero_cost = ZERO if prices is not None else None
         return ClassPlan(name, m_y, 0, {r: ZERO for r in ROLES}, ZERO, ZERO, zero_cost, zero_cost, zero_cost)
@@ -161,7 +150,7 @@ class _Step:
     output_tokens: Span  # per call
 
 
-def _steps(m_y: int, n_y: int, s: PlanSettings, oh: Mapping[str, int]) -> list[_Step]:
+def _steps(m_y: int, n_y: int, s: GraphSettings, oh: Mapping[str, int]) -> list[_Step]:
     described = m_y if s.max_describe is None else min(m_y, s.max_describe)
     k = m_y + n_y
     desc = Span(*DESC_TOKENS)
@@ -182,19 +171,19 @@ def _steps(m_y: int, n_y: int, s: PlanSettings, oh: Mapping[str, int]) -> list[_
     ]
 
 
-def extend_round_span(n_y: int, s: PlanSettings) -> Span:
+def extend_round_span(n_y: int, s: GraphSettings) -> Span:
     """Extend rounds (Prompt 2 calls) one class takes: ``low`` = every reply gives all it is asked for (a
     round adds at most ``EXTEND_BATCH``); ``high`` = a weak model — half of each reply usable, and each
     extra dedupe pass refilling a fifth of the list — never more than the loop's own limits.
 
-    >>> extend_round_span(20, PlanSettings()), extend_round_span(297, PlanSettings())
-    (Span(low=1, high=8), Span(low=6, high=20))
+    >>> s = GraphSettings()  # the run's defaults: 50 rounds per pass, 3 passes
+    >>> extend_round_span(20, s), extend_round_span(297, s)
+    (Span(low=1, high=8), Span(low=6, high=25))
     """
     def rounds(missing: int, keep: float) -> int:
         count = 0
         while missing > 0 and count < s.max_extend_rounds:
-            ask = min(EXTEND_BATCH, missing + max(2, missing // 5))  # agent/graph/extend.py ask_count
-            missing -= max(1, min(missing, int(ask * keep)))
+            missing -= max(1, min(missing, int(ask_count(missing) * keep)))
             count += 1
         return count
 
@@ -283,7 +272,7 @@ def plan_json(plan: RunPlan) -> dict[str, Any]:
         return None if s is None else [s.low, s.high]
 
     return {
-        "settings": vars(plan.settings), "models": plan.models,
+        "settings": plan_settings_json(plan.settings), "models": plan.models,
         "classes": [
             {"class_name": c.class_name, "M_y": c.m_y, "N_y": c.n_y,
              "calls": {r: span(v) for r, v in c.calls.items()}, "total_calls": span(c.total_calls),
@@ -303,11 +292,17 @@ def plan_json(plan: RunPlan) -> dict[str, Any]:
     }
 
 
+def plan_settings_json(s: GraphSettings) -> dict[str, Any]:
+    """The settings a plan assumed, as ``--dry-run --log-json`` prints them (its ``k`` is K_y)."""
+    return {"k": s.target_per_class, "max_rounds": s.max_rounds, "max_describe": s.max_describe,
+            "max_extend_rounds": s.max_extend_rounds, "max_dedupe_passes": s.max_dedupe_passes}
+
+
 def render_plan(plan: RunPlan, console: Any) -> None:
     """Print the plan as a rich table (one row per class plus a total row) on ``console``."""
     from rich.table import Table  # rich is only needed when printing
 
-    table = Table(title=f"LTGC dry run: K={plan.settings.k}, R={plan.settings.max_rounds} — no model was called")
+    table = Table(title=f"LTGC dry run: K={plan.settings.target_per_class}, R={plan.settings.max_rounds} — no model was called")
     for head in ("class", "M_y", "N_y", "vision calls", "text calls", "image calls", "tokens in",
                  "tokens out", "sync USD", "batch USD"):
         table.add_column(head, justify="left" if head == "class" else "right")

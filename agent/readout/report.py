@@ -26,17 +26,17 @@ if __name__ == "__main__":  # before the imports below: Ctrl-C while they load i
     exit_on_interrupt("agent.report", "report.html is written atomically: the old one, if any, is intact")
 
 import html
-import json
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.errors import entry_point
 from agent.graph.state import REASONS
+from agent.lifecycle.folder import MANIFEST, RunFolder, read_json, read_jsonl
 from store.blobs import BlobStore, is_sha256
 from store.cli import OneLineParser
-from store.errors import UsageError, usage_line
+from store.errors import UsageError
 from store.logs import cli_logging
 from store.manifest import ManifestError, ManifestRow, atomic_write_text, read_manifest
 
@@ -73,18 +73,20 @@ def write_report(run_dir: Path | str, states: Mapping[str, Mapping[str, Any]] | 
     """Build ``run_dir/report.html``; returns its path. :class:`ReportError` for an unusable folder."""
     run_dir = Path(run_dir)
     data = load_report_data(run_dir, states)
-    path = run_dir / "report.html"
+    path = RunFolder(run_dir).report
     atomic_write_text(path, render_html(data))
     return path
 
 
 def load_report_data(run_dir: Path, states: Mapping[str, Mapping[str, Any]] | None = None) -> ReportData:
-    summary = _read_json(run_dir / "summary.json")
+    run = RunFolder(run_dir)
+    summary = read_json(run.summary, missing="missing — is this a finished run folder (python -m agent.run --out ...)?",
+                        error=ReportError)
     try:
-        rows = read_manifest(run_dir / "manifest.jsonl")
+        rows = read_manifest(run.manifest)
     except (ManifestError, OSError) as exc:
-        raise ReportError(f"{run_dir}: cannot read manifest.jsonl ({exc})") from None
-    rejected = _read_jsonl(run_dir / "rejected.jsonl")
+        raise ReportError(f"{run_dir}: cannot read {MANIFEST} ({exc})") from None
+    rejected = read_jsonl(run.rejected, error=ReportError)
     if states is None:
         states = _states_from_checkpoints(run_dir)
     accepted: dict[str, list[ManifestRow]] = {}
@@ -109,32 +111,6 @@ def load_report_data(run_dir: Path, states: Mapping[str, Mapping[str, Any]] | No
                       totals=dict(summary.get("totals") or {}), blob_paths=_blob_paths(run_dir, classes))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: missing — is this a finished run folder (python -m agent.run --out ...)?") \
-            from None
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise ReportError(f"{path}: expected a JSON object")
-    return doc
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except ValueError as exc:
-                raise ReportError(f"{path}:{number}: not JSON ({exc})") from None
-    return out
-
-
 def _blob_paths(run_dir: Path, classes: Sequence[ClassView]) -> dict[str, str]:
     """Relative paths of the blobs the page shows that are not accepted images (rejected, before)."""
     wanted: set[str] = set()
@@ -145,13 +121,13 @@ def _blob_paths(run_dir: Path, classes: Sequence[ClassView]) -> dict[str, str]:
             if item.get("sha256"):
                 wanted.add(str(item["sha256"]))
     valid = [sha for sha in sorted(wanted) if is_sha256(sha)]  # anything else: nothing to show
-    found = BlobStore(run_dir / "blobs").find_many(valid)
+    found = BlobStore(RunFolder(run_dir).blobs).find_many(valid)
     # blobs/<shard>/<name>: the store's layout, as strings (relative_to per image cost ~0.3 ms each).
     return {sha: f"blobs/{found[sha].parent.name}/{found[sha].name}" for sha in valid if sha in found}
 
 
 def _states_from_checkpoints(run_dir: Path) -> dict[str, dict[str, Any]]:
-    if not (run_dir / "checkpoints.sqlite").is_file():
+    if not RunFolder(run_dir).checkpoints.is_file():
         return {}
     from agent.readout.status import read_class_states  # LangGraph is imported only when needed
 
@@ -333,6 +309,7 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
+@entry_point  # ReportError, a tampered checkpoint, an unreadable trace file: one line, exit 2 (agent/errors.py)
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m agent.report RUN_DIR``: (re)build the run's report.html."""
     cli_logging()  # warnings in our words, once; never Python's "WARNING:root:" default
@@ -341,13 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         path = write_report(args.run_dir)
-    except UsageError as exc:  # ReportError, a tampered checkpoint, an unreadable trace file
-        print(usage_line(exc), file=sys.stderr)
-        return 2
     except OSError as exc:  # a read-only run folder, a full disk: the old report.html, if any, is intact
-        print(f"error: cannot write {args.run_dir / 'report.html'} ({exc.strerror or exc}); the old report, if any, "
-              "is intact — free space or make the folder writable, then run this again", file=sys.stderr)
-        return 2
+        raise ReportError(f"cannot write {RunFolder(args.run_dir).report} ({exc.strerror or exc}); the old report, "
+                          "if any, is intact — free space or make the folder writable, then run this again") from None
     print(path)
     return 0
 

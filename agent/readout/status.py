@@ -8,16 +8,16 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.lifecycle.folder import CONFIG, RunFolder, read_json
 from agent.lifecycle.lock import holder
 from store.errors import UsageError
 
-__all__ = ["ClassStatus", "InspectError", "read_class_states", "read_json", "status_rows"]
+__all__ = ["ClassStatus", "InspectError", "read_class_states", "status_rows"]
 
 
 class InspectError(UsageError):
@@ -38,7 +38,7 @@ def read_class_states(run_dir: Path) -> dict[str, ClassStatus]:
     """Latest checkpoint of every class thread of the run, read-only (LangGraph imported here only)."""
     from agent.lifecycle.checkpoints import read_checkpoints
 
-    path = run_dir / "checkpoints.sqlite"
+    path = RunFolder(run_dir).checkpoints
     if not path.is_file():
         raise InspectError(f"{path}: no checkpoints (the run has not started a class yet)")
     run_id = _run_id(run_dir)
@@ -75,9 +75,10 @@ def _class_states(saver: Any, run_id: str) -> dict[str, ClassStatus]:
 def status_rows(run_dir: Path) -> list[dict[str, Any]]:
     """``status`` as data: one row per class of the run (classes not started yet included). A class that is
     not done reads ``running`` while an ``agent.run`` holds the folder's lock, else ``interrupted``."""
-    states = read_class_states(run_dir) if (run_dir / "checkpoints.sqlite").is_file() else {}
+    run = RunFolder(run_dir)
+    states = read_class_states(run_dir) if run.checkpoints.is_file() else {}
     live = holder(run_dir) is not None
-    names = [c.get("name") for c in read_json(run_dir / "config.json").get("classes", [])]
+    names = [c.get("name") for c in read_json(run.config, error=InspectError).get("classes", [])]
     names = [n for n in names if isinstance(n, str)] + sorted(set(states) - set(names))
     from agent.graph.finalize import shortfall  # with LangGraph: only once there are classes to show
 
@@ -96,23 +97,14 @@ def status_rows(run_dir: Path) -> list[dict[str, Any]]:
         missing = rows[-1]["missing_by_reason"]
         rows[-1]["missing"] = None if missing is None else sum(missing.values())
     if not rows:
-        raise InspectError(f"{run_dir}: no classes found (no config.json and no checkpoints)")
+        raise InspectError(f"{run_dir}: no classes found (no {CONFIG} and no checkpoints)")
     return rows
 
 
 def _run_id(run_dir: Path) -> str:
-    for name in ("config.json", "summary.json"):
-        run_id = read_json(run_dir / name).get("run_id")
+    run = RunFolder(run_dir)
+    for path in (run.config, run.summary):
+        run_id = read_json(path, error=InspectError).get("run_id")
         if isinstance(run_id, str) and run_id:
             return run_id
     return ""
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise InspectError(f"{path}: not readable JSON ({exc})") from None
-    return doc if isinstance(doc, dict) else {}

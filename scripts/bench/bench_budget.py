@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from scripts.sim.server import SimConfig, Simulator
-from tests.agent.observe_helpers import make_inputs, run_args
+from scripts.sim.tiny_run import make_inputs, run_args
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ Selection: the classes with fewer than ``--threshold`` training images (default 
 bound; the official LTGC code used 100), or the ``--rarest N`` classes (ties broken by label). Classes
 named in the class-names file but absent from the list count as 0 images, so they are selected.
 
-Output, the format ``agent.run`` reads (DESIGN.md §4): a ``#`` comment stating the rule, then one class per
+Output, the format ``agent.run`` reads (docs/DESIGN.md §8): a ``#`` comment stating the rule, then one class per
 line as ``label<TAB>name``, in label order.
 """
 

@@ -54,7 +54,7 @@ _STATUS_TEXT = {
 
 
 class SimServer(ThreadingHTTPServer):
-    """Threaded server; a deep backlog and daemon threads so 256+ loopback clients connect (ENV-NOTES)."""
+    """Threaded server; a deep backlog and daemon threads so 256+ loopback clients connect (docs/DESIGN.md §10)."""
 
     request_queue_size = 1024
     daemon_threads = True

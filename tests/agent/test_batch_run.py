@@ -10,12 +10,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from observe_helpers import finished_run, make_inputs, run_args
+from observe_helpers import finished_run
 from openai import AsyncOpenAI
 
 from agent.readout.inspector import main as traces_main
 from agent.run import main as run_main
 from scripts.sim.server import SimConfig, Simulator
+from scripts.sim.tiny_run import make_inputs, run_args
 from store.batches import BatchLedger
 from store.traces import read_traces
 

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from observe_helpers import CLASSES, finished_run, make_inputs, run_args
+from observe_helpers import finished_run
 
 from agent.run import main as run_main
 from scripts.sim.server import SimConfig, Simulator
+from scripts.sim.tiny_run import CLASSES, make_inputs, run_args
 from store.manifest import read_manifest
 from store.traces import read_traces
 

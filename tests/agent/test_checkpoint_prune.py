@@ -1,4 +1,4 @@
-"""agent.lifecycle.driver.keep_latest_checkpoint: a finished thread keeps one checkpoint and reads back the same."""
+"""agent.lifecycle.checkpoints.keep_latest_checkpoint: a finished thread keeps one checkpoint and reads back the same."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated, TypedDict
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, StateGraph
 
-from agent.lifecycle.driver import keep_latest_checkpoint
+from agent.lifecycle.checkpoints import keep_latest_checkpoint
 
 
 class _State(TypedDict):

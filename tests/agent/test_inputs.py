@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.lifecycle.inputs import InputError, load_inputs, read_class_names, read_tail
+from agent.lifecycle.inputs import InputError, load_inputs, read_class_map, read_tail
 from store.slug import slugify
 
 
@@ -38,10 +38,10 @@ def test_empty_tail_file_is_one_clear_error(tmp_path):
 
 
 def test_class_names_both_formats(tmp_path):
-    assert read_class_names(write(tmp_path / "a.txt", "cat\ndog\n\nbird\n")) == {0: "cat", 1: "dog", 2: "bird"}
-    assert read_class_names(write(tmp_path / "b.txt", "3\tcat\n9\tdog\n")) == {3: "cat", 9: "dog"}
+    assert read_class_map(write(tmp_path / "a.txt", "cat\ndog\n\nbird\n")) == {0: "cat", 1: "dog", 2: "bird"}
+    assert read_class_map(write(tmp_path / "b.txt", "3\tcat\n9\tdog\n")) == {3: "cat", 9: "dog"}
     with pytest.raises(InputError, match=r"c.txt:2: label 3 is used twice"):
-        read_class_names(write(tmp_path / "c.txt", "3\tcat\n3\tdog\n"))
+        read_class_map(write(tmp_path / "c.txt", "3\tcat\n3\tdog\n"))
 
 
 def test_image_folder_matches_by_name_slug_or_loose_name(tmp_path):

@@ -7,9 +7,9 @@ import io
 import pytest
 from rich.console import Console
 
+from agent.lifecycle.settings import GraphSettings
 from agent.readout.cost import load_prices
 from agent.readout.plan import (
-    PlanSettings,
     Span,
     plan_class,
     plan_json,
@@ -22,7 +22,7 @@ MODELS = {"lmm": "gpt-4o", "llm": "gpt-4o-mini", "t2i": "gpt-image-1"}
 
 
 def test_calls_per_role_follow_the_loop_limits() -> None:
-    s = PlanSettings(k=10, max_rounds=2, max_describe=3, max_extend_rounds=4, max_dedupe_passes=3)
+    s = GraphSettings(target_per_class=10, max_rounds=2, max_describe=3, max_extend_rounds=4, max_dedupe_passes=3)
     plan = plan_class("fox", 4, s, MODELS, load_prices(), prompt_overheads("fox"), {})
     assert (plan.m_y, plan.n_y) == (4, 6)
     assert plan.calls["lmm"] == Span(3, 6)  # --max-describe 3, each re-asked at most once
@@ -36,23 +36,23 @@ def test_calls_per_role_follow_the_loop_limits() -> None:
 
 
 def test_extend_rounds_follow_the_graph_loop() -> None:
-    """The planner copies the graph's per-round batch (it must not import LangGraph): they must agree."""
-    from agent.graph.extend import EXTEND_BATCH, ask_count
-    from agent.readout.plan import EXTEND_BATCH as PLANNED
+    """The planner and the graph read one per-round batch rule (agent/graph/constants.py)."""
+    from agent.graph import extend
+    from agent.graph.constants import EXTEND_BATCH, ask_count
     from agent.readout.plan import extend_round_span
 
-    assert PLANNED == EXTEND_BATCH and ask_count(10_000) == EXTEND_BATCH
-    span = extend_round_span(800, PlanSettings(max_extend_rounds=50))
+    assert extend.ask_count is ask_count and ask_count(10_000) == EXTEND_BATCH
+    span = extend_round_span(800, GraphSettings(max_extend_rounds=50))
     assert span.low == 16 and span.low < span.high <= 150  # 800 / 50 per round at best; far below 50 x 3
 
 
 def test_class_with_enough_images_plans_nothing() -> None:
-    plan = plan_class("fox", 12, PlanSettings(k=10), MODELS, load_prices(), prompt_overheads("fox"), {})
+    plan = plan_class("fox", 12, GraphSettings(target_per_class=10), MODELS, load_prices(), prompt_overheads("fox"), {})
     assert plan.n_y == 0 and plan.total_calls == Span(0, 0) and plan.cost_usd == Span(0, 0)
 
 
 def test_image_cost_dominates_and_tracks_quality() -> None:
-    s = PlanSettings(k=20, max_rounds=0)
+    s = GraphSettings(target_per_class=20, max_rounds=0)
     prices = load_prices()
     low = plan_class("fox", 2, s, MODELS, prices, prompt_overheads("fox"), {"quality": "low"})
     high = plan_class("fox", 2, s, MODELS, prices, prompt_overheads("fox"), {"quality": "high"})
@@ -62,13 +62,13 @@ def test_image_cost_dominates_and_tracks_quality() -> None:
 
 
 def test_unknown_model_makes_cost_unknown_not_a_crash() -> None:
-    plan = plan_run([("fox", 1)], PlanSettings(k=5), {**MODELS, "llm": "llama-local"}, load_prices())
+    plan = plan_run([("fox", 1)], GraphSettings(target_per_class=5), {**MODELS, "llm": "llama-local"}, load_prices())
     assert plan.classes[0].cost_usd is None and plan.total("cost_usd") is None
     assert plan_json(plan)["total"]["cost_usd"] is None
 
 
 def test_run_totals_json_and_table() -> None:
-    plan = plan_run([("red fox", 2), ("axolotl", 0), ("owl", 30)], PlanSettings(k=8), MODELS, load_prices())
+    plan = plan_run([("red fox", 2), ("axolotl", 0), ("owl", 30)], GraphSettings(target_per_class=8), MODELS, load_prices())
     data = plan_json(plan)
     assert [c["N_y"] for c in data["classes"]] == [6, 8, 0]
     total = data["total"]["calls"]
@@ -82,7 +82,7 @@ def test_run_totals_json_and_table() -> None:
 
 
 def test_longer_prompts_raise_the_token_estimate() -> None:
-    s = PlanSettings(k=10)
+    s = GraphSettings(target_per_class=10)
     short = plan_class("fox", 2, s, MODELS, None, prompt_overheads("fox"), {})
     longer = plan_class("fox", 2, s, MODELS, None, {k: v + 100 for k, v in prompt_overheads("fox").items()}, {})
     assert longer.input_tokens.low > short.input_tokens.low and short.cost_usd is None

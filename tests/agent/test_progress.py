@@ -7,8 +7,9 @@ import json
 
 from rich.console import Console
 
+from agent.lifecycle.settings import GraphSettings
 from agent.readout.cost import load_prices
-from agent.readout.plan import PlanSettings, expected_by_stage, plan_run
+from agent.readout.plan import expected_by_stage, plan_run
 from agent.readout.progress import Progress, stage_of
 from store.traces import TraceRecord
 
@@ -88,6 +89,6 @@ def test_quiet_writes_nothing_and_live_draws_every_stage() -> None:
 
 
 def test_expected_by_stage_from_plan() -> None:
-    plan = plan_run([("fox", 2), ("owl", 1)], PlanSettings(k=5, max_rounds=1), {"lmm": "gpt-4o",
+    plan = plan_run([("fox", 2), ("owl", 1)], GraphSettings(target_per_class=5, max_rounds=1), {"lmm": "gpt-4o",
                     "llm": "gpt-4o-mini", "t2i": "gpt-image-1"}, load_prices())
     assert expected_by_stage(plan) == {"describe": 3, "extend": 6, "render": 7, "evaluate": 7}

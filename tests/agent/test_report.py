@@ -10,11 +10,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from observe_helpers import CLASSES, finished_run
+from observe_helpers import finished_run
 from PIL import Image
 
 from agent.readout.report import ClassView, ReportData, ReportError, main, render_html, write_report
 from agent.readout.status import read_class_states
+from scripts.sim.tiny_run import CLASSES
 from store.manifest import ManifestRow, read_manifest
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "source"}

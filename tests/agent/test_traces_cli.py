@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from observe_helpers import CLASSES, finished_run, make_inputs, run_args
+from observe_helpers import finished_run
 
 from agent.readout.inspector import main
 from scripts.sim.server import SimConfig, Simulator
+from scripts.sim.tiny_run import CLASSES, make_inputs, run_args
 from store.traces import read_traces
 
 ROOT = Path(__file__).resolve().parents[2]

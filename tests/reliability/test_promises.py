@@ -24,8 +24,8 @@ import pytest
 
 from agent.readout.cost import load_prices
 from scripts.sim.server import SimConfig, Simulator
+from scripts.sim.tiny_run import make_inputs, run_args
 from store.manifest import read_manifest
-from tests.agent.observe_helpers import make_inputs, run_args
 from tests.reliability.helpers import REPO, agent_env, summary, traces
 
 IMAGE_PRICE = load_prices().image_cost("gpt-image-1", images=1, size="1024x1024", quality="low") or 0.0
