@@ -56,7 +56,7 @@ def test_agent_without_cached_clip_weights_fails_in_one_line(tmp_path: Path) -> 
     at = argv.index("--clip-model")
     argv[at + 1:at + 2], argv[at + 3] = ["ViT-B-32"], "openai"
     env = agent_env(HF_HOME=str(tmp_path / "hf"))  # HF_HUB_OFFLINE=1, an empty cache
-    with socket_server() as url:
+    with SimulatorURL() as url:
         argv = [url if a == "http://127.0.0.1:9/v1" else a for a in argv]
         done = subprocess.run([sys.executable, "-m", "agent.run", *argv], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=300)
@@ -66,7 +66,7 @@ def test_agent_without_cached_clip_weights_fails_in_one_line(tmp_path: Path) -> 
     assert "HF_HUB_OFFLINE is set" in lines[0] and not (tmp_path / "run").exists()
 
 
-class socket_server:
+class SimulatorURL:
     """The simulator, so the run's reachability check passes and the CLIP load is what fails."""
 
     def __enter__(self) -> str:
