@@ -25,6 +25,8 @@ The hierarchy (module in brackets; ``tests/agent/test_errors.py`` checks this dr
     │   ├── InspectError (agent.readout.status) — bad input to agent.traces
     │   ├── ReportError (agent.readout.report) — a folder agent.report cannot build from
     │   ├── BatchInspectError (agent.batch.cli) — agent.traces RUN batches
+    │   ├── ExportError (agent.export.source) — a run folder or option agent.export cannot use
+    │   ├── ReviewError (agent.review.cli) — bad input to agent.review (not a run folder, a port it cannot bind)
     │   ├── DataError (trainer.samples) — the trainer's data flags and files
     │   ├── ModelError (trainer.model) — the trainer's model flags
     │   ├── OutputError (trainer.outputs) — an output that cannot be written (exit 2, or 1 once work was done)
@@ -51,7 +53,8 @@ Exit codes of ``python -m agent.run`` (the same numbers in its ``--help``): :dat
 complete; :data:`EXIT_FAILED` a class failed or fell short (``short``: items missing because calls failed
 or were refused; ``--resume`` asks them again), or the disk filled up; :data:`EXIT_USAGE` any ``UsageError``
 (one line, before or instead of any call; the trainer's ``OutputError`` says 1 once work was done);
-:data:`EXIT_BUDGET` the budget refused a call; 128 + signal (130, 143) after a graceful stop
+:data:`EXIT_BUDGET` the budget refused a call; :data:`EXIT_REVIEW` (``--review``) every class is finished
+or awaits review (``python -m agent.review RUN``, then ``--resume``); 128 + signal (130, 143) after a graceful stop
 (agent/lifecycle/shutdown.py). ``agent.traces`` and ``agent.report``: 0 or 2.
 
 :func:`entry_point` is the one place a command maps a ``UsageError`` to its line and exit code:
@@ -72,9 +75,9 @@ from typing import Protocol
 
 from store.errors import EXIT_USAGE, UsageError, usage_line
 
-__all__ = ["EXIT_BUDGET", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageError", "entry_point"]
+__all__ = ["EXIT_BUDGET", "EXIT_FAILED", "EXIT_OK", "EXIT_REVIEW", "EXIT_USAGE", "UsageError", "entry_point"]
 
-EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
+EXIT_OK, EXIT_FAILED, EXIT_BUDGET, EXIT_REVIEW = 0, 1, 3, 4
 
 class Main(Protocol):
     """A command's ``main(argv=None) -> int``."""

@@ -53,6 +53,7 @@ EXIT_CODES = """exit codes:
      items missing because calls failed or were refused; --resume asks them again; the others finished
   2  bad input, flag or config (one line on stderr; nothing was called)
   3  budget spent (--max-cost / --max-calls, where supported); continue with --resume
+  4  --review: every class is finished or awaits review; review with python -m agent.review RUN, then --resume
   130 / 143 stopped by SIGINT / SIGTERM (in-flight calls finish, nothing new is sent); continue with --resume"""
 
 EPILOG = f"""{EXIT_CODES}
@@ -89,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-classes-in-flight", help=f"classes processed at once (default {default_text('max_classes_in_flight')})")
     run.add_argument("--include-originals", action="store_true", default=None,
                      help="also write the tail classes' original images to manifest.jsonl")
+    run.add_argument("--review", action=argparse.BooleanOptionalAction, default=None,
+                     help="pause each class before finalize for a human review (python -m agent.review RUN); "
+                     "--no-review on --resume approves the waiting classes as they are")
+    run.add_argument("--review-rounds", help="review rounds whose rejected images are re-rendered "
+                     f"(default {default_text('review_rounds')})")
+    run.add_argument("--ray", metavar="local|auto|ADDRESS",
+                     help="run the diffusers renders and CLIP scoring on a Ray cluster, one actor per GPU (or per "
+                          "--t2i-devices entry): local (this machine), auto (joins `ray start --head`), or "
+                          "HOST:6379 / ray://HOST:10001; needs the cluster extra")
     paper = p.add_argument_group("paper settings")
     paper.add_argument("--target-per-class", help="K_y: descriptions per class; N_y = K_y - M_y images "
                        f"(default {default_text('target_per_class')})")
@@ -117,7 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes["controls"] = {"max_cost_usd": controls.max_cost_usd, "max_calls": controls.max_calls,
                          "prices": controls.prices.source}
     if controls.dry_run:  # a plan needs no key, no server and no folder: nothing is opened or sent
-        return dry_run(settings, providers_config, inputs, controls)
+        code = dry_run(settings, providers_config, inputs, controls)
+        if settings.ray:  # the cluster is asked what it has; no actor is started
+            from agent.lifecycle.cluster_run import cluster_plan
+
+            print(cluster_plan(settings, providers_config, inputs))
+        return code
     # Before torch, open_clip and the scorer load: a missing key or a dead URL is one line, at once.
     check_keys(providers_config)
     check_reachable(providers_config)
@@ -139,18 +154,30 @@ def _start(settings: RunSettings, providers_config: Any, inputs: Any, controls: 
     from agent.providers.local_t2i import preload
     from agent.providers.scorer import ClipScorer
 
-    scorer = ClipScorer.load(settings.clip_model, settings.pretrained_arg())
-    preload(providers_config)  # a local t2i pipeline (agent/providers/local_t2i.py): loaded once, here
-    with RunLock(settings.out):  # one agent.run per folder; taken before anything is written
-        return _run_locked(runner, settings, providers_config, inputs, controls, notes, scorer)
+    pool: Any = None
+    local: dict[str, Any] | None = None
+    try:
+        if settings.ray:  # the GPU-bound work on a Ray cluster's actors (Ray imported only here)
+            from agent.lifecycle.cluster_run import open_cluster
+
+            pool, scorer, local = open_cluster(settings, providers_config, _log)
+        else:
+            scorer = ClipScorer.load(settings.clip_model, settings.pretrained_arg())
+            preload(providers_config)  # a local t2i pipeline (agent/providers/local_t2i.py): loaded once, here
+        with RunLock(settings.out):  # one agent.run per folder; taken before anything is written
+            return _run_locked(runner, settings, providers_config, inputs, controls, notes, scorer, local)
+    finally:
+        if pool is not None:  # the actors end with the run (a local Ray instance too)
+            pool.close()
 
 
 def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, inputs: Any, controls: RunControls,
-                notes: dict[str, Any], scorer: Any) -> int:
+                notes: dict[str, Any], scorer: Any, local: dict[str, Any] | None = None) -> int:
     async def execute() -> tuple[Any, int | None]:
         with graceful_stop() as stop:
             outcome = await runner.execute(settings, providers_config, inputs, scorer=scorer,
-                                           log=log_function(controls, _log), controls=controls, notes=notes)
+                                           log=log_function(controls, _log), controls=controls, notes=notes,
+                                           local=local)
         return outcome, stop.signum
 
     resume_hint = f"python -m agent.run --out {settings.out} --resume"
@@ -165,6 +192,10 @@ def _run_locked(runner: Any, settings: RunSettings, providers_config: Any, input
               f"free space, then continue with: {resume_hint}", file=sys.stderr)
         return EXIT_FAILED
     print(outcome.final_line, file=sys.stderr if outcome.exit_code else sys.stdout)
+    waiting = sum(1 for c in outcome.classes if c.status == "review")
+    if waiting:
+        print(f"{waiting} class{'es' if waiting != 1 else ''} await{'s' if waiting == 1 else ''} review: "
+              f"python -m agent.review {settings.out}", file=sys.stderr)
     if outcome.summary.get("disk_full"):
         print(f"error: the disk is full ({outcome.summary['disk_full']}); the unfinished classes stopped where "
               f"they were and nothing written so far is lost: free space, then continue with: {resume_hint}",
@@ -252,7 +283,8 @@ def _log(line: str) -> None:
 _RUN_FLAGS = frozenset({
     "classes", "images", "train_list", "data_root", "class_names", "out", "run_id", "resume",
     "max_classes_in_flight", "include_originals", "target_per_class", "threshold", "score", "max_rounds",
-    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", "max_cost", "max_calls", *BATCH_FLAGS,
+    "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", "max_cost", "max_calls", "review",
+    "review_rounds", "ray", *BATCH_FLAGS,
 })
 
 

@@ -5,3 +5,4 @@ import os
 # Without it, a `pretrained=` load waits ~54 s for the hub before failing (docs/DESIGN.md §10).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # datasets (the export tests) never reaches the network

@@ -111,7 +111,7 @@ class ImageLoader:
     def __init__(self, cache_mb: float = 0.0) -> None:
         self._budget = int(cache_mb * 1024 * 1024)
         self._used = 0
-        self._cache: dict[Path, Image.Image] = {}
+        self._cache: dict[tuple[Path, tuple[int, int] | None], Image.Image] = {}
 
     def preload(self, samples: Sequence[Sample]) -> int:
         """Decode ``samples`` now, in order, until the budget is full; returns how many are cached.
@@ -126,18 +126,19 @@ class ImageLoader:
         return len(self._cache)
 
     def load(self, sample: Sample) -> Image.Image:
-        cached = self._cache.get(sample.path)
+        key = (sample.path, sample.part)
+        cached = self._cache.get(key)
         if cached is not None:
             return cached
         try:
-            with Image.open(sample.path) as im:
+            with sample.open() as im:
                 image = im.convert("RGB")
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise DataError(f"{sample.where}: cannot read image {sample.path}: {reason_of(exc)} "
                             f"(replace the file, or pass --skip-bad-images)") from None
         size = image.width * image.height * 3
         if self._used + size <= self._budget:
-            self._cache[sample.path] = image
+            self._cache[key] = image
             self._used += size
         return image
 

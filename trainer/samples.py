@@ -7,7 +7,11 @@ Contract
     folder), read with :func:`store.manifest.read_labelled_rows`: the agent's, or any tool's rows with at
     least ``path`` and ``label``;
   - a **list file** (ImageNet-LT style ``relative/path.jpg <label>``; paths relative to ``data_root``, which
-    defaults to the list's folder).
+    defaults to the list's folder);
+  - an **HF ImageFolder** (``metadata.jsonl`` rows with ``file_name``: the file, or the folder that
+    ``load_dataset("imagefolder", data_dir=DIR)`` takes), a folder of **parquet** shards or of **WebDataset**
+    ``.tar`` shards (:mod:`trainer.formats`; ``python -m agent.export`` writes all three). Their images are
+    read on demand from the shards (``Sample.part``), and their class list stands in for ``--class-names``.
 - Labels (README "How labels are numbered"): the class names come from ``--class-names`` (label = line, or
   ``label<TAB>name``) or, without it, from the class folders of an ImageFolder ``--train`` in sorted order
   (torchvision's rule, the agent's ``--images`` rule). A list file's labels are taken as written. A class
@@ -73,6 +77,16 @@ class Sample:
     where: str
     sha256: str | None = None  # a manifest row's hash of the file, checked by check_images
     listed_label: int | None = None  # the row's own label, when its class_name gave another one
+    part: tuple[int, int] | None = None  # inside a container ``path`` (trainer.formats): tar (offset, size),
+    # parquet (row group, row); None: ``path`` is the image file itself
+
+    def open(self) -> Image.Image:
+        """The image, not yet decoded (``PIL.Image.open`` of the file, or of its bytes inside a container)."""
+        if self.part is None:
+            return Image.open(self.path)
+        from trainer.formats import open_member
+
+        return open_member(self.path, self.part)
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,14 @@ def load_classes(class_names: str | None, train: str) -> Classes:
     if class_names is not None:
         return Classes(tuple(read_class_names(class_names)), f"--class-names {class_names}")
     if Path(train).is_dir():
+        from trainer.formats import detect, export_names
+
+        if detect(Path(train)) is not None:
+            names = export_names(Path(train))
+            if not names:
+                raise DataError(f"--class-names FILE is needed: --train {train} carries no class list "
+                                f"(python -m agent.export writes one in ltgc-export.json)")
+            return Classes(tuple(names), f"the class list of --train {train}")
         return Classes(tuple(c.name for c in _image_folder(Path(train))), f"the class folders of --train {train}")
     raise DataError(f"--class-names FILE is needed: --train {train} is not an ImageFolder (only an ImageFolder's "
                     f"sorted folder names can stand in for the class names)")
@@ -129,10 +151,17 @@ def read_listing(spec: Path | str, classes: Classes | Sequence[str],
     spec = Path(spec)
     known = classes if isinstance(classes, Classes) else Classes(tuple(classes), "the class names")
     if spec.is_dir():
-        listing = Listing(_read_folder(spec, known))
+        from trainer.formats import detect, read_layout
+
+        layout = detect(spec)
+        listing = read_layout(spec, layout, known) if layout else Listing(_read_folder(spec, known))
     elif not spec.is_file():
         raise DataError(f"{spec}: no such file or folder (expected a list file 'path label', a manifest .jsonl "
                         f"or an ImageFolder tree)")
+    elif is_manifest(spec) and _is_hf_metadata(spec):
+        from trainer.formats import read_hf_metadata
+
+        listing = read_hf_metadata(spec, known)
     elif is_manifest(spec):
         listing = _read_manifest(spec, known)
     else:
@@ -151,6 +180,18 @@ def is_manifest(path: Path) -> bool:
     if path.suffix == ".jsonl":
         return True
     return _head(path).lstrip().startswith("{")
+
+
+def _is_hf_metadata(path: Path) -> bool:
+    """An HF ImageFolder ``metadata.jsonl`` (rows name a ``file_name``, not a ``path``), not a manifest."""
+    import json
+
+    first = _head(path).lstrip().split("\n", 1)[0]
+    try:
+        row = json.loads(first)
+    except ValueError:
+        return False  # too long for the head, or not JSON: the manifest reader says what is wrong
+    return isinstance(row, dict) and "file_name" in row and "path" not in row
 
 
 def read_list_file(path: Path | str, data_root: Path | str | None = None) -> list[Sample]:
@@ -271,7 +312,7 @@ def _image_folder(root: Path) -> list[FolderClass]:
 
 def _decode_problem(s: Sample) -> str | None:
     try:
-        with Image.open(s.path) as im:
+        with s.open() as im:
             im.convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         return f"{s.where}: cannot read image {s.path}: {reason_of(exc)}"

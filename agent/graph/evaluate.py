@@ -8,7 +8,8 @@ Contract:
 - The score is appended to the item's ``scores`` (one per evaluation round). S >= μ -> ``accepted``;
   below μ -> ``low`` while the item has refine rounds left (``round < settings.max_rounds``), else
   ``rejected``.
-- Routes to refine when any item is ``low``, otherwise to finalize.
+- Routes to refine when any item is ``low``, otherwise to review when the run asks for it (``--review``),
+  else to finalize.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from langgraph.types import Command
 from agent.graph.state import ClassState, GraphDeps, Item, copy_item
 
 
-async def evaluate(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Literal["refine", "finalize"]]:
+async def evaluate(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Literal["refine", "review", "finalize"]]:
     """Score the freshly rendered items and decide which go to refine."""
     deps = runtime.context
     settings = deps.settings
@@ -37,7 +38,7 @@ async def evaluate(state: ClassState, runtime: Runtime[GraphDeps]) -> Command[Li
     update = {"items": items, "eval_round": state["eval_round"] + 1}
     if any(item["status"] == "low" for item in items):
         return Command(update=update, goto="refine")
-    return Command(update=update, goto="finalize")
+    return Command(update=update, goto="review" if settings.review else "finalize")
 
 
 def classify(score: float, item: Item, *, threshold: float, max_rounds: int) -> Literal["accepted", "low", "rejected"]:

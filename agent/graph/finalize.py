@@ -105,6 +105,7 @@ def rejected_rows(state: ClassState, run_id: str) -> list[dict[str, Any]]:
             "history": item["history"], "history_images": item.get("history_images", []),
             "scores": item["scores"], "round": item["round"],
             "sha256": item["sha256"], "error": item["error"],
+            **({"reviewed": item["reviewed"]} if item.get("reviewed") else {}),  # --review runs only
         }
         for item in state.get("items", [])
         if item["status"] in ("rejected", "failed")

@@ -1,9 +1,12 @@
 """Build and compile the LTGC class graph (one compiled graph; one checkpointed thread per class).
 
-    describe ─► extend ⟲ (number check) ─► dedupe ─► summarize ─► render ─► evaluate ─► finalize
-       │            ▲                        │                      ▲           │
-       │            └──── (list fell short) ─┘                      └─ refine ◄─┘ (S < μ, < R rounds)
-       └─► finalize (M_y >= K_y: nothing to generate)
+    describe ─► extend ⟲ (number check) ─► dedupe ─► summarize ─► render ─► evaluate ─► [review] ─► finalize
+       │            ▲                        │                      ▲           │          │
+       │            └──── (list fell short) ─┘                      └─ refine ◄─┴──────────┘
+       └─► finalize (M_y >= K_y: nothing to generate)      (S < μ, < R rounds; or rejected in review)
+
+``review`` (``--review`` only) pauses the class with ``interrupt()`` until a reviewer's decisions arrive as
+``Command(resume=...)`` (agent/graph/review.py).
 
 Routing is typed: nodes that choose return ``Command[Literal[...]]``; the others have fixed edges.
 Run-scoped objects reach nodes through the runtime context (``context_schema=GraphDeps``), never state.
@@ -26,6 +29,7 @@ from agent.graph.extend import extend
 from agent.graph.finalize import finalize
 from agent.graph.refine import refine
 from agent.graph.render import render
+from agent.graph.review import review
 from agent.graph.state import ClassState, GraphDeps
 from agent.graph.summarize import summarize
 
@@ -45,6 +49,7 @@ def build_graph() -> StateGraph[ClassState, GraphDeps, ClassState, ClassState]:
     builder.add_node("render", render)
     builder.add_node("evaluate", evaluate)
     builder.add_node("refine", refine)
+    builder.add_node("review", review)
     builder.add_node("finalize", finalize)
     builder.add_edge(START, "describe")
     builder.add_edge("summarize", "render")

@@ -98,6 +98,8 @@ class Item(TypedDict):
     # why the item failed for good: the provider's kind (``exhausted``, ``refused``, ``bad_response``, ...);
     # a class with such items is ``short`` (agent/graph/finalize.py) and ``--resume`` asks them again
     error_kind: NotRequired[str | None]
+    # review (agent/graph/review.py): one {"round", "decision": "rejected" | "approved", "note"} per decision
+    reviewed: NotRequired[list[dict[str, Any]]]
 
 
 class ClassState(TypedDict, total=False):
@@ -123,6 +125,9 @@ class ClassState(TypedDict, total=False):
     # render / evaluate / refine
     items: list[Item]
     eval_round: int
+    # review (only with --review): rounds of decisions applied; approved = finalize after the re-renders
+    review_round: int
+    review_approved: bool
     # finalize
     done: bool
     status: Literal["running", "complete", "short", "failed"]

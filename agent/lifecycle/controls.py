@@ -93,7 +93,9 @@ def plan_for(settings: Any, providers_config: Any, inputs: Any, prices: PriceTab
     batched = [role for role in ROLES if providers_config.role(role).batch]
     plan = plan_run([(c.name, len(c.images)) for c in inputs.classes], settings.graph_settings(), models, prices,
                     image, unbilled_roles(providers_config), batched)
-    limits = {role: (providers_config.role(role).per_minute, providers_config.role(role).max_in_flight)
+    # max_in_flight is per replica (agent/providers/replicas.py): a fleet of N servers has N times the slots.
+    limits = {role: (providers_config.role(role).per_minute,
+                     providers_config.role(role).max_in_flight * len(providers_config.role(role).base_urls))
               for role in ROLES}
     return dataclasses.replace(plan, limits=limits)
 

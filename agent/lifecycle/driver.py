@@ -8,8 +8,13 @@ Contract:
   ``"<run_id>/<class>"`` (at most ``max_classes_in_flight`` at a time, all sharing the per-role limiters),
   then rebuilds ``manifest.jsonl``, ``rejected.jsonl`` and ``summary.json`` from the finished states of all
   classes, and returns a ``RunOutcome`` (exit code 0 all complete, 1 some class failed or fell short,
-  3 budget spent). A class that fell short (``short``: items missing because calls failed or were
-  refused, agent/graph/finalize.py) is counted per reason in summary.json and the final line.
+  3 budget spent, 4 every class finished or awaiting review). A class that fell short (``short``: items
+  missing because calls failed or were refused, agent/graph/finalize.py) is counted per reason in
+  summary.json and the final line.
+- ``--review``: a class whose thread paused at the review ``interrupt()`` (agent/graph/review.py) is
+  ``review``. On ``--resume`` it continues with ``Command(resume=decisions)`` when ``review.sqlite`` holds
+  decisions for its round (agent/review/decisions.py), and is left waiting — not invoked, nothing sent —
+  when it does not. ``--resume --no-review`` approves the waiting classes as they are.
 - A fresh run (no ``--resume``) deletes any checkpoints of its own thread ids and starts every class from
   ``describe``; the call cache and blobs of the folder are reused, so repeating a finished run sends no
   request. ``--resume`` skips complete classes, continues interrupted ones where they stopped
@@ -26,16 +31,17 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Durability, RunnableConfig
+from langgraph.types import Command, Durability, RunnableConfig
 
 from agent.batch.setup import BatchRun, open_batch
+from agent.errors import EXIT_REVIEW
 from agent.graph.finalize import REASONS, class_summary, generated_rows, missing_reason, rejected_rows
 from agent.graph.graph import RENDER_GATE, compile_graph
 from agent.graph.state import ClassState, GraphDeps, ScorerLike, initial_state
@@ -51,6 +57,8 @@ from agent.providers.config import ProvidersConfig
 from agent.providers.local_t2i import open_local_transports
 from agent.providers.score_cache import CachedScorer
 from agent.providers.scorer import ClipScorer
+from agent.providers.transport import Transport
+from agent.review.decisions import read_decisions
 from store.blobs import BlobStore
 from store.cache import CallCache
 from store.errors import is_disk_full
@@ -62,6 +70,7 @@ from store.traces import TraceStore
 __all__ = ["ClassOutcome", "RunOutcome", "execute", "missing_line", "thread_id"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
+REVIEW_NODE = "review"
 # Each step's checkpoint is committed before the next step starts ("sync"), so a resume restarts a class at
 # the node it was in. "async" (written while the next step runs) measured no faster, side by side, in a
 # sequential run or a warm rerun (scripts/bench/bench_agent.py --durability sync async).
@@ -71,7 +80,7 @@ DURABILITY: Durability = "sync"
 @dataclass
 class ClassOutcome:
     name: str
-    status: str  # complete | short | failed | stopped (budget) | running (never reached the end)
+    status: str  # complete | short | failed | stopped (budget) | review (awaits a reviewer) | running (never reached the end)
     error: str | None = None
 
 
@@ -111,6 +120,7 @@ async def execute(
     log: Callable[[str], None] = print,
     controls: RunControls | None = None,
     notes: dict[str, Any] | None = None,
+    local: Mapping[str, Transport] | None = None,
 ) -> RunOutcome:
     """Run (or resume) every class; write the run folder's outputs; see the module docstring."""
     started = time.monotonic()
@@ -128,7 +138,8 @@ async def execute(
     batch: BatchRun | None = None
     try:
         # A local t2i pipeline loads now, off the loop: a bad model or device stops the run before any call.
-        local = await open_local_transports(providers_config, log=log)
+        # (``local``: the caller's, e.g. on a Ray cluster's actors: agent/providers/cluster.py)
+        local = dict(local) if local is not None else await open_local_transports(providers_config, log=log)
         batch = await open_batch(providers_config, settings)  # None unless a role runs through the Batch API
         meter = None
         if controls is not None:  # budget metering, progress display (agent/lifecycle/controls.py)
@@ -237,6 +248,7 @@ class _Driver:
         config = self.config(spec)
         thread = config["configurable"]["thread_id"]
         fresh = True
+        payload: Any = None
         if resume:  # read the class's checkpoint: skip it when complete, else continue where it stopped
             snap = await self.graph.aget_state(config)
             values: dict[str, Any] = dict(snap.values or {})
@@ -248,17 +260,32 @@ class _Driver:
                 return ClassOutcome(spec.name, "running")  # already waiting at the gate from an earlier invocation
             if fresh and values:
                 await self.saver.adelete_thread(thread)
+            if not fresh and REVIEW_NODE in snap.next:
+                payload = await self._review_resume(spec, values)
+                if payload is None:  # nothing decided yet: keeps waiting, costs nothing
+                    return ClassOutcome(spec.name, "review")
         else:  # a fresh run: every class restarts at describe, its completed calls cache hits
             await self.saver.adelete_thread(thread)
-        payload = self._initial(spec) if fresh else None
-        # ainvoke returns the state it stopped with (at the end, or at the render gate): no read-back.
+        payload = self._initial(spec) if fresh else payload
+        # ainvoke returns the state it stopped with (at the end, the render gate or the review): no read-back.
         state = await self.graph.ainvoke(payload, config, context=self.deps, durability=DURABILITY,
                                          interrupt_before=[RENDER_GATE] if gate else None)
+        if any(_is_review(i) for i in state.get("__interrupt__") or ()):  # not the render gate: a review pause
+            return ClassOutcome(spec.name, "review")
         if not state.get("done"):
             return ClassOutcome(spec.name, "running")
         self.finished[spec.name] = cast(ClassState, dict(state))
         await keep_latest_checkpoint(self.saver, thread)
         return ClassOutcome(spec.name, state.get("status", "failed"), state.get("error"))
+
+    async def _review_resume(self, spec: ClassSpec, values: dict[str, Any]) -> Command[Any] | None:
+        """``Command(resume=decisions)`` for a class waiting at the review, or None while nothing is decided.
+        ``--resume --no-review`` approves the class as it is (the user gave review up)."""
+        if not self.settings.review:
+            return Command(resume={"approve": True})
+        decisions = await asyncio.to_thread(read_decisions, self.settings.out, spec.name,
+                                            int(values.get("review_round", 0)))
+        return None if decisions is None else Command(resume=decisions)
 
     def _initial(self, spec: ClassSpec) -> ClassState:
         return initial_state(class_name=spec.name, label=spec.label, slug=slugify(spec.name),
@@ -270,6 +297,12 @@ class _Driver:
             state = await self.state_of(spec)
             texts[spec.label] = state.get("template") or fallback_text(spec.name)
         return texts
+
+
+def _is_review(pending: Any) -> bool:
+    """Whether an interrupt is the review node's (agent/graph/review.py ``review_payload``)."""
+    value = getattr(pending, "value", None)
+    return isinstance(value, dict) and value.get("kind") == "ltgc-review"
 
 
 def write_outputs(settings: RunSettings, inputs: Inputs, states: dict[str, ClassState],
@@ -364,6 +397,8 @@ def _totals(classes: dict[str, Any]) -> dict[str, Any]:
 def _exit_code(outcomes: list[ClassOutcome]) -> int:
     if any(o.status == "stopped" for o in outcomes):
         return EXIT_BUDGET
+    if any(o.status == "review" for o in outcomes) and all(o.status in ("complete", "review") for o in outcomes):
+        return EXIT_REVIEW
     return EXIT_OK if all(o.status == "complete" for o in outcomes) else EXIT_FAILED
 
 

@@ -17,6 +17,8 @@ Contract:
         blobs/              content-addressed bytes (store.blobs)
         images/<slug>/      the accepted images, the manifest's paths
         run.lock            held while an agent.run works here (agent/lifecycle/lock.py)
+        review.sqlite       a reviewer's decisions, per class and review round (--review; agent/review/decisions.py)
+        review-apply.log    the output of the review page's Apply button (agent/review/app.py)
 
 - :func:`read_json` is the one reader of the folder's JSON documents: a JSON object, ``{}`` for a missing
   file unless the caller says why it must be there, and otherwise one line (``<path>: <what>``) as the
@@ -43,7 +45,7 @@ from store.errors import UsageError
 from store.manifest import atomic_write_text
 
 __all__ = ["BATCH_LEDGER", "BATCH_RESULTS", "BLOBS", "CACHE", "CHECKPOINTS", "CONFIG", "IMAGES", "LOCK", "MANIFEST",
-           "REJECTED", "REPORT", "SUMMARY", "TRACES", "RunFolder", "RunFolderError", "accepted_image_path",
+           "REJECTED", "REPORT", "REVIEW_DB", "REVIEW_LOG", "SUMMARY", "TRACES", "RunFolder", "RunFolderError", "accepted_image_path",
            "read_json", "read_jsonl", "write_json"]
 
 CONFIG, SUMMARY = "config.json", "summary.json"
@@ -51,6 +53,7 @@ MANIFEST, REJECTED, REPORT = "manifest.jsonl", "rejected.jsonl", "report.html"
 CACHE, TRACES, CHECKPOINTS = "cache.sqlite", "traces.sqlite", "checkpoints.sqlite"
 BATCH_LEDGER, BATCH_RESULTS = "batches.sqlite", "batches"
 BLOBS, IMAGES, LOCK = "blobs", "images", "run.lock"
+REVIEW_DB, REVIEW_LOG = "review.sqlite", "review-apply.log"
 
 
 class RunFolderError(UsageError):

@@ -10,6 +10,8 @@ Contract:
   a short back-off. No HTTP request is sent, so no request is counted or billed and no key leaves the
   process. An address that never answers is a ``ConfigError`` naming the URL (credentials removed) and
   the roles using it, after at most ``attempts * timeout_s`` plus the back-off.
+- A role with several replicas (``base_url`` a list) needs one of them to answer: the others are skipped
+  and probed again during the run (agent/providers/replicas.py).
 - A local role (``t2i`` with ``provider = "diffusers"``) has no key and no URL: ``check_keys`` checks its
   optional packages and model instead (one line each), ``check_reachable`` skips it.
   Why a separate check: the providers retry a connection error per item with back-off up to a minute, and
@@ -67,9 +69,14 @@ def check_reachable(
         if not is_local_role(config.role(role)):  # a local pipeline has no server to reach
             by_url.setdefault(config.role(role).base_url, []).append(role)
     for url, roles in by_url.items():
-        if _proxied(url):
-            continue
-        error = _try_connect(host_port(url), attempts, timeout_s, backoff_s, connect)
+        error: str | None = None
+        for replica in url.split(","):  # one reachable replica is enough to start
+            if _proxied(replica):
+                error = None
+                break
+            error = _try_connect(host_port(replica), attempts, timeout_s, backoff_s, connect)
+            if error is None:
+                break
         if error is not None:
             flags = " / ".join(f"--{r}-base-url" for r in roles)
             raise ConfigError(

@@ -5,7 +5,8 @@ Contract:
 - One pydantic model per section — :class:`InputSettings` (inputs and run folder), :class:`ScoreSettings`
   (μ and the CLIP score), :class:`LoopBounds` (K, R and the graph's loop limits), :class:`ClipSettings`,
   :class:`ConcurrencySettings`, :class:`BatchKnobs` (the Batch API, agent/batch/transport.py) and
-  :class:`CapSettings` (``max_cost`` / ``max_calls``). :class:`GraphSettings` (score + loop bounds) is what
+  :class:`CapSettings` (``max_cost`` / ``max_calls``), :class:`ReviewSettings` (``--review``, issue 25),
+  :class:`ClusterSettings` (``--ray``). :class:`GraphSettings` (score + loop bounds + review) is what
   the class graph and the dry-run planner take; :class:`RunSettings` is all of them, flat, so
   ``config.json``'s ``run`` block keeps its keys. Paths are absolute once validated.
 - :func:`resolve` (``cli``, ``toml_run``, ``saved``) is the one place the layers meet: flags actually given >
@@ -47,8 +48,9 @@ from agent.lifecycle.folder import CONFIG, RunFolder, RunFolderError, read_json
 from agent.providers.config import ROLES, read_toml, role_fields
 from store.errors import UsageError
 
-__all__ = ["BatchKnobs", "CapSettings", "ClipSettings", "ConcurrencySettings", "GraphSettings", "InputSettings",
-           "Layers", "LoopBounds", "RunSettings", "ScoreSettings", "SettingsError", "default", "default_text",
+__all__ = ["BatchKnobs", "CapSettings", "ClipSettings", "ClusterSettings", "ConcurrencySettings", "GraphSettings",
+           "InputSettings", "Layers", "LoopBounds", "ReviewSettings", "RunSettings", "ScoreSettings", "SettingsError",
+           "default", "default_text",
            "load_layers", "new_run_id", "resolve", "resolve_caps"]
 
 PATH_FIELDS = ("classes", "images", "train_list", "data_root", "class_names", "out")
@@ -159,7 +161,14 @@ class LoopBounds(_Section):
     max_dedupe_passes: Count1 = 3  # dedupe -> extend -> dedupe loops before giving up short (not a flag)
 
 
-class GraphSettings(ScoreSettings, LoopBounds):
+class ReviewSettings(_Section):
+    """Human review before finalize (agent/graph/review.py; python -m agent.review)."""
+
+    review: Flag = False  # pause each class at the review interrupt
+    review_rounds: Count0 = 2  # review rounds whose rejected images are refined and re-rendered
+
+
+class GraphSettings(ScoreSettings, LoopBounds, ReviewSettings):
     """What the class graph (agent/graph) and the dry-run planner (agent/readout/plan.py) read."""
 
 
@@ -187,6 +196,23 @@ class BatchKnobs(_Section):
     batch_fallback: Annotated[Literal["none", "sync"], Expect("one of none, sync")] = "none"
 
 
+def _cluster_word(value: Any) -> Any:
+    """``none`` / ``off`` / empty: no cluster; an address must be one word."""
+    if value is None or isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
+        return None
+    if not isinstance(value, str) or any(ch.isspace() for ch in value.strip()):
+        raise ValueError("not an address")
+    return value.strip()
+
+
+class ClusterSettings(_Section):
+    """A Ray cluster for the GPU-bound local work (agent/providers/cluster.py); where, not what: a resume may
+    change it."""
+
+    ray: Annotated[str | None, BeforeValidator(_cluster_word),
+                   Expect("local, auto, a cluster address (HOST:6379 or ray://HOST:10001) or none")] = None
+
+
 class CapSettings(_Section):
     """The run's spending caps (agent/lifecycle/budget.py), whole run, across --resume; never saved."""
 
@@ -195,7 +221,8 @@ class CapSettings(_Section):
     max_calls: Count1 | None = None
 
 
-class RunSettings(InputSettings, GraphSettings, ClipSettings, ConcurrencySettings, BatchKnobs, CapSettings):
+class RunSettings(InputSettings, GraphSettings, ClipSettings, ConcurrencySettings, BatchKnobs, CapSettings,
+                  ClusterSettings):
     """Every run-level knob, flat (one section per base class)."""
 
     def graph_settings(self) -> GraphSettings:
@@ -211,7 +238,7 @@ NOT_SAVED = frozenset(CapSettings.model_fields) | NOT_SETTABLE
 SAVED = ("out", "run_id", "classes", "images", "train_list", "data_root", "class_names", "resume", "target_per_class",
          "threshold", "score", "max_rounds", "clip_model", "clip_pretrained", "max_describe", "max_extend_rounds",
          "max_classes_in_flight", "include_originals", "batch_max_requests", "batch_window_s", "batch_poll_s",
-         "batch_poll_max_s", "batch_fallback")  # config.json's order (all fields but NOT_SAVED; a test checks)
+         "batch_poll_max_s", "batch_fallback", "review", "review_rounds", "ray")  # config.json's order (all fields but NOT_SAVED; a test checks)
 SETTABLE = frozenset(RunSettings.model_fields) - NOT_SETTABLE
 
 

@@ -53,6 +53,7 @@ from agent.providers.endpoints import resolve_api_key
 from agent.providers.images import InputImageError, data_uri, decode_b64_image, image_format, prepare_image
 from agent.providers.limiter import RoleLimiter
 from agent.providers.local_t2i import DiffusersTransport, local_image_body
+from agent.providers.replicas import Replica, ReplicaSet
 from agent.providers.retry import ProviderError, call_with_retry
 from agent.providers.structured import StructuredAsk, StructuredMemory
 from agent.providers.transport import HttpTransport, Outbound, Transport, stopped_error
@@ -107,7 +108,7 @@ class Providers:
     def __init__(
         self,
         config: ProvidersConfig,
-        clients: Mapping[str, openai.AsyncOpenAI],
+        clients: Mapping[str, openai.AsyncOpenAI | ReplicaSet],
         *,
         cache: CallCache,
         traces: TraceStore,
@@ -117,8 +118,10 @@ class Providers:
     ) -> None:
         self.config = config
         self.meter = meter
+        # max_in_flight is per replica (each server has its own slots); per_minute is the whole role's.
         self.limiters = {
-            role: RoleLimiter(config.role(role).max_in_flight, config.role(role).per_minute) for role in clients
+            role: RoleLimiter(config.role(role).max_in_flight * _replica_count(client), config.role(role).per_minute)
+            for role, client in clients.items()
         }
         # One transport per role: synchronous HTTP unless the caller brings another (Batch API, local).
         self.transports: dict[str, Transport] = {
@@ -327,13 +330,25 @@ class Providers:
         self.traces.add(row)
 
 
-def _build_client(role: str, cfg: RoleConfig, env: Mapping[str, str]) -> openai.AsyncOpenAI:
+def _replica_count(client: openai.AsyncOpenAI | ReplicaSet) -> int:
+    return len(client) if isinstance(client, ReplicaSet) else 1
+
+
+def _build_client(role: str, cfg: RoleConfig, env: Mapping[str, str]) -> openai.AsyncOpenAI | ReplicaSet:
+    """One SDK client, or a :class:`ReplicaSet` of them when the role names several base URLs."""
+    if len(cfg.base_urls) == 1:
+        return _sdk_client(role, cfg, cfg.base_url, env)
+    replicas = [Replica(url, _sdk_client(role, cfg, url, env)) for url in cfg.base_urls]
+    return ReplicaSet(replicas, max_in_flight=cfg.max_in_flight)
+
+
+def _sdk_client(role: str, cfg: RoleConfig, base_url: str, env: Mapping[str, str]) -> openai.AsyncOpenAI:
     # Keep-alive pool sized to the limiter so a burst of max_in_flight requests reuses connections.
     limits = httpx2.Limits(max_connections=max(100, 2 * cfg.max_in_flight),
                            max_keepalive_connections=max(20, cfg.max_in_flight))
     return openai.AsyncOpenAI(
         api_key=resolve_api_key(role, cfg, env),
-        base_url=cfg.base_url,
+        base_url=base_url,
         timeout=cfg.timeout_s,
         max_retries=0,  # one retry policy (ours); SDK retries would multiply with it
         http_client=openai.DefaultAsyncHttpxClient(limits=limits, verify=_tls_context()),

@@ -62,7 +62,10 @@ class RoleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    base_url: str = Field(DEFAULT_BASE_URL, description="an http(s):// URL")
+    # Several URLs (comma-separated, or a TOML list) are replicas of one model (agent/providers/replicas.py);
+    # kept as one comma-joined string, so every reader of one URL sees the first server's scheme and host.
+    base_url: str = Field(DEFAULT_BASE_URL, description="an http(s):// URL, or several (comma-separated, or a TOML "
+                                                        "list: replicas of one model)")
     model: str = Field(..., min_length=1, description="a non-empty model name")
     api_key_env: str = Field(
         DEFAULT_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="an environment variable NAME"
@@ -101,13 +104,29 @@ class RoleConfig(BaseModel):
     # Send this role's calls through the OpenAI Batch API (agent/batch/transport.py): half price, hours of latency.
     batch: bool = Field(False, description="true or false (the OpenAI Batch API: half price, hours of latency)")
 
-    @field_validator("base_url")
+    @field_validator("base_url", mode="before")
     @classmethod
-    def _check_url(cls, value: str) -> str:
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("not an http(s) URL")
-        return value.strip().rstrip("/")
+    def _check_url(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            if not all(isinstance(item, str) for item in value):
+                raise ValueError("not a list of URLs")
+            value = ",".join(value)
+        if not isinstance(value, str):
+            return value  # pydantic's own str check words the error
+        urls = [part.strip().rstrip("/") for part in value.split(",")]
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("not an http(s) URL")
+        if len(set(urls)) != len(urls):
+            raise ValueError("a replica URL is listed twice")
+        return ",".join(urls)
+
+    @property
+    def base_urls(self) -> list[str]:
+        """The replicas' URLs: ``RoleConfig(model="m", base_url="http://a/v1,http://b/v1").base_urls``
+        -> ``['http://a/v1', 'http://b/v1']``."""
+        return self.base_url.split(",")
 
     @field_validator("devices")
     @classmethod
@@ -135,7 +154,8 @@ def _unbilled_endpoint(values: Mapping[str, Any]) -> bool:
     return billing == "auto" and isinstance(values.get("base_url"), str) and is_local_url(values["base_url"])
 
 
-_DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
+# cpu:N names one of several CPU actors on a Ray cluster (--ray; agent/providers/cluster.py), never a device here.
+_DEVICE_RE = re.compile(r"^(cpu(:\d+)?|mps|cuda(:\d+)?|xpu(:\d+)?)$")
 _ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
     # Conservative starting points for a low-tier OpenAI account; raise them in the TOML file.
     "lmm": {"model": "gpt-4o", "max_in_flight": 8, "per_minute": 60, "timeout_s": 90.0},
@@ -389,6 +409,10 @@ def _build_role(role: str, values: dict[str, Any], sources: dict[str, str]) -> R
 
 def _check_provider(role: str, cfg: RoleConfig, sources: Mapping[str, str]) -> None:
     """Settings that only make sense with the other provider are errors, not silently ignored."""
+    if cfg.batch and len(cfg.base_urls) > 1:
+        raise ConfigError(f"{sources['batch']}: the Batch API goes to one server, and {role} names "
+                          f"{len(cfg.base_urls)} replicas in {sources['base_url']}; give one base URL, or remove "
+                          f"--{role}-batch")
     if cfg.provider == "openai":
         wrong = [f for f in LOCAL_FIELDS if getattr(cfg, f) is not None]
         if wrong:

@@ -33,10 +33,10 @@ def resolve_api_key(role: str, cfg: RoleConfig, env: Mapping[str, str] = os.envi
     key = env.get(cfg.api_key_env, "").strip()
     if key:
         return key
-    if is_local_url(cfg.base_url):
+    if all(is_local_url(url) for url in cfg.base_urls):
         return LOCAL_PLACEHOLDER_KEY
     raise ConfigError(
-        f"{role}: environment variable {cfg.api_key_env} is not set (needed for {redact_url(cfg.base_url)}); "
+        f"{role}: environment variable {cfg.api_key_env} is not set (needed for {redact_url(cfg.base_urls[0])}); "
         f"export it, or set LTGC_{role.upper()}_API_KEY_ENV to the variable that holds the key"
     )
 
@@ -61,16 +61,19 @@ def unbilled_roles(config: ProvidersConfig) -> frozenset[str]:
     def free(cfg: RoleConfig) -> bool:
         if is_local_role(cfg):
             return True
-        return cfg.billing == "free" or (cfg.billing == "auto" and is_local_url(cfg.base_url))
+        return cfg.billing == "free" or (cfg.billing == "auto" and all(is_local_url(u) for u in cfg.base_urls))
 
     return frozenset(role for role in ROLES if free(config.role(role)))
 
 
 def redact_url(url: str) -> str:
-    """Drop user:password and the query string (some gateways take ``?api_key=``) from a URL.
+    """Drop user:password and the query string (some gateways take ``?api_key=``) from a URL (or from each
+    of a comma-separated list of replicas).
 
     ``redact_url("https://u:p@h.io/v1?key=s") -> "https://h.io/v1"``
     """
+    if "," in url:
+        return ",".join(redact_url(part) for part in url.split(","))
     parts = urlsplit(url)
     host = parts.hostname or ""
     if ":" in host:  # IPv6 literal

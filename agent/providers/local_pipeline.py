@@ -74,6 +74,9 @@ def resolve_devices(spec: str | None) -> list[str]:
         return ["cuda:0" if cuda else "cpu"]
     devices = ["cuda:0" if name == "cuda" else name for name in spec.split(",")]
     for name in devices:
+        if name.startswith("cpu:"):
+            raise LocalPipelineError(f"t2i devices {spec!r}: {name} names a CPU actor of a Ray cluster (with --ray); "
+                                     "in this process use cpu")
         if name.startswith("cuda") and int(name.split(":")[1]) >= cuda:
             raise LocalPipelineError(f"t2i devices {spec!r}: {name} is not here (this machine has {cuda} CUDA "
                                      "device(s)); list devices that exist, e.g. --t2i-devices cpu")

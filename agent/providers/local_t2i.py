@@ -14,6 +14,10 @@ Contract (the :class:`agent.providers.transport.Transport` seam; the providers k
 - A CUDA out-of-memory error halves the batch size for the rest of the process, logs one line saying so,
   and retries the same prompts; at batch size 1 it is the items' final ``bad_request`` error. Any other
   pipeline error fails that batch's items (``bad_request``); a blanked image (safety checker) is ``refused``.
+- A device whose backend says it was lost (``backend.is_lost(exc)``: a Ray actor or node gone, see
+  agent/providers/cluster.py) retires its worker: the batch it held goes back to the head of the queue for
+  the other workers (each item is admitted once, whatever the re-dispatch); when no worker is left, the
+  queued items fail with ``bad_request`` naming the lost devices.
 - Each answered call gets ``attempts`` (forward passes it was part of), ``queue_s`` (waiting for its batch),
   ``server_s`` (its batch's forward pass) and ``meta = {"gpu_s", "device", "batch", "padded_to", "seed"}``
   where ``gpu_s`` is its share of the device time (forward time / real images in the batch; on a CPU run
@@ -120,6 +124,7 @@ class DiffusersTransport:
         self._wake: asyncio.Event | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._loading: asyncio.Lock | None = None
+        self._lost: list[str] = []  # devices whose worker retired (backend.is_lost)
 
     async def load(self) -> None:
         """Load one pipeline per device, concurrently and off the loop; ``ConfigError`` when that fails."""
@@ -139,6 +144,8 @@ class DiffusersTransport:
         if self._wake is None:  # built inside the running loop, with the workers
             self._wake = asyncio.Event()
             self._workers = [asyncio.create_task(self._work(device)) for device in self._pipes]
+        if self._lost and len(self._lost) == len(self._pipes):
+            raise self._all_lost()
         job = _Job(call, str(call.body["prompt"]), item_seed(call.key), asyncio.get_running_loop().create_future())
         self._queue.append(job)
         self._wake.set()
@@ -167,11 +174,36 @@ class DiffusersTransport:
             batch = await self._take()
             admitted = [job for job in batch if self._admit(job)]
             try:
-                await self._render(device, admitted)
+                alive = await self._render(device, admitted)
             except Exception as exc:  # a bug here must fail its items, never leave their callers waiting
                 for job in admitted:
                     if not job.future.done():
                         job.future.set_exception(exc)
+                continue
+            if not alive:
+                return
+
+    def _retire(self, device: str, jobs: list[_Job], exc: BaseException) -> None:
+        """``device`` is gone: its unfinished jobs go back to the head of the queue for the other workers."""
+        self._lost.append(device)
+        live = len(self._pipes) - len(self._lost)
+        self._log(f"t2i: {device} was lost ({type(exc).__name__}); its batch of {len(jobs)} goes to the "
+                  f"{live} device(s) left")
+        for job in jobs:
+            job.queued_at = time.perf_counter()  # its wait from here on is queue time again
+        self._queue.extendleft(reversed(jobs))
+        if not live:
+            error = self._all_lost()
+            while self._queue:
+                job = self._queue.popleft()
+                if not job.future.done():
+                    job.future.set_exception(error)
+        elif self._wake is not None:
+            self._wake.set()
+
+    def _all_lost(self) -> ProviderError:
+        return ProviderError("bad_request", f"every render device was lost ({', '.join(self._lost)}); check the "
+                             "cluster, then continue with --resume", attempts=0)
 
     async def _take(self) -> list[_Job]:
         """Up to ``batch_size`` live jobs: waits for one, then up to ``GATHER_S`` for a full batch."""
@@ -203,7 +235,8 @@ class DiffusersTransport:
         job.call.row.queue_s += time.perf_counter() - job.queued_at
         return True
 
-    async def _render(self, device: str, jobs: list[_Job]) -> None:
+    async def _render(self, device: str, jobs: list[_Job]) -> bool:
+        """Render ``jobs`` on ``device``; False when the device was lost (its jobs are back in the queue)."""
         pending = list(jobs)
         while pending:
             size = self.batch_size
@@ -215,6 +248,9 @@ class DiffusersTransport:
                 pngs = await asyncio.to_thread(self._backend.render, self._pipes[device], [j.prompt for j in chunk],
                                                [j.seed for j in chunk], self.options, size)
             except Exception as exc:  # noqa: BLE001 - the pipeline's failure is these items' answer
+                if getattr(self._backend, "is_lost", _never)(exc):
+                    self._retire(device, [j for j in chunk + pending if not j.future.done()], exc)
+                    return False
                 if self._backend.is_out_of_memory(exc) and size > 1:
                     self._halve(device, size)
                     pending = chunk + pending
@@ -222,6 +258,7 @@ class DiffusersTransport:
                 self._fail(chunk, exc, size)
                 continue
             self._answer(device, chunk, pngs, size, time.perf_counter() - started)
+        return True
 
     def _halve(self, device: str, size: int) -> None:
         self._backend.free_memory(device)
@@ -268,6 +305,11 @@ def _size(image_size: str | None) -> dict[str, int | None]:
         return {"width": None, "height": None}
     width, height = image_size.split("x")
     return {"width": int(width), "height": int(height)}
+
+
+def _never(exc: BaseException) -> bool:
+    """In-process devices are never "lost": their errors are the pipeline's."""
+    return False
 
 
 def _stderr(line: str) -> None:

@@ -14,8 +14,9 @@ Contract:
   ``call.row.attempts`` (requests actually sent), ``queue_s`` and ``server_s``; a final failure is a
   ``ProviderError``. The providers own everything around it: cache, image storage, trace rows, pricing.
 - :class:`HttpTransport` is the default: synchronous OpenAI-compatible requests through the ``openai``
-  SDK, one per attempt, each inside the role's :class:`RoleLimiter` slot, under the one retry policy
-  (agent/providers/retry.py). Other transports (the Batch API, a local diffusers pipeline) implement the same two
+  SDK, one per attempt, each inside the role's :class:`RoleLimiter` slot and a slot on one of the role's
+  replicas (agent/providers/replicas.py: least-loaded dispatch; the row's ``meta["replica"]`` says which
+  answered), under the one retry policy (agent/providers/retry.py). Other transports (the Batch API, a local diffusers pipeline) implement the same two
   methods; the graph never knows which one a role uses.
 """
 
@@ -33,6 +34,7 @@ import openai
 from agent.providers.config import RoleConfig
 from agent.providers.images import decode_b64_image
 from agent.providers.limiter import LimiterAborted, RoleLimiter
+from agent.providers.replicas import ReplicaSet
 from agent.providers.retry import BadResponse, Failure, ProviderError, call_with_retry, never_sent
 from store.traces import TraceRecord
 
@@ -75,18 +77,20 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """Synchronous requests through one SDK client and the role's limiter, under the retry policy."""
+    """Synchronous requests through the role's SDK clients (one per replica) and its limiter, under the retry
+    policy. ``client`` is one ``AsyncOpenAI`` or a :class:`ReplicaSet` of them."""
 
-    def __init__(self, role: str, client: openai.AsyncOpenAI, limiter: RoleLimiter,
+    def __init__(self, role: str, client: openai.AsyncOpenAI | ReplicaSet, limiter: RoleLimiter,
                  stop_requested: Callable[[], bool]) -> None:
-        self.role, self.client, self.limiter, self._stop = role, client, limiter, stop_requested
+        self.role, self.limiter, self._stop = role, limiter, stop_requested
+        self.replicas = client if isinstance(client, ReplicaSet) else ReplicaSet.single(client)
 
     async def send(self, call: Outbound) -> dict[str, Any]:
         operation = self._chat if call.role in ("lmm", "llm") else self._image
         return await self.retrying(call, lambda: operation(call))
 
     async def close(self) -> None:
-        await self.client.close()
+        await self.replicas.close()
 
     async def retrying(self, call: Outbound, fn: Callable[[], Awaitable[dict[str, Any]]],
                        *, base_attempts: int = 0) -> dict[str, Any]:
@@ -122,20 +126,24 @@ class HttpTransport:
         return value
 
     @contextlib.asynccontextmanager
-    async def slot(self, call: Outbound, cost: int) -> AsyncIterator[None]:
-        """The limiter for one attempt, then admission (stop check + budget), then the wire. A call the budget
-        can only refuse is refused at once, before and while it waits for tokens: a queue behind a low
-        per-minute limit is refused in one go once the cap is reached, not one call per rate-limit slot."""
+    async def slot(self, call: Outbound, cost: int) -> AsyncIterator[openai.AsyncOpenAI]:
+        """The limiter for one attempt, a replica's slot, then admission (stop check + budget), then the wire
+        (through the client this yields). A call the budget can only refuse is refused at once, before and while
+        it waits for tokens: a queue behind a low per-minute limit is refused in one go once the cap is
+        reached, not one call per rate-limit slot."""
         if call.hopeless():
             call.admit()  # raises the budget refusal (admission refuses whatever hopeless() refuses)
         waited = time.perf_counter()
         try:
-            async with self.limiter.acquire(cost, abort=lambda: self._stop() or call.hopeless()):
+            async with (self.limiter.acquire(cost, abort=lambda: self._stop() or call.hopeless()),
+                        self.replicas.acquire(self._stop) as replica):
                 call.row.queue_s += time.perf_counter() - waited
+                if len(self.replicas) > 1:
+                    call.row.meta = {**call.row.meta, "replica": replica.label}
                 call.admit()
                 on_wire = time.perf_counter()
                 try:
-                    yield
+                    yield replica.client
                 finally:
                     call.row.server_s += time.perf_counter() - on_wire
         except LimiterAborted:
@@ -144,13 +152,13 @@ class HttpTransport:
             raise stopped_error() from None
 
     async def _chat(self, call: Outbound) -> dict[str, Any]:
-        async with self.slot(call, 1):
-            resp = await self.client.chat.completions.create(**call.body)
+        async with self.slot(call, 1) as client:
+            resp = await client.chat.completions.create(**call.body)
         return chat_value(resp)
 
     async def _image(self, call: Outbound) -> dict[str, Any]:
-        async with self.slot(call, int(call.body.get("n", 1))):
-            resp = await self.client.images.generate(**call.body)
+        async with self.slot(call, int(call.body.get("n", 1))) as client:
+            resp = await client.images.generate(**call.body)
         value = image_value(resp)
         if "b64" in value:  # decoded inside the attempt: an image that does not decode is retried
             value["data"], value["ext"] = await asyncio.to_thread(decode_b64_image, value.pop("b64"))

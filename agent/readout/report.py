@@ -253,8 +253,10 @@ def _descriptions(c: ClassView) -> str:
 def _accepted_grid(c: ClassView) -> str:
     if not c.accepted:
         return '<p class="noimg">no accepted image</p>'
+    reviewed = {i.get("sha256"): i.get("reviewed") or [] for i in c.items}
     figures = [
-        _figure(row.path, f"score {_fmt(row.score)} · round {row.round or 0}", row.description or "")
+        _figure(row.path, f"score {_fmt(row.score)} · round {row.round or 0}{review_mark(reviewed.get(row.sha256))}",
+                row.description or "")
         for row in c.accepted
     ]
     return '<div class="grid">' + "".join(figures) + "</div>"
@@ -269,6 +271,7 @@ def _rejected_grid(c: ClassView, blobs: Mapping[str, str]) -> str:
         caption = f"{r.get('status', 'rejected')} · scores {scores}"
         if r.get("error"):
             caption += f" · {r['error']}"
+        caption += review_mark(r.get("reviewed"))
         figures.append(_figure(blobs.get(str(r.get("sha256"))), caption, str(r.get("description", "")), bad=True))
     return f"<h3>Rejected ({len(c.rejected)})</h3>" + '<div class="grid">' + "".join(figures) + "</div>"
 
@@ -292,6 +295,19 @@ def _refined_pairs(c: ClassView, blobs: Mapping[str, str]) -> str:
     if not pairs:
         return ""
     return f"<h3>Refined: before / after ({len(pairs)})</h3>" + "".join(pairs)
+
+
+def review_mark(reviewed: Sequence[Mapping[str, Any]] | None) -> str:
+    """The caption's trace of a human review (issue 25); empty for an item nobody reviewed.
+
+    >>> review_mark([{"round": 1, "decision": "rejected", "note": "wrong"}, {"round": 2, "decision": "approved"}])
+    ' · reviewed: round 1 rejected (wrong), round 2 approved'
+    """
+    if not reviewed:
+        return ""
+    parts = [f"round {r.get('round')} {r.get('decision')}" + (f" ({r['note']})" if r.get("note") else "")
+             for r in reviewed]
+    return " · reviewed: " + ", ".join(parts)
 
 
 def _figure(src: str | None, caption: str, text: str, *, bad: bool = False) -> str:

@@ -2,7 +2,8 @@
 
 - :func:`read_class_states` — the latest checkpoint of every class thread (read-only, strict:
   ``agent.lifecycle.checkpoints.read_checkpoints``); :func:`status_rows` — ``agent.traces RUN status`` as data, with
-  ``running`` / ``interrupted`` told apart by the folder's lock.
+  ``running`` / ``interrupted`` told apart by the folder's lock, and ``awaiting review`` for a class paused at
+  the review ``interrupt()`` (``--review``).
 - :class:`InspectError` — bad input to the inspector or the report (one line: what, where, how to fix).
 """
 
@@ -89,6 +90,8 @@ def status_rows(run_dir: Path) -> list[dict[str, Any]]:
         items = values.get("items") or []
         status = values.get("status") if values.get("done") else (("running" if live else "interrupted") if st
                                                                    else "not started")
+        if st and not values.get("done") and "review" in st.next and not live:
+            status = "awaiting review"  # paused at the review interrupt (agent/graph/review.py)
         rows.append({"class_name": name, "done": bool(values.get("done")), "status": status,
                      "last": list(st.last) if st else [], "next": list(st.next) if st else ["describe"],
                      "step": st.step if st else None, "items": len(items) if st else None,

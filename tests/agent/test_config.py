@@ -77,7 +77,7 @@ def test_run_table_passes_through_untouched(tmp_path: Path) -> None:
         ({"LTGC_LLM_TIMEOUT_S": "abc"}, "LTGC_LLM_TIMEOUT_S: must be a number > 0, got 'abc'"),
         ({"LTGC_LLM_TIMEOUT_S": "-1"}, "LTGC_LLM_TIMEOUT_S: must be a number > 0, got '-1'"),
         ({"LTGC_T2I_MAX_IN_FLIGHT": "0"}, "LTGC_T2I_MAX_IN_FLIGHT: must be an integer >= 1, got '0'"),
-        ({"LTGC_LMM_BASE_URL": "ftp://host"}, "LTGC_LMM_BASE_URL: must be an http(s):// URL, got 'ftp://host'"),
+        ({"LTGC_LMM_BASE_URL": "ftp://host"}, "LTGC_LMM_BASE_URL: must be an http(s):// URL, or several (comma-separated, or a TOML list: replicas of one model), got 'ftp://host'"),
         ({"LTGC_T2I_RESPONSE_FORMAT": "jpeg"}, "LTGC_T2I_RESPONSE_FORMAT: must be 'b64_json', 'url' or none"),
     ],
 )

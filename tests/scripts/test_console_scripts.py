@@ -16,11 +16,12 @@ else:  # pragma: no cover - Python 3.10
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 SCRIPTS: dict[str, str] = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["scripts"]
-PACKAGES = ("agent", "trainer", "store", "prompts")  # [tool.setuptools.packages.find] include
+PACKAGES = ("agent", "trainer", "store", "prompts", "scripts")  # [tool.setuptools.packages.find] include
 
 
 def test_the_documented_commands_are_all_there() -> None:
-    assert set(SCRIPTS) == {"ltgc-agent", "ltgc-traces", "ltgc-report", "ltgc-train", "ltgc-eval"}
+    assert set(SCRIPTS) == {"ltgc-agent", "ltgc-traces", "ltgc-report", "ltgc-train", "ltgc-eval", "ltgc-review",
+                            "ltgc-export", "ltgc-lt"}
     readme = (PYPROJECT.parent / "README.md").read_text(encoding="utf-8")
     for name, target in SCRIPTS.items():
         assert f"`{name}`" in readme, f"README does not mention {name}"

@@ -38,7 +38,7 @@ time.sleep(60)
 
 # Command-line entry points: each installs the guard before its other imports.
 ENTRY_POINTS = ("agent/run.py", "agent/traces.py", "agent/readout/inspector.py", "agent/report.py",
-                "agent/readout/report.py", "trainer/train.py", "trainer/eval.py", "scripts/lt_tools.py",
+                "agent/readout/report.py", "agent/review/__main__.py", "trainer/train.py", "trainer/eval.py", "scripts/lt_tools.py",
                 "scripts/lt/inspect_split.py", "scripts/lt/make_lt.py", "scripts/lt/select_tail.py",
                 "scripts/lt/folder_to_list.py",
                 "scripts/demo.py", "scripts/simulator.py", "scripts/sim/server.py", "scripts/sim/tiny_diffusers.py")
