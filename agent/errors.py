@@ -9,9 +9,11 @@ The hierarchy (module in brackets; ``tests/agent/test_errors.py`` checks this dr
     │   ├── ListFileError (store.lists) — a list or class-names file, file:line: reason
     │   ├── ManifestError (store.manifest) — a manifest.jsonl line, file:line: reason
     │   ├── TraceStoreError (store.trace_schema) — a trace store misuse or an unreadable traces.sqlite
+    │   ├── WeightsNotCached (store.hub) — hub weights not in the local cache while the hub cannot be reached
     │   ├── SettingsError (agent.lifecycle.settings) — a [run] setting or run flag
     │   ├── InputError (agent.lifecycle.inputs) — --classes, --images, --train-list, --class-names
     │   ├── ResumeError (agent.lifecycle.resume) — --resume with a change to what the run generates
+    │   ├── RerunError (agent.lifecycle.resume) — a new run into a folder holding a run with other inputs
     │   ├── BudgetError (agent.lifecycle.budget) — --max-cost / --max-calls values
     │   ├── UnsafeCheckpointError (agent.lifecycle.checkpoints) — a checkpoint naming a type ltgc never writes
     │   ├── RunLocked (agent.lifecycle.lock) — the run folder is in use by another agent.run
@@ -48,7 +50,8 @@ item fails, the run goes on; a bad real image is a user error only at start-up, 
 (agent/providers/transport.py).
 
 Exit codes of ``python -m agent.run`` (the same numbers in its ``--help``): :data:`EXIT_OK` every class
-complete; :data:`EXIT_FAILED` a class failed, or the disk filled up; :data:`EXIT_USAGE` any ``UsageError``
+complete; :data:`EXIT_FAILED` a class failed or fell short (``short``: items missing because calls failed
+or were refused; ``--resume`` asks them again), or the disk filled up; :data:`EXIT_USAGE` any ``UsageError``
 (one line, before or instead of any call; the trainer's ``OutputError`` says 1 once work was done);
 :data:`EXIT_BUDGET` the budget refused a call; :data:`EXIT_REVIEW` (``--review``) every class is finished
 or awaits review (``python -m agent.review RUN``, then ``--resume``); 128 + signal (130, 143) after a graceful stop

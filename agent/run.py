@@ -35,10 +35,11 @@ from agent.lifecycle.controls import (
     dry_run,
     log_function,
 )
+from agent.lifecycle.folder import RunFolder, read_json
 from agent.lifecycle.inputs import InputError, check_images, load_inputs
 from agent.lifecycle.lock import RunLock, RunLocked, holder
 from agent.lifecycle.preflight import check_keys, check_reachable
-from agent.lifecycle.resume import check_resume, config_doc
+from agent.lifecycle.resume import check_rerun, check_resume, config_doc
 from agent.lifecycle.settings import Layers, RunSettings, SettingsError, default_text, load_layers
 from agent.lifecycle.shutdown import exit_code, graceful_stop
 from agent.providers.config import add_role_arguments, load_providers_config, role_overrides_from_args
@@ -48,7 +49,8 @@ from store.logs import cli_logging
 
 EXIT_CODES = """exit codes:
   0  every class complete
-  1  at least one class failed (see summary.json: status, error); the others finished
+  1  at least one class failed or fell short (summary.json: status failed / short, error, missing_by_reason):
+     items missing because calls failed or were refused; --resume asks them again; the others finished
   2  bad input, flag or config (one line on stderr; nothing was called)
   3  budget spent (--max-cost / --max-calls, where supported); continue with --resume
   4  --review: every class is finished or awaits review; review with python -m agent.review RUN, then --resume
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder (created; holds caches, checkpoints, images, manifest)")
     run.add_argument("--run-id", help="id of this run (default: a timestamp); part of every thread id")
     run.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start over in an --out that holds a run with other inputs or settings (its manifest "
+                          "is replaced); without it such a folder is refused")
     run.add_argument("--config", help="TOML file: [run] settings (flag names with _) and [lmm]/[llm]/[t2i]")
     run.add_argument("--max-classes-in-flight", help=f"classes processed at once (default {default_text('max_classes_in_flight')})")
     run.add_argument("--include-originals", action="store_true", default=None,
@@ -221,6 +226,10 @@ def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any, dict[str,
     except UsageError as exc:
         raise _named_by_source(exc, layers, args) from None
     notes: dict[str, Any] = {"config_file": str(Path(args.config).resolve()) if args.config else None}
+    if saved_doc is None and not args.overwrite:  # a new run must not silently replace another run's rows
+        earlier = _earlier_config(settings.out)
+        if earlier is not None:
+            check_rerun(earlier, config_doc(settings, providers_config, inputs), settings.out)
     if saved_doc is not None:
         changed = check_resume(saved_doc, config_doc(settings, providers_config, inputs))
         earlier = saved_doc.get("resumes")
@@ -230,6 +239,16 @@ def _prepare(args: argparse.Namespace) -> tuple[RunSettings, Any, Any, dict[str,
             print("resume: applying " + ", ".join(f"{k} {v[0]} -> {v[1]}" for k, v in changed.items()),
                   file=sys.stderr)
     return settings, providers_config, inputs, notes
+
+
+def _earlier_config(out: Path) -> dict[str, Any] | None:
+    """The config.json of a run already in ``out`` (finished or interrupted), or None (none, or unreadable:
+    nothing to compare, so nothing to protect)."""
+    try:
+        doc = read_json(RunFolder(out).config)
+    except UsageError:
+        return None
+    return doc if isinstance(doc.get("run"), dict) else None
 
 
 def _named_by_source(exc: UsageError, layers: Layers, args: argparse.Namespace) -> UsageError:

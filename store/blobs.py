@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from store.errors import UsageError
+from store.manifest import file_mode
 
 __all__ = ["BlobError", "BlobStore", "is_sha256", "normalise_ext"]
 
@@ -141,8 +142,8 @@ def _atomic_write_bytes(final: Path, data: bytes, *, prefix: str) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        # mkstemp creates 0600 files; blobs are ordinary data files readable like any other output.
-        os.chmod(tmp, 0o644)
+        # mkstemp creates 0600 files; blobs are ordinary data files, readable like any other output.
+        os.chmod(tmp, file_mode())
         os.replace(tmp, final)
     except BaseException:
         try:

@@ -6,6 +6,8 @@ Contract:
   quietly read as ``--target-per-class 12``) and an ``error()`` that prints **one** line — what is wrong,
   a "did you mean --x?" for a mistyped flag when a close one exists, and where to look (``--help``) —
   then exits with status 2, instead of argparse's usage dump. Subparsers created through it behave the same.
+- Every parser that has ``--help`` also has ``--version``: ``ltgc <version>`` from the installed package's
+  metadata (:func:`package_version`), so a bug report can say which release it ran.
 - :func:`suggest` is the pure part: the closest known flag, or ``None``.
 - Standard library only: the trainer uses it.
 
@@ -26,7 +28,7 @@ from typing import Any, NoReturn
 
 from store.errors import EXIT_USAGE
 
-__all__ = ["OneLineParser", "suggest"]
+__all__ = ["OneLineParser", "package_version", "suggest"]
 
 _UNRECOGNIZED = re.compile(r"unrecognized arguments?: (.+)$")
 
@@ -37,6 +39,9 @@ class OneLineParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        if self.add_help:  # parent parsers (add_help=False) would clash with the child's own --version
+            self.add_argument("--version", action="version", version=f"ltgc {package_version()}",
+                              help="print the ltgc version and exit")
 
     def error(self, message: str) -> NoReturn:
         unknown = _UNRECOGNIZED.search(message)
@@ -50,6 +55,16 @@ class OneLineParser(argparse.ArgumentParser):
 
     def _known_flags(self) -> list[str]:
         return [flag for action in self._actions for flag in action.option_strings]
+
+
+def package_version() -> str:
+    """The installed ``ltgc`` distribution's version (``pip install -e .`` included), from its metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ltgc")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed; pip install -e . records it)"
 
 
 def suggest(flag: str, known: Iterable[str]) -> str | None:

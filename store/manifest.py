@@ -236,6 +236,28 @@ def _json_object(line: str, where: str) -> dict[str, Any]:
     return obj
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it: set and restore once, at import, when no other thread of
+    # ours writes files yet (a umask changed later by the process is not followed; nothing of ours does).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
+def file_mode(umask: int = UMASK) -> int:
+    """The mode ``open()`` gives a new file under ``umask``: what every atomic write ends with, instead of
+    mkstemp's 0600 (a colleague or a training job under another user must be able to read the outputs;
+    no secret is ever in them).
+
+    >>> oct(file_mode(0o022)), oct(file_mode(0o077)), oct(file_mode(0o002))
+    ('0o644', '0o600', '0o664')
+    """
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` via a temp file in the same folder and ``os.replace``."""
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -266,7 +288,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``.
 
     Either the old file or the whole new one is there afterwards: a full disk or a crash mid-write leaves
-    the old file (and no temp file) behind.
+    the old file (and no temp file) behind. The file gets the umask's mode (:func:`file_mode`), as a plain
+    ``open()`` would give it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -274,6 +297,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), file_mode())  # mkstemp made it 0600
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -8,6 +8,7 @@ raised while running are :class:`store.errors.UsageError` subclasses, caught onc
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -17,8 +18,37 @@ from store.cli import OneLineParser
 from store.errors import UsageError, usage_line
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """``--help`` shows every default: ``(default: X)`` after a flag's help unless its text already says it
+    (``--epochs``, ``--lr``, ``--batch-size`` and ``--model`` showed none before, issue 21)."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and action.option_strings and self._shows_default(action):
+            action = copy.copy(action)  # a flag with no help text at all still shows its default
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+    @staticmethod
+    def _shows_default(action: argparse.Action) -> bool:
+        # By identity: a default of 0 is a default to show (0 == False would hide it).
+        default = action.default
+        return not (default is None or default is False or default == [] or default is argparse.SUPPRESS
+                    or action.nargs == 0)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not action.option_strings or not self._shows_default(action):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class Parser(OneLineParser):
-    """The project's one-line parser (store/cli.py: no abbreviations, "did you mean", no usage dump)."""
+    """The project's one-line parser (store/cli.py: no abbreviations, "did you mean", no usage dump), whose
+    ``--help`` shows every default (:class:`DefaultsFormatter`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def positive_int(text: str) -> int:

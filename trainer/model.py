@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from store.errors import UsageError
+from store.hub import CLIP_FIX, clip_hub_files, prepare_hub_files
 from trainer.choices import TUNES
 
 LORA_TARGETS = ["attn", "mlp.c_fc", "mlp.c_proj"]
@@ -221,6 +222,13 @@ def _create_clip(open_clip: Any, name: str, cfg: ModelConfig) -> Any:
             raise ModelError(f"--pretrained {cfg.pretrained!r}: not a known tag of {name} ({known}) nor a file; "
                              f"pass a tag, a weights file, or 'none'")
         pretrained = cfg.pretrained
+    files = clip_hub_files(name, pretrained)
+    if files is not None:  # not cached and no network: one line now, not a minute of hub retries
+        try:
+            prepare_hub_files(f"--model {name} / --pretrained {pretrained}", *files,
+                              fix=CLIP_FIX.format(model="--model", pretrained="--pretrained"))
+        except UsageError as exc:
+            raise ModelError(str(exc)) from None
     try:
         return open_clip.create_model(name, pretrained=pretrained, force_image_size=cfg.image_size, device="cpu")
     except (RuntimeError, OSError, ValueError) as exc:

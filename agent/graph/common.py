@@ -41,14 +41,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 __all__ = ["Answer", "ItemFailure", "ask", "ask_or_fail", "call_ctx", "chat_usage", "describe_failure",
-           "fan_out", "image_usage", "is_item_failure", "sum_usage"]
+           "failure_kind", "fan_out", "image_usage", "is_item_failure", "sum_usage"]
 
 
 @dataclass(frozen=True)
 class ItemFailure:
-    """A final failure of one item: the message that goes on the item and into the summary."""
+    """A final failure of one item: the message that goes on the item and into the summary, and its kind
+    (``agent.providers.retry.ErrorKind``, or ``"io"`` for a local file error): why the item is missing."""
 
     message: str
+    kind: str = "other"
 
 
 @dataclass
@@ -94,7 +96,7 @@ async def ask_or_fail(call: Awaitable[Answer]) -> Answer | ItemFailure:
     except ProviderError as exc:
         if not is_item_failure(exc):
             raise  # a spent budget or a stop ends the class; resume continues it
-        return ItemFailure(describe_failure(exc))
+        return ItemFailure(describe_failure(exc), failure_kind(exc))
 
 
 async def fan_out(coros: Iterable[Awaitable[T]]) -> list[T | ItemFailure]:
@@ -108,7 +110,7 @@ async def fan_out(coros: Iterable[Awaitable[T]]) -> list[T | ItemFailure]:
             continue
         if not is_item_failure(result):
             unexpected = unexpected or result
-        out.append(ItemFailure(describe_failure(result)))
+        out.append(ItemFailure(describe_failure(result), failure_kind(result)))
     if unexpected is not None:
         raise unexpected
     return out
@@ -119,6 +121,11 @@ def is_item_failure(exc: BaseException) -> bool:
     if isinstance(exc, ProviderError):
         return not exc.stops_class  # a spent budget, the server's quota, a requested shutdown stop the class
     return isinstance(exc, OSError) and not is_disk_full(exc)  # a full disk stops the class (resumable)
+
+
+def failure_kind(exc: BaseException) -> str:
+    """The item's ``error_kind``: the provider's final kind (``exhausted``, ``refused``, ...) or ``io``."""
+    return exc.kind if isinstance(exc, ProviderError) else "io" if isinstance(exc, OSError) else "other"
 
 
 def describe_failure(exc: BaseException) -> str:

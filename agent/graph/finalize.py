@@ -5,7 +5,13 @@ Contract:
 - The node copies (hard-links where the file system allows) every accepted image from the blob store to
   ``<run>/images/<class-slug>/<sha256>.<ext>`` (temp name + ``os.replace``: a crash never leaves half a
   file under the final name), sets ``done`` and the class ``status``: ``failed`` when the class needed
-  images (N_y > 0) but not one was rendered, with the reason in ``error``; else ``complete``.
+  images (N_y > 0) but not one was rendered, with the reason in ``error``; ``short`` when items are
+  missing because a call failed for good (after its retries), a render was refused by content policy
+  through all R rounds, or too few descriptions came back while describe / extend calls failed for good
+  (:func:`shortfall` counts them per reason; ``--resume`` asks those calls again); else ``complete``.
+  Images rejected by the CLIP threshold after R rounds are the paper's filter, not a shortfall; nor is an
+  LLM that ran out of new descriptions with every call answered (a warning says so; a resume would only
+  repeat the same cached answers).
 - The run driver rebuilds ``manifest.jsonl``, ``rejected.jsonl`` and ``summary.json`` from the finished
   states of *all* classes with the pure functions below, so a resumed run never duplicates a row.
 """
@@ -20,11 +26,12 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from agent.graph.state import ClassState, GraphDeps, Item
+from agent.graph.state import REASONS, ClassState, GraphDeps, Item, missing_reason
 from agent.lifecycle.folder import accepted_image_path
 from store.manifest import ManifestRow
 
-__all__ = ["class_summary", "finalize", "generated_rows", "image_relpath", "rejected_rows"]
+__all__ = ["REASONS", "class_summary", "finalize", "generated_rows", "image_relpath", "missing_reason",
+           "rejected_rows", "shortfall"]
 
 
 async def finalize(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str, object]:
@@ -33,7 +40,32 @@ async def finalize(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str, 
         src = deps.blobs.path(item["sha256"] or "", item["ext"] or "png")
         _place(src, deps.out_dir / image_relpath(state, item))
     error = _class_error(state)
-    return {"done": True, "status": "failed" if error else "complete", "error": error}
+    status = "failed" if error else "short" if shortfall(state) else "complete"
+    return {"done": True, "status": status, "error": error}
+
+
+def shortfall(state: ClassState) -> dict[str, int]:
+    """Items missing from the class's target, per reason: failed items by their ``error_kind``, plus the
+    descriptions that never came (fewer items than N_y) when a describe or extend call failed for good.
+    Empty when nothing is missing.
+
+    >>> item = {"status": "failed", "error_kind": "exhausted", "scores": []}
+    >>> shortfall({"n_y": 3, "items": [item, {**item, "status": "accepted"}], "counters": {"extend_failed": 1}})
+    {'server_errors': 1, 'no_description': 1}
+    >>> shortfall({"n_y": 3, "items": [{**item, "status": "accepted"}], "counters": {}})  # the LLM ran dry
+    {}
+    """
+    out: dict[str, int] = {}
+    items = state.get("items", [])
+    for item in items:
+        if item["status"] == "failed":
+            reason = missing_reason(item.get("error_kind"))
+            out[reason] = out.get(reason, 0) + 1
+    counters = state.get("counters", {})
+    lost_calls = counters.get("describe_failed", 0) + counters.get("extend_failed", 0)
+    if state.get("n_y", 0) > len(items) and lost_calls:
+        out["no_description"] = state["n_y"] - len(items)
+    return out
 
 
 def image_relpath(state: ClassState, item: Item) -> str:
@@ -83,6 +115,7 @@ def rejected_rows(state: ClassState, run_id: str) -> list[dict[str, Any]]:
 def class_summary(state: ClassState) -> dict[str, Any]:
     """The class's entry of ``summary.json`` (issue 3: M_y, N_y, accepted, rejected, rounds, calls, ...)."""
     items = state.get("items", [])
+    missing = shortfall(state) if state.get("done") else {}
     # Calls, requests and tokens are not here: they come from the traces, one definition for the final
     # line, summary.json and agent.traces (agent/lifecycle/driver.py add_trace_counts).
     return {
@@ -93,6 +126,8 @@ def class_summary(state: ClassState) -> dict[str, Any]:
         "accepted": len(accepted_items(state)),
         "rejected": sum(1 for i in items if i["status"] == "rejected"),
         "failed": sum(1 for i in items if i["status"] == "failed"),
+        # missing from the target because calls failed or were refused: what --resume asks again
+        "missing": sum(missing.values()), "missing_by_reason": missing,
         "rounds": max((i["round"] for i in items), default=0),
         "refined": sum(1 for i in items if i["round"] > 0),
         "template": state.get("template"), "template_tokens": state.get("template_tokens"),

@@ -8,8 +8,11 @@ Contract:
 - The first Template 1 sentence ``agent.graph.reply`` reads in the reply that was not tried before becomes the
   item's description (the old one goes to ``history``), the item returns to ``pending`` and the graph goes
   to render -> evaluate again. The reader's repairs and drops are counted in ``parse_*``.
-- No usable reply (off-template, a text already tried, or a final provider failure): the item is
-  ``rejected`` (with the error, if any) — rendering the same text again would only repeat the same score.
+- No usable reply (off-template, a text already tried): the item is ``rejected`` — rendering the same text
+  again would only repeat the same score. A final provider failure of the refine call makes the item
+  ``failed`` with its ``error_kind`` (the class is ``short``; ``--resume`` asks the call again).
+- An item is also ``low`` when its render was refused by content policy (agent/graph/render.py): Prompt 5
+  rewrites its description the same way.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ async def refine(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str, ob
     unusable = 0
     for item, result in zip(low, results, strict=True):
         if isinstance(result, ItemFailure):
-            item["status"], item["error"] = "rejected", result.message
+            item["status"], item["error"], item["error_kind"] = "failed", result.message, result.kind
             continue
         usage.append(result.usage)
         parsed.append(result.counters)

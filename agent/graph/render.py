@@ -8,7 +8,11 @@ Contract:
 - One ``t2i`` call per pending item, all fanned out under the role's limiter; ``sample_index`` = the
   item's index, ``round`` = its refinement count. The image bytes go to the blob store (by the providers);
   the item keeps only ``sha256`` and ``ext``.
-- An item whose call fails for good gets status ``failed`` and the error message; its siblings go on.
+- An item whose call fails for good gets status ``failed``, the error message and its ``error_kind``; its
+  siblings go on. A render refused by content policy (400 ``content_policy_violation`` /
+  ``moderation_blocked``: kind ``refused``) is the paper's refinement case instead: while the item has
+  rounds left (``round < R``) it becomes ``low`` with no score, so evaluate routes it to refine (Prompt 5
+  rewrites the description) and render draws the new text; when R is spent it is ``failed`` (missing).
 """
 
 from __future__ import annotations
@@ -45,12 +49,18 @@ async def render(state: ClassState, runtime: Runtime[GraphDeps]) -> dict[str, ob
         for item in pending
     )
     usage = []
-    failed = 0
+    failed = refused = 0
     for item, result in zip(pending, results, strict=True):
         if isinstance(result, ItemFailure):
-            item["status"], item["error"] = "failed", result.message
-            failed += 1
+            item["error"], item["error_kind"] = result.message, result.kind
+            refused += result.kind == "refused"
+            # Refused with rounds left: refine rewrites the text (evaluate routes "low" items there).
+            retry = result.kind == "refused" and item["round"] < deps.settings.max_rounds
+            item["status"] = "low" if retry else "failed"
+            failed += not retry
         else:
             item["status"], item["sha256"], item["ext"], item["error"] = "rendered", result.sha256, result.ext, None
+            item["error_kind"] = None
             usage.append(image_usage(result))
-    return {"items": items, "usage": sum_usage(usage), "counters": {"render_failed": failed}}
+    return {"items": items, "usage": sum_usage(usage),
+            "counters": {"render_failed": failed, "render_refused": refused}}

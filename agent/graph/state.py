@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from store.blobs import BlobStore
 
 __all__ = [
+    "REASONS",
     "ClassState",
     "GraphDeps",
     "GraphSettings",
@@ -41,9 +42,38 @@ __all__ = [
     "add_counts",
     "copy_item",
     "initial_state",
+    "missing_reason",
 ]
 
 ItemStatus = Literal["pending", "rendered", "accepted", "low", "rejected", "failed"]
+
+
+# Why an item is missing, in the words of the final line / report ("12 server errors").
+REASONS = {
+    "server_errors": "server error(s)",  # retried to max_attempts: 5xx, 429, timeouts, resets, ...
+    "content_policy": "content-policy refusal(s)",  # refused through all R rounds
+    "bad_answers": "unusable answer(s)",  # malformed JSON, an image that does not decode, ...
+    "request_errors": "rejected request(s)",  # 400 / 401 / 403 / 404 / 422
+    "no_description": "description(s) lost to failed describe / extend calls",
+    "budget": "call(s) refused by --max-cost / --max-calls",
+    "stopped": "stopped before the end",  # a signal, the server's quota or a full disk stopped the class
+    "other": "other error(s)",
+}
+_KIND_REASON = {
+    "exhausted": "server_errors", "server": "server_errors", "timeout": "server_errors",
+    "connection": "server_errors", "rate_limited": "server_errors", "refused": "content_policy",
+    "bad_response": "bad_answers", "bad_request": "request_errors", "auth": "request_errors",
+    "not_found": "request_errors", "budget": "budget", "quota": "stopped", "stopped": "stopped",
+}
+
+
+def missing_reason(kind: str | None) -> str:
+    """The reason key (:data:`REASONS`) of an item that failed with ``kind``.
+
+    >>> missing_reason("exhausted"), missing_reason("refused"), missing_reason(None)
+    ('server_errors', 'content_policy', 'other')
+    """
+    return _KIND_REASON.get(kind or "", "other")
 
 
 def add_counts(old: Mapping[str, int] | None, new: Mapping[str, int] | None) -> dict[str, int]:
@@ -65,6 +95,9 @@ class Item(TypedDict):
     round: int  # refinements applied to `description` (0 = as written by extend)
     status: ItemStatus
     error: str | None
+    # why the item failed for good: the provider's kind (``exhausted``, ``refused``, ``bad_response``, ...);
+    # a class with such items is ``short`` (agent/graph/finalize.py) and ``--resume`` asks them again
+    error_kind: NotRequired[str | None]
     # review (agent/graph/review.py): one {"round", "decision": "rejected" | "approved", "note"} per decision
     reviewed: NotRequired[list[dict[str, Any]]]
 
@@ -97,7 +130,7 @@ class ClassState(TypedDict, total=False):
     review_approved: bool
     # finalize
     done: bool
-    status: Literal["running", "complete", "failed"]
+    status: Literal["running", "complete", "short", "failed"]
     error: str | None
     # accumulated across nodes
     warnings: Annotated[list[str], operator.add]

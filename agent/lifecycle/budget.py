@@ -100,6 +100,22 @@ class Budget:
         self.in_flight += 1
         self.reserved_usd += price or 0.0
 
+    def hopeless(self, price: float | None = None) -> bool:
+        """Whether :meth:`admit` can only refuse a call of ``price``, whatever the calls in flight cost: the
+        run already stopped, ``max_calls`` were admitted (never decreases), or what is *spent* plus the price
+        passes ``max_cost_usd`` (spent never decreases). Such a call is refused without waiting for a
+        rate-limit slot (agent/providers/transport.py).
+
+        >>> b = Budget(max_cost_usd=0.10, spent_usd=0.08)
+        >>> b.hopeless(0.01), b.hopeless(0.04), Budget(max_calls=2, calls=2).hopeless()
+        (False, True, True)
+        """
+        if self.stopped:
+            return True
+        if self.max_calls is not None and self.calls >= self.max_calls:
+            return True
+        return self.max_cost_usd is not None and self.spent_usd + (price or 0.0) > self.max_cost_usd
+
     def settle(self, cost_usd: float | None, reserved: float | None = None) -> None:
         """An admitted request ended (answered or failed): release its ``reserved`` price, charge its real
         ``cost_usd`` (``None`` = unknown)."""
@@ -197,6 +213,13 @@ class CallMeter:
             tokens_out = max_tokens if max_tokens is not None else max(256, chars // 4)
             price = self.prices.chat_cost(row.model, input_tokens=tokens_in, output_tokens=tokens_out)
         return self.prices.for_row(row, price)  # a Batch API request reserves its batch price
+
+    def hopeless(self, row: Any, *, max_tokens: int | None = None) -> bool:
+        """Whether the budget can only refuse the request of ``row`` (:meth:`Budget.hopeless`)."""
+        if row.role in self.unbilled:
+            return self.budget.stopped or (self.budget.max_calls is not None
+                                           and self.budget.calls >= self.budget.max_calls)
+        return self.budget.hopeless(self.reserve(row, max_tokens=max_tokens))
 
     def admit(self, row: Any, price: float | None = None) -> None:
         """The request of trace row ``row`` is being sent now; raises ``ProviderError(kind="budget")``."""

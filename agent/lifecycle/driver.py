@@ -9,8 +9,9 @@ Contract:
   finished state to :class:`~agent.lifecycle.outputs.Outputs` at once and keeps none (memory grows by one
   summary entry per class, not by items: issue 23), then rebuilds ``manifest.jsonl``, ``rejected.jsonl`` and
   ``summary.json`` for all classes (classes it did not finish are read back one at a time), and returns a
-  ``RunOutcome`` (exit code 0 all complete, 1 some class failed, 3 budget spent, 4 every class finished or
-  awaiting review).
+  ``RunOutcome`` (exit code 0 all complete, 1 some class failed or fell short, 3 budget spent, 4 every class
+  finished or awaiting review). A class that fell short (``short``: items missing because calls failed or were
+  refused, agent/graph/finalize.py) is counted per reason in summary.json and the final line.
 - ``--review``: a class whose thread paused at the review ``interrupt()`` (agent/graph/review.py) is
   ``review``. On ``--resume`` it continues with ``Command(resume=decisions)`` when ``review.sqlite`` holds
   decisions for its round (agent/review/decisions.py), and is left waiting — not invoked, nothing sent —
@@ -18,7 +19,8 @@ Contract:
 - A fresh run (no ``--resume``) deletes any checkpoints of its own thread ids and starts every class from
   ``describe``; the call cache and blobs of the folder are reused, so repeating a finished run sends no
   request. ``--resume`` skips complete classes, continues interrupted ones where they stopped
-  (``ainvoke(None, ...)``) and restarts failed ones (their completed calls are cache hits).
+  (``ainvoke(None, ...)``) and restarts failed and short ones from ``describe``: every call that
+  succeeded is a cache hit (same prompt, same sample index), every call that failed is asked again.
 - One class raising never cancels another: each class task catches its own exception into its outcome.
 - ``softmax`` scoring needs every class's C_y before any class is scored, so a softmax run pauses every
   class before ``render`` (``interrupt_before``), builds the class-text table, then continues them all.
@@ -39,6 +41,7 @@ from langgraph.types import Command, Durability, RunnableConfig
 
 from agent.batch.setup import BatchRun, open_batch
 from agent.errors import EXIT_REVIEW
+from agent.graph.finalize import REASONS, missing_reason
 from agent.graph.graph import RENDER_GATE, compile_graph
 from agent.graph.state import ClassState, GraphDeps, ScorerLike, initial_state
 from agent.graph.summarize import fallback_text
@@ -63,7 +66,7 @@ from store.slug import slugify
 from store.trace_schema import sum_counts
 from store.traces import TraceStore
 
-__all__ = ["ClassOutcome", "RunOutcome", "execute", "thread_id"]
+__all__ = ["ClassOutcome", "RunOutcome", "execute", "missing_line", "thread_id"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
 REVIEW_NODE = "review"
@@ -76,7 +79,7 @@ DURABILITY: Durability = "sync"
 @dataclass
 class ClassOutcome:
     name: str
-    status: str  # complete | failed | stopped (budget) | review (awaits a reviewer) | running (never reached the end)
+    status: str  # complete | short | failed | stopped (budget) | review (awaits a reviewer) | running (never reached the end)
     error: str | None = None
 
 
@@ -94,10 +97,12 @@ class RunOutcome:
         totals = self.summary.get("totals", {})
         session, run = totals.get("session") or {}, totals.get("run") or {}
         unsent = "".join(f", {session[k]} {k}" for k in ("refused", "stopped") if session.get(k))
-        return (f"run {self.run_id}: {totals.get('accepted', 0)} image(s) accepted, {totals.get('rejected', 0)} "
+        line = (f"run {self.run_id}: {totals.get('accepted', 0)} image(s) accepted, {totals.get('rejected', 0)} "
                 f"rejected; this session {session.get('requests', 0)} request(s) sent, "
                 f"{session.get('cache_hits', 0)} cache hit(s){unsent}; whole run {run.get('requests', 0)} "
                 f"request(s); {self.summary.get('manifest', MANIFEST)}")
+        short = missing_line(totals)
+        return f"{line}\n{short}" if short else line
 
 
 def thread_id(run_id: str, class_name: str) -> str:
@@ -264,7 +269,8 @@ class _Driver:
             if values.get("done") and values.get("status") == "complete":
                 self.outputs.add(spec, cast(ClassState, values))  # read once: not again at the end
                 return ClassOutcome(spec.name, "complete")
-            fresh = not values or bool(values.get("done") and values.get("status") == "failed")
+            # A failed or short class starts over: what succeeded is a cache hit, what failed is asked again.
+            fresh = not values or bool(values.get("done") and values.get("status") in ("failed", "short"))
             if gate and not fresh and RENDER_GATE in snap.next:
                 return ClassOutcome(spec.name, "running")  # already waiting at the gate from an earlier invocation
             if fresh and values:
@@ -320,10 +326,16 @@ def write_outputs(settings: RunSettings, inputs: Inputs, outputs: Outputs, outco
     summary.json's data (written once, by the caller, after counts and costs are added)."""
     run, run_id = RunFolder(settings.out), settings.run_id
     classes = outputs.write(run)
-    for outcome in outcomes:
-        entry = classes.get(outcome.name)
-        if entry is not None and outcome.status != entry.get("status"):
+    by_name = {o.name: o for o in outcomes}
+    for name, entry in classes.items():
+        outcome = by_name.get(name)
+        if outcome is not None and outcome.status != entry.get("status"):
             entry["status"], entry["error"] = outcome.status, outcome.error
+        if not outputs.finished(name):  # stopped (budget, signal, quota, disk) or never finished: no image written
+            n_y = outputs.unfinished_n_y(name)
+            reason = missing_reason((entry.get("error") or "").split(":")[0].split(" ")[0])
+            entry["missing"] = n_y
+            entry["missing_by_reason"] = {reason if reason in ("budget", "stopped") else "stopped": n_y} if n_y else {}
     _prune_images(run, set(outputs.generated_paths()))
     return {
         "run_id": run_id, "wall_s": round(wall_s, 3), "manifest": str(run.manifest), "classes": classes,
@@ -353,11 +365,33 @@ def tokens_of(counts: dict[str, int]) -> dict[str, int]:
             "output": counts["chat_output_tokens"] + counts["image_output_tokens"]}
 
 
+def missing_line(totals: dict[str, Any]) -> str | None:
+    """The final line's second line when images are missing, or ``None``.
+
+    >>> missing_line({"N_y": 40, "missing": 12, "classes_short": 4, "missing_by_reason": {"server_errors": 12}})
+    '12 of 40 images missing in 4 classes: 12 server error(s) — rerun with --resume to retry them'
+    """
+    missing = int(totals.get("missing") or 0)
+    if not missing:
+        return None
+    reasons = ", ".join(f"{n} {REASONS.get(k, k)}" for k, n in sorted(
+        (totals.get("missing_by_reason") or {}).items(), key=lambda kv: (-kv[1], kv[0])))
+    where = totals.get("classes_short", 0)
+    return (f"{missing} of {totals.get('N_y', 0)} images missing in {where} class{'es' if where != 1 else ''}: "
+            f"{reasons} — rerun with --resume to retry them")
+
+
 def _totals(classes: dict[str, Any]) -> dict[str, Any]:
-    keys = ("M_y", "N_y", "accepted", "rejected", "failed")
+    keys = ("M_y", "N_y", "accepted", "rejected", "failed", "missing")
     totals: dict[str, Any] = {k: sum(int(c.get(k) or 0) for c in classes.values()) for k in keys}
     statuses = [c.get("status") for c in classes.values()]
     totals["status"] = {s: statuses.count(s) for s in sorted({str(s) for s in statuses})}
+    by_reason: dict[str, int] = {}
+    for entry in classes.values():
+        for reason, n in (entry.get("missing_by_reason") or {}).items():
+            by_reason[reason] = by_reason.get(reason, 0) + int(n)
+    totals["missing_by_reason"] = dict(sorted(by_reason.items()))
+    totals["classes_short"] = sum(1 for c in classes.values() if c.get("missing"))
     return totals
 
 

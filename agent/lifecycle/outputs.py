@@ -47,6 +47,7 @@ class Outputs:
         self.inputs, self.run_id, self.include_originals = inputs, run_id, include_originals
         self.index = {spec.name: i for i, spec in enumerate(inputs.classes)}
         self.entries: dict[str, dict[str, Any]] = {}
+        self.unfinished: dict[str, int] = {}  # class -> N_y of a class added before it was done (none of it written)
         # "" = a private temporary database on disk: SQLite spills it to a temp file past its page cache.
         self.db = sqlite3.connect("")
         self.db.executescript(_SCHEMA)
@@ -62,6 +63,9 @@ class Outputs:
         if state.get("done"):
             rows += generated_rows(state, self.run_id)
             rejected += rejected_rows(state, self.run_id)
+            self.unfinished.pop(spec.name, None)
+        else:
+            self.unfinished[spec.name] = max(0, int(state.get("n_y", 0)))
         if self.include_originals:
             rows += [ManifestRow(path=p, label=spec.label, class_name=spec.name, source="original",
                                  sha256=_sha256_file(Path(p))) for p in spec.images]
@@ -84,6 +88,14 @@ class Outputs:
         atomic_write_lines(run.rejected, self._lines("SELECT line FROM rejected ORDER BY class, seq"))
         return {spec.name: self.entries.get(spec.name) or {"label": spec.label, "slug": slugify(spec.name)}
                 for spec in self.inputs.classes}
+
+    def finished(self, name: str) -> bool:
+        """Whether ``name`` was added with a done state (its images are in the manifest)."""
+        return name in self.entries and name not in self.unfinished
+
+    def unfinished_n_y(self, name: str) -> int:
+        """N_y of a class that was not done (0 for a class never added): what it is missing."""
+        return self.unfinished.get(name, 0)
 
     def generated_paths(self) -> Iterator[str]:
         """Every generated image's path (relative to the run folder), streamed."""

@@ -13,6 +13,9 @@ Contract:
   line naming the setting, old → new, and what to do instead). Any other change (limits, concurrency,
   timeouts, retries, base URLs, key variables, transports, budget caps, output options) is returned as
   ``{setting: [old, new]}`` for the caller to apply and record.
+- :func:`check_rerun(saved, fresh, out)`: a *new* run (no ``--resume``) into a folder whose ``config.json``
+  differs in a *what* setting would replace that run's manifest; it raises :class:`RerunError` (one line:
+  what differs; ``--resume``, a new ``--out`` or ``--overwrite``). ``agent.run --overwrite`` skips it.
 - Why refuse rather than apply: a resumed class continues from its checkpoint, which was produced under
   the old settings; applying a new K or model to half of a class (and not to the finished classes) gives a
   dataset that no single setting describes, while ``config.json`` would claim one.
@@ -35,8 +38,8 @@ from typing import Any
 import prompts
 from store.errors import UsageError
 
-__all__ = ["HOW_ROLE_FIELDS", "HOW_RUN_FIELDS", "ResumeError", "check_resume", "config_doc", "inputs_fingerprint",
-           "prompts_digest"]
+__all__ = ["HOW_ROLE_FIELDS", "HOW_RUN_FIELDS", "RerunError", "ResumeError", "check_rerun", "check_resume",
+           "config_doc", "diff_config", "inputs_fingerprint", "prompts_digest"]
 
 # Run settings a resume may change (everything else in RunSettings changes what is generated, except the
 # run's identity: out, run_id, resume).
@@ -56,8 +59,48 @@ class ResumeError(UsageError):
     """A ``--resume`` that would change what the run generates (one line)."""
 
 
+class RerunError(UsageError):
+    """A new run into a folder that holds a run with other inputs, without ``--overwrite`` (one line)."""
+
+
 def check_resume(saved: Mapping[str, Any], fresh: Mapping[str, Any]) -> dict[str, list[Any]]:
     """Refuse *what* changes (:class:`ResumeError`), return *how* changes (see the module docstring)."""
+    what, how = diff_config(saved, fresh)
+    if what:
+        raise ResumeError(
+            f"--resume: {_what_text(what)}, but a resumed run keeps what it generates "
+            f"({_WHAT}). Drop --resume to start this folder over with the new settings (calls that still apply "
+            "are cache hits), or use a new --out")
+    return how
+
+
+def check_rerun(saved: Mapping[str, Any], fresh: Mapping[str, Any], out: Any) -> None:
+    """A new run (no ``--resume``) into a folder holding a run with *other* inputs or settings would replace
+    its manifest: refuse with one line (:class:`RerunError`) unless ``--overwrite`` was given (the caller
+    skips this check then). The same inputs rerun as before: every call that still applies is a cache hit.
+
+    >>> check_rerun({"run_id": "r1", "run": {"target_per_class": 11}}, {"run": {"target_per_class": 13}}, "runs/a")
+    Traceback (most recent call last):
+    ...
+    agent.lifecycle.resume.RerunError: --out runs/a holds run 'r1' made with other settings (--target-per-class changed 11 -> 13); starting over there would replace its manifest.jsonl: continue that run with --resume, pick a new --out, or pass --overwrite to replace it
+    """
+    what, _ = diff_config(saved, fresh)
+    if what:
+        raise RerunError(
+            f"--out {out} holds run {saved.get('run_id')!r} made with other settings ({_what_text(what)}); starting "
+            "over there would replace its manifest.jsonl: continue that run with --resume, pick a new --out, or pass "
+            "--overwrite to replace it")
+
+
+def _what_text(what: Sequence[tuple[str, Any, Any]]) -> str:
+    name, old, new = what[0]
+    more = f" (and {len(what) - 1} more: {', '.join(w[0] for w in what[1:])})" if len(what) > 1 else ""
+    return f"{name} changed {_show(old)} -> {_show(new)}{more}"
+
+
+def diff_config(saved: Mapping[str, Any], fresh: Mapping[str, Any]
+                ) -> tuple[list[tuple[str, Any, Any]], dict[str, list[Any]]]:
+    """``(what changed, how changed)`` between two ``config.json`` documents (see the module docstring)."""
     what: list[tuple[str, Any, Any]] = []
     how: dict[str, list[Any]] = {}
     run: Mapping[str, Any] = fresh.get("run") or {}
@@ -94,14 +137,7 @@ def check_resume(saved: Mapping[str, Any], fresh: Mapping[str, Any]) -> dict[str
         change = _classes_change(saved["classes"], classes)
         if change:
             what.append(change)
-    if what:
-        name, old, new = what[0]
-        more = f" (and {len(what) - 1} more: {', '.join(w[0] for w in what[1:])})" if len(what) > 1 else ""
-        raise ResumeError(
-            f"--resume: {name} changed {_show(old)} -> {_show(new)}{more}, but a resumed run keeps what it generates "
-            f"({_WHAT}). Drop --resume to start this folder over with the new settings (calls that still apply "
-            "are cache hits), or use a new --out")
-    return how
+    return what, how
 
 
 def config_doc(settings: Any, providers_config: Any, inputs: Any) -> dict[str, Any]:

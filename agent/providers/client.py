@@ -207,7 +207,7 @@ class Providers:
         if cached is not None:
             value = cached
         else:
-            value = await self._send(Outbound(role, body, key, row, cfg, self._admit), started)
+            value = await self._send(Outbound(role, body, key, row, cfg, self._admit, self._hopeless), started)
             await self.cache.put(key, value, role=role, model=cfg.model)
         row.response_text, row.finish_reason = value["text"], value["finish_reason"]
         row.input_tokens, row.output_tokens = value["input_tokens"], value["output_tokens"]
@@ -231,7 +231,7 @@ class Providers:
         if cached is not None and hit:
             value = cached
         else:
-            value = await self._image_miss(Outbound("t2i", body, key, row, cfg, self._admit), started)
+            value = await self._image_miss(Outbound("t2i", body, key, row, cfg, self._admit, self._hopeless), started)
             await self.cache.put(key, value, role="t2i", model=cfg.model)
         row.images = 0 if hit else int(body.get("n", 1))
         row.response_text = value.get("revised_prompt")
@@ -305,6 +305,10 @@ class Providers:
         if self.meter is not None:
             price = self.meter.reserve(call.row, max_tokens=call.cfg.max_tokens)
             self.meter.admit(call.row, price)
+
+    def _hopeless(self, call: Outbound) -> bool:
+        """Whether the budget can only refuse ``call`` (agent/lifecycle/budget.py ``Budget.hopeless``)."""
+        return self.meter is not None and self.meter.hopeless(call.row, max_tokens=call.cfg.max_tokens)
 
     def _fail(self, row: TraceRecord, started: float, exc: ProviderError) -> NoReturn:
         # Unsent calls are never "error": refused by our budget, or stopped by a signal (nothing left).

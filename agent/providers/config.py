@@ -139,6 +139,21 @@ class RoleConfig(BaseModel):
         return ",".join(names)
 
 
+# per_minute of an unbilled local endpoint left at its default: a token bucket this fast never waits.
+NO_RATE_LIMIT = 1e9
+
+
+def _unbilled_endpoint(values: Mapping[str, Any]) -> bool:
+    """A role served on this machine and not billed: billing ``free``, or ``auto`` on a loopback base URL
+    (agent/providers/endpoints.py ``unbilled_roles``; a local pipeline has no server limits either)."""
+    from agent.providers.endpoints import is_local_url
+
+    billing = values.get("billing", "auto")
+    if values.get("provider") == "diffusers" or billing == "free":
+        return True
+    return billing == "auto" and isinstance(values.get("base_url"), str) and is_local_url(values["base_url"])
+
+
 # cpu:N names one of several CPU actors on a Ray cluster (--ray; agent/providers/cluster.py), never a device here.
 _DEVICE_RE = re.compile(r"^(cpu(:\d+)?|mps|cuda(:\d+)?|xpu(:\d+)?)$")
 _ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -234,6 +249,9 @@ def load_providers_config(
         for layer in layers:
             for field, (value, source) in layer.get(role, {}).items():
                 values[field], sources[field] = value, source
+        if sources["per_minute"].startswith("default") and _unbilled_endpoint(values):
+            # OpenAI's tier limits mean nothing to a model served on this machine: only in-flight limits hold.
+            values["per_minute"] = NO_RATE_LIMIT
         roles[role] = _build_role(role, values, sources)
     namespace: str = ""
     for layer in layers:

@@ -24,15 +24,19 @@ import io
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agent.providers.config import ConfigError
+from store.errors import UsageError
+from store.hub import prepare_hub_files
 
 __all__ = ["EXTRA_PACKAGES", "LocalPipelineError", "RenderOptions", "dtype_name", "is_out_of_memory", "load",
            "missing_packages", "render", "resolve_devices"]
 
 EXTRA_PACKAGES = ("diffusers", "transformers", "accelerate")  # pyproject.toml: the "local" extra
 _LOADED: dict[tuple[str, str], Any] = {}
+EXAMPLE_HUB_ID = "stabilityai/sdxl-turbo"  # named in the error line, unless it is the id that failed
 _LOAD_LOCK = threading.Lock()
 
 
@@ -103,14 +107,22 @@ def _load(model: str, device: str) -> Any:
         lib.set_verbosity_error()
         lib.disable_progress_bar()
     dtype = getattr(torch, dtype_name(device))
+    if not Path(model).expanduser().is_dir():  # a hub id: not cached and no network is one line, at once
+        try:
+            prepare_hub_files(f"t2i model {model!r}", model, None, fix=(
+                "download it once with network (HF_HUB_OFFLINE=1 then keeps later runs off the network), or give "
+                "a local folder holding model_index.json"))
+        except UsageError as exc:
+            raise LocalPipelineError(str(exc)) from None
     try:
         pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype)
         pipe = pipe.to(device)
     except Exception as exc:  # any failure here is the model setting's: say which, and how to fix it
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        example = "" if model == EXAMPLE_HUB_ID else f" such as {EXAMPLE_HUB_ID}"
         raise LocalPipelineError(
             f"t2i model {model!r}: cannot load a diffusers pipeline on {device} ({type(exc).__name__}: {detail}); "
-            "give a hub id such as stabilityai/sdxl-turbo (downloaded on first use) or a local folder "
+            f"give a diffusers hub id{example} (downloaded on first use) or a local folder "
             "holding model_index.json") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe

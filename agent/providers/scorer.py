@@ -34,6 +34,7 @@ import torch
 
 from agent.graph.constants import DEFAULT_THRESHOLDS
 from store.errors import UsageError
+from store.hub import CLIP_FIX, clip_hub_files, prepare_hub_files
 
 __all__ = ["DEFAULT_THRESHOLDS", "ClipScorer", "ScorerError", "cosine_scores", "softmax_scores"]
 
@@ -92,6 +93,10 @@ class ClipScorer:
 
         name = _register_config(model)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        files = clip_hub_files(name, pretrained)
+        if files is not None:  # not cached and no network: one line now, not a minute of hub retries
+            prepare_hub_files(f"--clip-model {model} / --clip-pretrained {pretrained}", *files, fix=CLIP_FIX.format(
+                model="--clip-model", pretrained="--clip-pretrained"))
         try:
             # Random weights (pretrained=None: tests, demos) must be the same in every process, or a rerun
             # would score differently, refine differently and miss the cache. Seed a forked RNG only.

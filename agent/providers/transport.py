@@ -51,6 +51,9 @@ class Outbound:
     row: TraceRecord
     cfg: RoleConfig
     _admit: Callable[[Outbound], None] = field(repr=False, default=lambda call: None)
+    # True when admission could only refuse this call (a latched budget stop, --max-calls reached, or its
+    # price alone passing --max-cost): checked before and while it waits for a rate-limit slot.
+    _hopeless: Callable[[Outbound], bool] = field(repr=False, default=lambda call: False)
     admitted: bool = False
     sent_at: float | None = None  # perf_counter when admitted (first attempt left)
 
@@ -61,6 +64,10 @@ class Outbound:
         self._admit(self)
         self.admitted = True
         self.sent_at = time.perf_counter()
+
+    def hopeless(self) -> bool:
+        """Whether :meth:`admit` can only refuse this call, whatever the calls in flight turn out to cost."""
+        return not self.admitted and self._hopeless(self)
 
 
 class Transport(Protocol):
@@ -121,10 +128,15 @@ class HttpTransport:
     @contextlib.asynccontextmanager
     async def slot(self, call: Outbound, cost: int) -> AsyncIterator[openai.AsyncOpenAI]:
         """The limiter for one attempt, a replica's slot, then admission (stop check + budget), then the wire
-        (through the client this yields)."""
+        (through the client this yields). A call the budget can only refuse is refused at once, before and while
+        it waits for tokens: a queue behind a low per-minute limit is refused in one go once the cap is
+        reached, not one call per rate-limit slot."""
+        if call.hopeless():
+            call.admit()  # raises the budget refusal (admission refuses whatever hopeless() refuses)
         waited = time.perf_counter()
         try:
-            async with self.limiter.acquire(cost, abort=self._stop), self.replicas.acquire(self._stop) as replica:
+            async with (self.limiter.acquire(cost, abort=lambda: self._stop() or call.hopeless()),
+                        self.replicas.acquire(self._stop) as replica):
                 call.row.queue_s += time.perf_counter() - waited
                 if len(self.replicas) > 1:
                     call.row.meta = {**call.row.meta, "replica": replica.label}
@@ -135,6 +147,8 @@ class HttpTransport:
                 finally:
                     call.row.server_s += time.perf_counter() - on_wire
         except LimiterAborted:
+            if not self._stop() and call.hopeless():
+                call.admit()  # the budget's refusal, with its reason
             raise stopped_error() from None
 
     async def _chat(self, call: Outbound) -> dict[str, Any]:

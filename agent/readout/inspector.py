@@ -6,10 +6,12 @@ Contract:
   (read-only), ``summary.json`` / ``config.json`` when present, and ``checkpoints.sqlite`` read-only through
   ``agent.readout.status`` (``status``; strict and read-only; works on a running or a killed run).
 - ``summary``: per class — state, calls per role (with cache hits), tokens, cost, accepted / rejected,
-  rounds, warnings — plus a total row. ``calls``: one row per call, filtered by ``--class``, ``--node``,
+  missing (per reason: a ``short`` class), rounds, warnings — plus a total row. ``calls``: one row per call, filtered by ``--class``, ``--node``,
   ``--role``, ``--status ok|error``, ``--cache-hit`` / ``--no-cache-hit``, ``--round``. ``show CALL_ID``
   (or a unique prefix): full prompt, response, timings, attempts, error. ``export --format jsonl``: one
-  JSON object per (filtered) call. ``status``: per class — done, last node, next node(s).
+  JSON object per (filtered) call; ``--format csv``: a header row (:data:`CSV_FIELDS`), then one row per
+  call (nested values as JSON text). ``status``: per class — done, last node, next node(s), and what is
+  missing (``short`` classes, per reason).
 - Tables are rich tables on stdout; ``--json`` prints the same data as JSON instead (one document; JSON
   lines for ``export``). Exit codes: 0 ok, 2 bad input (missing folder, unknown call id) with one line.
 - Calls whose trace row has no ``cost_usd`` are priced from the price table (``--prices FILE`` or the
@@ -24,10 +26,11 @@ if __name__ == "__main__":  # before the imports below: Ctrl-C while they load i
     exit_on_interrupt("agent.traces", "the run folder was not changed")
 
 import argparse
+import csv
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,10 @@ from store.logs import cli_logging
 from store.trace_schema import sum_counts
 from store.traces import TraceRecord, read_counts, read_traces
 
-__all__ = ["call_cost", "class_costs", "main"]
+__all__ = ["CSV_FIELDS", "call_cost", "class_costs", "main"]
+
+# The columns of `export --format csv`: every field of a trace row, then the derived ones (_record_json).
+CSV_FIELDS = (*(f.name for f in fields(TraceRecord)), "started", "prompt")
 
 
 @entry_point  # InspectError, TraceStoreError, PricesError, a tampered checkpoint: one line, exit 2 (agent/errors.py)
@@ -70,12 +76,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
     table = _table(f"run {args.run_dir}: calls per role (requests sent, cache hits, refused by the budget, "
                    "stopped unsent, failed)",
                    ["class", "state", "lmm", "llm", "t2i", "tokens in", "tokens out", "cost USD", "accepted",
-                    "rejected", "rounds", "warnings"])
+                    "rejected", "missing", "rounds", "warnings"])
     for row in [*rows, _total_row(rows)]:
         calls = row["calls"]
         table.add_row(row["class_name"], row["state"], *(_calls_text(calls.get(r)) for r in ("lmm", "llm", "t2i")),
                       f"{row['input_tokens']:,}", f"{row['output_tokens']:,}", _money(row["cost_usd"]),
-                      *(_dash(row.get(k)) for k in ("accepted", "rejected", "rounds", "warnings")))
+                      *(_dash(row.get(k)) for k in ("accepted", "rejected")), _missing_text(row),
+                      *(_dash(row.get(k)) for k in ("rounds", "warnings")))
     _print(table)
     return 0
 
@@ -119,6 +126,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     prices = _prices(args)
     out = sys.stdout
+    if args.format == "csv":  # one row per call, the same fields as jsonl; nested values as JSON text
+        writer = csv.DictWriter(out, fieldnames=[*CSV_FIELDS], extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for record in _records(args):
+            data = _record_json(record, prices)
+            writer.writerow({k: json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, (dict, list)) else v
+                             for k, v in data.items()})
+        return 0
     for record in _records(args):
         out.write(json.dumps(_record_json(record, prices), ensure_ascii=False, default=str) + "\n")
     return 0
@@ -133,11 +148,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     state = f"running ({running})" if running else "not running (finished, interrupted or killed)"
     table = _table(f"status of {args.run_dir}: {state}", ["class", "done", "status", "last node", "next", "step",
-                                                          "items", "accepted"])
+                                                          "items", "accepted", "missing"])
     for row in rows:
         table.add_row(row["class_name"], "yes" if row["done"] else "no", row["status"], ", ".join(row["last"]),
                       ", ".join(row["next"]) or "–", _dash(row["step"]), _dash(row["items"]),
-                      _dash(row["accepted"]))
+                      _dash(row["accepted"]), _missing_text(row))
     _print(table)
     return 0
 
@@ -226,6 +241,7 @@ def _summary_rows(records: list[TraceRecord], counts: dict[str, dict[str, dict[s
             "input_tokens": flat["chat_input_tokens"] + flat["image_input_tokens"],
             "output_tokens": flat["chat_output_tokens"] + flat["image_output_tokens"],
             "cost_usd": costs.get(name, 0.0), "accepted": entry.get("accepted"), "rejected": entry.get("rejected"),
+            "missing": entry.get("missing"), "missing_by_reason": entry.get("missing_by_reason") or {},
             "rounds": entry.get("rounds"), "warnings": len(entry.get("warnings") or []) if entry else None,
         })
     return rows
@@ -238,7 +254,8 @@ def _total_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"class_name": "total", "state": "", "calls": calls,
             "input_tokens": sum(r["input_tokens"] for r in rows), "output_tokens": sum(r["output_tokens"] for r in rows),
             "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 8),
-            **{k: sum(r.get(k) or 0 for r in rows) for k in ("accepted", "rejected", "warnings")},
+            **{k: sum(r.get(k) or 0 for r in rows) for k in ("accepted", "rejected", "missing", "warnings")},
+            "missing_by_reason": _sum_reasons(r.get("missing_by_reason") for r in rows),
             "rounds": max((r.get("rounds") or 0 for r in rows), default=0)}
 
 
@@ -279,6 +296,22 @@ def _calls_text(c: dict[str, int] | None) -> str:
 
 def _money(value: float | None, digits: int = 4) -> str:
     return "unknown" if value is None else f"{value:.{digits}f}"
+
+
+def _missing_text(row: dict[str, Any]) -> str:
+    """``"12 (server_errors 12)"``: what fell short, per reason (agent/graph/finalize.py REASONS)."""
+    if row.get("missing") is None:
+        return "–"
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted((row.get("missing_by_reason") or {}).items()))
+    return f"{row['missing']} ({reasons})" if reasons else str(row["missing"])
+
+
+def _sum_reasons(parts: Iterable[dict[str, int] | None]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in parts:
+        for key, value in (part or {}).items():
+            out[key] = out.get(key, 0) + int(value)
+    return dict(sorted(out.items()))
 
 
 def _dash(value: Any) -> str:
@@ -329,7 +362,8 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", parents=[common], help="one call in full")
     show.add_argument("call_id", help="a call id (or a unique prefix) from `calls`")
     export = sub.add_parser("export", parents=[common, filters], help="calls as JSON lines on stdout")
-    export.add_argument("--format", choices=("jsonl",), default="jsonl")
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl",
+                        help="jsonl: one JSON object per call; csv: a header, then one row per call (default jsonl)")
     sub.add_parser("status", parents=[common], help="per class: done, last node, next node (checkpoints)")
     batches = sub.add_parser("batches", parents=[common], help="the run's Batch API batches: id, role, counts, "
                              "status, age")

@@ -30,7 +30,7 @@ from typing import Any
 import prompts
 from agent.graph.constants import ask_count
 from agent.lifecycle.settings import GraphSettings
-from agent.providers.config import ROLES
+from agent.providers.config import NO_RATE_LIMIT, ROLES
 from agent.readout.cost import PriceTable
 
 __all__ = ["ClassPlan", "RunPlan", "Span", "expected_by_stage", "plan_class", "plan_json", "plan_run",
@@ -248,7 +248,7 @@ def role_times(plan: RunPlan) -> list[RoleTime]:
         calls = plan.role_calls(role)
         rate = Span(calls.low * 60 / per_minute, calls.high * 60 / per_minute)
         wire = Span(calls.low * ASSUMED_LATENCY_S[role] / in_flight, calls.high * ASSUMED_LATENCY_S[role] / in_flight)
-        if rate.high >= wire.high:
+        if rate.high >= wire.high and per_minute < NO_RATE_LIMIT:
             binding = f"{per_minute:g}/min"
         else:
             binding = f"{in_flight} in flight, ~{ASSUMED_LATENCY_S[role]:g} s each"
@@ -334,6 +334,9 @@ def render_plan(plan: RunPlan, console: Any) -> None:
                   "description re-asked). Models: " + ", ".join(f"{r}={m}" for r, m in plan.models.items()))
     if plan.unbilled:
         console.print(f"not billed (local endpoints): {', '.join(sorted(plan.unbilled))}")
+    unlimited = sorted(r for r, (per_minute, _) in plan.limits.items() if per_minute >= NO_RATE_LIMIT)
+    if unlimited:
+        console.print(f"no per-minute limit (local, unbilled endpoints; in-flight limits hold): {', '.join(unlimited)}")
     times = role_times(plan)
     if times:
         slowest = max(times, key=lambda t: t.seconds.high)

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.graph.state import REASONS
 from agent.lifecycle.folder import REPORT, REPORT_PAGES
 from store.manifest import ManifestRow
 
@@ -103,10 +104,11 @@ def index_page(run_id: str, rows: Sequence[IndexRow], *, page: int, pages: int, 
     span = f"classes {first + 1}–{first + len(rows)} of {total}" if rows else "no class"
     parts += [f'<p class="meta">{e(span)} · page {page} of {pages}</p>', _pager(page, pages, top),
               "<table><tr><th>class</th><th>status</th><th>M_y</th><th>N_y</th><th>accepted</th><th>rejected</th>"
-              "<th>failed</th><th>cost $</th><th>images</th></tr>"]
+              "<th>failed</th><th>missing</th><th>cost $</th><th>images</th></tr>"]
     for row in rows:
         s = row.summary
-        cells = "".join(f"<td>{e(_fmt(s.get(k)))}</td>" for k in ("M_y", "N_y", "accepted", "rejected", "failed"))
+        cells = "".join(f"<td>{e(_fmt(s.get(k)))}</td>" for k in ("M_y", "N_y", "accepted", "rejected", "failed",
+                                                                       "missing"))
         cost = s.get("cost_usd")
         cells += f"<td>{e(f'{cost:.4f}' if isinstance(cost, float) else _fmt(cost))}</td>"  # cents of a cent
         thumbs = "".join(f'<img src="{e(to_report)}thumbs/{e(t, quote=True)}" alt="" loading="lazy" width="48" '
@@ -122,6 +124,9 @@ def class_page(run_id: str, c: ClassView, *, thumbs: Mapping[str, str], blobs: M
     ``report/thumbs/``; ``blobs``: sha256 -> blob path relative to the run folder (rejected, before)."""
     e, s = html.escape, c.summary
     counts = ", ".join(f"{k} {s[k]}" for k in ("M_y", "N_y", "accepted", "rejected", "failed", "rounds") if k in s)
+    if s.get("missing"):  # a short class: how many images are missing and why (--resume asks them again)
+        counts += f", missing {s['missing']} (" + ", ".join(
+            f"{n} {REASONS.get(k, k)}" for k, n in sorted((s.get("missing_by_reason") or {}).items())) + ")"
     template = s.get("template")
     truncated = " (cut by CLIP's 77-token context)" if s.get("template_truncated") else ""
     out = _head(f"{c.name} · LTGC run {run_id}") + [
@@ -164,8 +169,10 @@ def _pager(page: int, pages: int, top: bool) -> str:
 
 
 def _totals_table(totals: Mapping[str, Any]) -> str:
-    keys = ("M_y", "N_y", "accepted", "rejected", "failed", "cost_usd")
+    keys = ("M_y", "N_y", "accepted", "rejected", "failed", "missing", "cost_usd")
     cells = [(k, totals[k]) for k in keys if k in totals]
+    # Why images are missing (short classes): the same counts and words as the final line.
+    cells += [(f"missing: {REASONS.get(k, k)}", n) for k, n in (totals.get("missing_by_reason") or {}).items()]
     # The same counts as the final line and agent.traces (store.trace_schema.counts_sql), named by scope.
     for scope in ("run", "session"):
         counts = totals.get(scope) or {}

@@ -81,6 +81,8 @@ def status_rows(run_dir: Path) -> list[dict[str, Any]]:
     live = holder(run_dir) is not None
     names = [c.get("name") for c in read_json(run.config, error=InspectError).get("classes", [])]
     names = [n for n in names if isinstance(n, str)] + sorted(set(states) - set(names))
+    from agent.graph.finalize import shortfall  # with LangGraph: only once there are classes to show
+
     rows = []
     for name in names:
         st = states.get(name)
@@ -93,7 +95,10 @@ def status_rows(run_dir: Path) -> list[dict[str, Any]]:
         rows.append({"class_name": name, "done": bool(values.get("done")), "status": status,
                      "last": list(st.last) if st else [], "next": list(st.next) if st else ["describe"],
                      "step": st.step if st else None, "items": len(items) if st else None,
-                     "accepted": sum(1 for i in items if i.get("status") == "accepted") if st else None})
+                     "accepted": sum(1 for i in items if i.get("status") == "accepted") if st else None,
+                     "missing_by_reason": shortfall(values) if values.get("done") else None})
+        missing = rows[-1]["missing_by_reason"]
+        rows[-1]["missing"] = None if missing is None else sum(missing.values())
     if not rows:
         raise InspectError(f"{run_dir}: no classes found (no {CONFIG} and no checkpoints)")
     return rows

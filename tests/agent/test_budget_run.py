@@ -75,3 +75,24 @@ def test_budget_cap_stops_with_exit_3_and_resume_completes(tmp_path: Path, capsy
     assert len(sent) == total
     assert summary["cost"]["total_usd"] == pytest.approx(sum(r.cost_usd or 0 for r in sent), abs=1e-6)
     assert (out / "report.html").is_file()
+
+
+def test_calls_queued_at_a_rate_limit_are_refused_without_waiting(tmp_path: Path) -> None:
+    # Issue 21: once the cap is reached, a render queued behind its role's per-minute limit is refused at
+    # once, not when its rate-limit slot comes (at 1 image a minute, minutes per queued render before).
+    import time
+
+    inputs = make_inputs(tmp_path)
+    with Simulator(SimConfig(seed=0)) as sim:
+        assert run_main(run_args(inputs, tmp_path / "free", sim.base_url, rounds=0, extra=("--quiet",))) == 0
+        chat = sim.stats()["requests"]["chat"]
+    with Simulator(SimConfig(seed=0)) as sim:
+        started = time.monotonic()
+        # Every chat call and one render fit under the cap; the next render waits 60 s for its token.
+        code = run_main(run_args(inputs, tmp_path / "run", sim.base_url, rounds=0, extra=(
+            "--quiet", "--max-calls", str(chat + 1), "--t2i-per-minute", "1", "--t2i-max-in-flight", "1")))
+        wall = time.monotonic() - started
+        assert sim.stats()["requests"]["images"] == 1
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert code == 3 and summary["cost"]["budget"]["refused"] >= 2
+    assert wall < 30, f"refused renders waited for rate-limit slots ({wall:.0f} s)"

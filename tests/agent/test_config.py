@@ -229,3 +229,18 @@ def test_the_server_image_defaults_do_not_apply_to_a_local_pipeline() -> None:
     assert (local.t2i.image_size, local.t2i.image_quality) == (None, None)
     saved = redacted_dump(local)  # what config.json holds: a resume loads it back unchanged
     assert load_providers_config(env={}, toml_doc=saved).t2i == local.t2i
+
+
+def test_a_local_unbilled_endpoint_has_no_default_per_minute_limit() -> None:
+    # Issue 21: OpenAI's tier limits (60/min vision, 5/min images) made the offline recipe 3x slower.
+    from agent.providers.config import NO_RATE_LIMIT
+
+    local = {role: {"base_url": "http://127.0.0.1:8000/v1"} for role in ("lmm", "llm", "t2i")}
+    cfg = load_providers_config(None, {}, local)
+    assert all(cfg.role(r).per_minute == NO_RATE_LIMIT for r in ("lmm", "llm", "t2i"))
+    assert cfg.t2i.max_in_flight == 4  # in-flight limits stay
+    given = load_providers_config(None, {}, {**local, "t2i": {**local["t2i"], "per_minute": "20"}})
+    assert given.t2i.per_minute == 20
+    priced = load_providers_config(None, {}, {**local, "t2i": {**local["t2i"], "billing": "priced"}})
+    assert priced.t2i.per_minute == 5  # a loopback proxy to a paid API keeps the API's limits
+    assert load_providers_config(None, {}, {}).t2i.per_minute == 5  # the OpenAI API itself

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import prompts
+from agent.graph.finalize import shortfall
 from agent.providers.client import CallContext, ProviderError
 from store.blobs import BlobStore
 from tests.agent.graph_fakes import FakeProviders, FakeScorer, default_reply, listed, run_class
@@ -146,11 +147,32 @@ async def test_refined_item_that_scores_well_is_accepted(tmp_path, fakes):
 async def test_one_failed_render_does_not_cancel_its_siblings(tmp_path, fakes):
     providers, scorer = fakes
     providers.render_fails = lambda prompt: "r0n1" in prompt
-    state = await run_class(tmp_path, providers, scorer, images=1, k=4)
+    state = await run_class(tmp_path, providers, scorer, images=1, k=4, max_rounds=0)
     statuses = sorted(i["status"] for i in state["items"])
     assert statuses == ["accepted", "accepted", "failed"]
     failed = next(i for i in state["items"] if i["status"] == "failed")
-    assert "content policy" in failed["error"] and state["status"] == "complete"
+    # A lost item is not a complete class: short, with the reason counted (issue 21).
+    assert "content policy" in failed["error"] and failed["error_kind"] == "refused"
+    assert state["status"] == "short" and shortfall(state) == {"content_policy": 1}
+
+
+async def test_a_refused_render_goes_through_refine_and_is_drawn_again(tmp_path, fakes):
+    providers, scorer = fakes
+    providers.render_fails = lambda prompt: "r0n1" in prompt  # the rewritten text is not refused
+    state = await run_class(tmp_path, providers, scorer, images=1, k=4, max_rounds=2)
+    assert [i["status"] for i in state["items"]] == ["accepted"] * 3 and state["status"] == "complete"
+    item = next(i for i in state["items"] if i["round"] == 1)
+    assert "r0n1" in item["history"][0] and item["history_images"] == [""] and len(item["scores"]) == 1
+    assert state["counters"]["render_refused"] == 1 and len(providers.nodes("refine")) == 1
+
+
+async def test_a_render_refused_through_every_round_is_missing(tmp_path, fakes):
+    providers, scorer = fakes
+    providers.render_fails = lambda prompt: "r0n1" in prompt or "of item 1." in prompt  # item 1, every text
+    state = await run_class(tmp_path, providers, scorer, images=1, k=4, max_rounds=2)
+    lost = [i for i in state["items"] if i["status"] == "failed"]
+    assert len(lost) == 1 and lost[0]["round"] == 2 and lost[0]["error_kind"] == "refused"
+    assert len(providers.nodes("refine")) == 2 and state["status"] == "short"
 
 
 async def test_class_fails_when_every_render_fails(tmp_path, fakes):

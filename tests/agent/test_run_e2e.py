@@ -129,12 +129,23 @@ def test_softmax_scores_are_probabilities_over_all_classes(tmp_path, data, sim):
 def test_a_failing_class_is_reported_and_the_others_finish(tmp_path, data, sim):
     out = tmp_path / "run"
     sim.inject("refusal", count=K - 1, endpoint="images")  # every render of the first class (red fox)
-    argv = agent_argv(data, out, sim.base_url, "--max-classes-in-flight", "1", k=K)
+    # R = 0: a refused render has no refinement round left, so it is lost (with R > 0 refine rewrites it).
+    argv = agent_argv(data, out, sim.base_url, "--max-classes-in-flight", "1", "--max-rounds", "0", k=K)
     assert main(argv) == 1
     classes = summary_of(out)["classes"]
     assert classes["red fox"]["status"] == "failed" and "every render failed" in classes["red fox"]["error"]
     assert classes["snow owl"]["status"] == classes["sea turtle"]["status"] == "complete"
     assert {r.class_name for r in read_manifest(out / "manifest.jsonl")} == {"snow owl", "sea turtle"}
+
+
+def test_refused_renders_are_refined_and_drawn_again(tmp_path, data, sim):
+    out = tmp_path / "run"
+    sim.inject("refusal", count=K - 1, endpoint="images")  # the first class's first renders: content policy
+    argv = agent_argv(data, out, sim.base_url, "--max-classes-in-flight", "1", "--max-rounds", "2", k=K)
+    assert main(argv) == 0
+    fox = summary_of(out)["classes"]["red fox"]
+    assert fox["status"] == "complete" and fox["accepted"] == K - 1 and fox["refined"] == K - 1
+    assert fox["counters"]["render_refused"] == K - 1 and fox["missing"] == 0
 
 
 @pytest.mark.parametrize(("change", "message"), [

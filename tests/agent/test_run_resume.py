@@ -49,3 +49,24 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path):
     # Only requests that were in flight at the kill may be sent twice.
     assert total <= reference + IN_FLIGHT * ROLES, (total, reference)
     assert (out / "rejected.jsonl").read_bytes() == (tmp_path / "reference" / "rejected.jsonl").read_bytes()
+
+
+def test_a_new_run_with_other_inputs_into_a_used_folder_is_refused(tmp_path, capsys):
+    # Issue 21: a rerun without --resume used to replace the folder's manifest silently (19 rows -> 9).
+    from store.manifest import read_manifest
+
+    data, out = make_dataset(tmp_path / "data"), tmp_path / "run"
+    with Simulator(SimConfig(seed=0)) as sim:
+        assert main(agent_argv(data, out, sim.base_url, k=4)) == 0
+        before = (out / "manifest.jsonl").read_bytes()
+        capsys.readouterr()
+        assert main(agent_argv(data, out, sim.base_url, k=3)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--target-per-class changed 4 -> 3" in err[0]
+        assert "--resume" in err[0] and "--overwrite" in err[0] and "new --out" in err[0]
+        assert (out / "manifest.jsonl").read_bytes() == before and sim.stats()["total"] > 0
+        # The same inputs rerun as before (cache hits); --overwrite replaces the run on purpose.
+        assert main(agent_argv(data, out, sim.base_url, k=4)) == 0
+        assert (out / "manifest.jsonl").read_bytes() == before
+        assert main(agent_argv(data, out, sim.base_url, "--overwrite", k=3)) == 0
+        assert len(read_manifest(out / "manifest.jsonl")) == 2 + 1 + 0  # N_y = K - M_y with M_y = 1, 2, 3

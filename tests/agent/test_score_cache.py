@@ -118,7 +118,7 @@ def test_a_warm_rerun_computes_zero_image_embeddings(tmp_path, monkeypatch):
         # Another CLIP model over the same folder: every score is recomputed.
         other = tmp_path / "other-clip.json"
         other.write_text(json.dumps({**json.loads((data / "tiny-clip.json").read_text()), "embed_dim": 32}))
-        argv = agent_argv(data, out, sim.base_url, k=6)
+        argv = agent_argv(data, out, sim.base_url, "--overwrite", k=6)  # another model: start over on purpose
         argv[argv.index("--clip-model") + 1] = str(other)
         main(argv)
         assert sum(encoded) > 0

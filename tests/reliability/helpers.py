@@ -64,22 +64,27 @@ def requests_sent(rows: list[dict[str, Any]]) -> int:
 def audit(out: Path, names: list[str], *, max_attempts: int) -> tuple[dict[str, Any], list[ManifestRow]]:
     """The invariants of a finished run, whatever faults it met; returns ``(summary, manifest rows)``.
 
-    Every class is complete or failed with a reason; the manifest parses, has no duplicate row, and every
-    row names a file of the run folder whose bytes hash to the row's sha256, only for complete classes,
-    as many as the summary's ``accepted``; no call made more attempts than allowed.
+    Every class is complete, short (items missing, counted per reason) or failed with a reason; the
+    manifest parses, has no duplicate row, and every row names a file of the run folder whose bytes hash to
+    the row's sha256, only for complete and short classes, as many as the summary's ``accepted``; no call
+    made more attempts than allowed.
     """
     info = summary(out)
     assert sorted(info["classes"]) == sorted(names)
     for name, entry in info["classes"].items():
-        assert entry["status"] in ("complete", "failed"), (name, entry["status"])
+        assert entry["status"] in ("complete", "short", "failed"), (name, entry["status"])
         if entry["status"] == "failed":
             assert entry["error"], f"{name} failed without a reason"
+        if entry["status"] == "short":
+            assert entry["missing"] == sum(entry["missing_by_reason"].values()) > 0, (name, entry)
+        if entry["status"] == "complete":
+            assert entry["missing"] == 0, (name, entry)
     rows = read_manifest(out / "manifest.jsonl")
     assert len({r.path for r in rows}) == len(rows), "duplicate manifest paths"
     assert len({(r.class_name, r.sha256) for r in rows}) == len(rows), "duplicate images in a class"
     per_class = Counter(r.class_name for r in rows)
     for name, entry in info["classes"].items():
-        expected = entry["accepted"] if entry["status"] == "complete" else 0
+        expected = entry["accepted"] if entry["status"] in ("complete", "short") else 0
         assert per_class.get(name, 0) == expected, (name, per_class.get(name), entry)
     for row in rows:
         data = (out / row.path).read_bytes()

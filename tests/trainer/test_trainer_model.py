@@ -96,3 +96,16 @@ def test_bad_model_inputs_are_one_line_errors(tmp_path: Path) -> None:
         register_model(str(bad))
     with pytest.raises(ModelError, match="not a known tag"):
         _build(pretrained="no-such-tag")
+
+
+def test_uncached_pretrained_weights_without_network_are_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    # Issue 21: not ~1 minute of hub retries and 25 lines, but one line naming the cache and the way out.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelError) as err:
+        build_classifier(ModelConfig(model="ViT-B-32", pretrained="openai", tune="head"), NAMES)
+    text = str(err.value)
+    assert "\n" not in text and "not in the local Hugging Face cache" in text and "--pretrained none" in text
