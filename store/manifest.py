@@ -275,6 +275,7 @@ def atomic_write_lines(path: Path, lines: Iterable[str]) -> int:
                 fh.write(line)
                 count += 1
             fh.flush()
+            os.fchmod(fh.fileno(), file_mode())  # mkstemp made it 0600
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

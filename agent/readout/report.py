@@ -50,7 +50,7 @@ from store.blobs import BlobStore, is_sha256
 from store.cli import OneLineParser
 from store.errors import UsageError
 from store.logs import cli_logging
-from store.manifest import ManifestError, ManifestRow, read_manifest
+from store.manifest import ManifestError, ManifestRow, file_mode, read_manifest
 from store.slug import slugify
 
 __all__ = ["ClassView", "ReportError", "main", "write_page", "write_report"]
@@ -107,6 +107,7 @@ def write_page(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            os.fchmod(fh.fileno(), file_mode())  # mkstemp made it 0600; pages are read by people
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
