@@ -3,7 +3,7 @@
     python -m scripts.bench.bench_refusal                        # this checkout
     python -m scripts.bench.bench_refusal --checkout /tmp/old    # another checkout (e.g. an export of main)
 
-The run: the tiny 3-class set of ``tests/agent/observe_helpers.py``, K = 16, R = 0, real OpenAI model names
+The run: the tiny 3-class set of ``scripts/sim/tiny_run.py``, K = 16, R = 0, real OpenAI model names
 priced by the packaged table, ``--t2i-max-in-flight 2``, ``--max-cost`` (default $0.05) so the cap is
 reached with renders still queued; once at ``--t2i-per-minute 20`` and once unlimited. Printed per limit:
 exit code, wall time of the whole command, calls refused by the budget.
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from scripts.sim.server import SimConfig, Simulator
-from tests.agent.observe_helpers import make_inputs, run_args
+from scripts.sim.tiny_run import make_inputs, run_args
 
 REPO = Path(__file__).resolve().parents[2]
 

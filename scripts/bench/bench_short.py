@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from scripts.sim.server import SimConfig, Simulator
-from tests.agent.run_helpers import agent_argv, make_dataset
+from scripts.sim.tiny_run import agent_argv, make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = {f"species {i:02d}": 2 for i in range(4)}

@@ -9,11 +9,12 @@ real OpenAI names so the packaged price table prices every call.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from PIL import Image
 
-__all__ = ["CLASSES", "MODELS", "TINY_CLIP", "make_inputs", "run_args"]
+__all__ = ["CLASSES", "E2E_CLASSES", "MODELS", "TINY_CLIP", "agent_argv", "make_dataset", "make_inputs", "run_args"]
 
 TINY_CLIP = {
     "embed_dim": 64,
@@ -22,6 +23,7 @@ TINY_CLIP = {
 }
 CLASSES = {"red fox": 2, "snowy owl": 1, "axolotl": 1}
 MODELS = {"lmm": "gpt-4o", "llm": "gpt-4o-mini", "t2i": "gpt-image-1"}
+E2E_CLASSES = {"red fox": 1, "snow owl": 2, "sea turtle": 3}  # the end-to-end tests' set: class -> M_y real images
 
 
 def make_inputs(root: Path) -> dict[str, Path]:
@@ -53,3 +55,28 @@ def run_args(inputs: dict[str, Path], out: Path, base_url: str, *, k: int = 5, r
         "--threshold", str(threshold), "--clip-model", str(inputs["clip"]), "--clip-pretrained", "none",
         *roles, *extra,
     ]
+
+
+def make_dataset(root: Path, classes: dict[str, int] = E2E_CLASSES) -> Path:
+    """``root/images/<class>/*.png`` (tiny, distinct colours), ``root/tail.txt`` and ``root/tiny-clip.json``."""
+    rng = random.Random(0)
+    for name, count in classes.items():
+        folder = root / "images" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.new("RGB", (24, 24), tuple(rng.randrange(256) for _ in range(3))).save(folder / f"{i}.png")
+    (root / "tail.txt").write_text("# tail classes\n" + "\n".join(classes) + "\n", encoding="utf-8")
+    (root / "tiny-clip.json").write_text(json.dumps(TINY_CLIP), encoding="utf-8")
+    return root
+
+
+def agent_argv(data: Path, out: Path, base_url: str, *extra: str, k: int = 6) -> list[str]:
+    """Flags for ``python -m agent.run`` against the simulator, with limits that never slow a run down."""
+    argv = ["--classes", str(data / "tail.txt"), "--images", str(data / "images"), "--out", str(out),
+            "--run-id", "t1", "--target-per-class", str(k), "--threshold", "-1",
+            "--clip-model", str(data / "tiny-clip.json"), "--clip-pretrained", "none"]
+    for role in ("lmm", "llm", "t2i"):
+        argv += [f"--{role}-base-url", base_url, f"--{role}-model", f"sim-{role}",
+                 f"--{role}-per-minute", "100000", f"--{role}-max-attempts", "2",
+                 f"--{role}-backoff-initial-s", "0.01", f"--{role}-timeout-s", "20"]
+    return [*argv, *extra]
