@@ -12,11 +12,14 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agent.lifecycle.folder import CONFIG, RunFolder, read_json
 from agent.lifecycle.lock import holder
 from store.errors import UsageError
+
+if TYPE_CHECKING:
+    from agent.graph.state import ClassState
 
 __all__ = ["ClassStatus", "InspectError", "read_class_states", "status_rows"]
 
@@ -96,9 +99,10 @@ def status_rows(run_dir: Path) -> list[dict[str, Any]]:
                      "last": list(st.last) if st else [], "next": list(st.next) if st else ["describe"],
                      "step": st.step if st else None, "items": len(items) if st else None,
                      "accepted": sum(1 for i in items if i.get("status") == "accepted") if st else None,
-                     "missing_by_reason": shortfall(values) if values.get("done") else None})
-        missing = rows[-1]["missing_by_reason"]
-        rows[-1]["missing"] = None if missing is None else sum(missing.values())
+                     "missing_by_reason": None, "missing": None})
+        if values.get("done"):
+            missing = shortfall(cast("ClassState", values))
+            rows[-1] |= {"missing_by_reason": missing, "missing": sum(missing.values())}
     if not rows:
         raise InspectError(f"{run_dir}: no classes found (no {CONFIG} and no checkpoints)")
     return rows
