@@ -29,10 +29,10 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from store.errors import UsageError
 from store.lists import (
@@ -266,22 +266,15 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_lines(path: Path, lines: Iterable[str]) -> int:
     """Write ``lines`` (each ending in a newline, UTF-8) to ``path`` as :func:`atomic_write_bytes` does, without
     holding them all: a 10^5-row manifest streams from its source. Returns the number of lines."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            for line in lines:
-                fh.write(line)
-                count += 1
-            fh.flush()
-            os.fchmod(fh.fileno(), file_mode())  # mkstemp made it 0600
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def write(fh: BinaryIO) -> None:
+        nonlocal count
+        for line in lines:
+            fh.write(line.encode("utf-8"))
+            count += 1
+
+    _replace_atomically(path, write)
     return count
 
 
@@ -292,11 +285,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     the old file (and no temp file) behind. The file gets the umask's mode (:func:`file_mode`), as a plain
     ``open()`` would give it.
     """
+    _replace_atomically(path, lambda fh: fh.write(data))
+
+
+def _replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write`` into a temp file beside ``path``, give it the umask's mode, sync, then ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fchmod(fh.fileno(), file_mode())  # mkstemp made it 0600
             os.fsync(fh.fileno())

@@ -51,12 +51,9 @@ class RayScorer:
 
     def count_tokens(self, text: str) -> int:
         """Same count as :meth:`agent.providers.scorer.ClipScorer.count_tokens` (the same tokenizer)."""
-        if hasattr(self.tokenizer, "encode"):
-            return len(self.tokenizer.encode(text)) + 2
-        inner = getattr(self.tokenizer, "tokenizer", None)
-        if inner is not None:
-            return len(inner(text)["input_ids"])
-        return int((self.tokenizer([text]) != 0).sum())
+        from agent.providers.scorer import count_tokens  # torch: loaded by then (the tokenizer came from it)
+
+        return count_tokens(self.tokenizer, text)
 
     async def cosine(self, images: Sequence[Path], text: str) -> list[float]:
         if not images:

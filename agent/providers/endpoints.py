@@ -43,8 +43,16 @@ def resolve_api_key(role: str, cfg: RoleConfig, env: Mapping[str, str] = os.envi
 
 def is_local_url(url: str) -> bool:
     """True for loopback hosts: ``is_local_url("http://127.0.0.1:8000/v1") -> True``."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost":
+    return is_loopback(urlsplit(url).hostname or "")
+
+
+def is_loopback(host: str) -> bool:
+    """``127.0.0.1``, ``::1`` and ``localhost`` are loopback; anything else (``0.0.0.0`` too) is not.
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "LocalHost", "::1", "0.0.0.0", "10.0.0.5")]
+    [True, True, True, False, False]
+    """
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -36,7 +36,7 @@ from agent.graph.constants import DEFAULT_THRESHOLDS
 from store.errors import UsageError
 from store.hub import CLIP_FIX, clip_hub_files, prepare_hub_files
 
-__all__ = ["DEFAULT_THRESHOLDS", "ClipScorer", "ScorerError", "cosine_scores", "softmax_scores"]
+__all__ = ["DEFAULT_THRESHOLDS", "ClipScorer", "ScorerError", "cosine_scores", "count_tokens", "softmax_scores"]
 
 
 
@@ -120,12 +120,7 @@ class ClipScorer:
 
     def count_tokens(self, text: str) -> int:
         """Tokens the text tower would read before truncation, start/end tokens included."""
-        if hasattr(self.tokenizer, "encode"):
-            return len(self.tokenizer.encode(text)) + 2
-        inner = getattr(self.tokenizer, "tokenizer", None)
-        if inner is not None:
-            return len(inner(text)["input_ids"])
-        return int((self.tokenizer([text]) != 0).sum())
+        return count_tokens(self.tokenizer, text)
 
     async def cosine(self, images: Sequence[Path], text: str) -> list[float]:
         if not images:
@@ -184,3 +179,14 @@ def _register_config(model: str) -> str:
         open_clip.add_model_config(path)
         return path.stem
     return model
+
+
+def count_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens an open_clip ``tokenizer``'s text tower would read before truncation, start/end tokens included
+    (the in-process scorer and the Ray one share the tokenizer, so they share this count)."""
+    if hasattr(tokenizer, "encode"):
+        return len(tokenizer.encode(text)) + 2
+    inner = getattr(tokenizer, "tokenizer", None)
+    if inner is not None:
+        return len(inner(text)["input_ids"])
+    return int((tokenizer([text]) != 0).sum())

@@ -9,7 +9,6 @@ already saved (agent/review/decisions.py).
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 import socket
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from agent.errors import entry_point
 from agent.lifecycle.folder import CONFIG
+from agent.providers.endpoints import is_loopback
 from store.cli import OneLineParser
 from store.errors import UsageError
 
@@ -26,20 +26,6 @@ __all__ = ["is_loopback", "main"]
 
 class ReviewError(UsageError):
     """Bad input to agent.review (one line)."""
-
-
-def is_loopback(host: str) -> bool:
-    """``127.0.0.1``, ``::1`` and ``localhost`` are loopback; anything else (``0.0.0.0`` too) is not.
-
-    >>> [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "10.0.0.5")]
-    [True, True, True, False, False]
-    """
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @entry_point  # ReviewError, an unreadable config.json: one line, exit 2 (agent/errors.py)
