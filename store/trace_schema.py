@@ -5,6 +5,12 @@ Split from ``store/traces.py`` so the I/O side stays small; import the public na
 Columns follow the OpenTelemetry GenAI semantic conventions where one exists (``gen_ai.*``,
 ``error.type``); ``gen_ai.response.finish_reasons`` holds this call's single finish reason as text.
 
+Text stored once (``store/trace_text.py``): a row's ``encoding`` column says how its ``request`` and
+``response_text`` are held: 0 inline (every row of an older file, and a row whose segment id collided), 1
+packed, referring to lines in the ``segments`` table. ``PRAGMA user_version`` is :data:`FORMAT_VERSION` once a
+file may hold packed rows. ``row_from_record`` gives the inline row (what the guards check); ``pack_row``
+its packed form; ``record_from_row`` decodes either, given the bodies of the segments it refers to.
+
 >>> COLUMNS["input_tokens"]
 'gen_ai.usage.input_tokens'
 """
@@ -21,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from store.errors import UsageError
+from store.trace_text import INLINE, PACKED, Segments, json_refs, pack_json, pack_text, refs, unpack_json, unpack_text
 
 OPERATIONS = ("chat", "image_generation")
 # ok: answered. error: sent (attempts >= 1) and failed, or failed before it could be sent for a reason of its
@@ -28,6 +35,8 @@ OPERATIONS = ("chat", "image_generation")
 # first, nothing sent. Unsent calls are never "error" (issue: one set of counts).
 STATUSES = ("ok", "error", "refused", "stopped")
 MAX_REQUEST_BYTES = 64 * 1024
+# PRAGMA user_version of a traces.sqlite that may hold packed rows (0: an older file, every row inline).
+FORMAT_VERSION = 1
 
 # A data URI anywhere in the request text: ``data:image/png;base64,...`` or ``data:;base64,...``.
 # The look-behind keeps words like "metadata:" from tripping it.
@@ -89,16 +98,18 @@ _ORDER = (
 )
 # Columns added after the first release: an older traces.sqlite gains them on open (ALTER TABLE), and a
 # read-only reader of an older file sees their defaults.
-ADDED_COLUMNS: dict[str, str] = {"queue_s": "0.0", "server_s": "0.0", "meta": "'{}'"}
+ADDED_COLUMNS: dict[str, str] = {"queue_s": "0.0", "server_s": "0.0", "meta": "'{}'", "encoding": str(INLINE)}
 COLUMNS: dict[str, str] = {name: _OTEL.get(name, name) for name in _ORDER}
 assert set(_ORDER) == {f.name for f in fields(TraceRecord)}, "every TraceRecord field needs a column"
+# What a row holds: the record's columns, then how its text is encoded (not a record field).
+_STORED: dict[str, str] = {**COLUMNS, "encoding": "encoding"}
 
 _FILTERS = ("call_id", "run_id", "class_name", "node", "status", "cache_hit", "round", "role",
             "operation", "model")
 _SQL_TYPES = {"round": "INTEGER", "input_tokens": "INTEGER", "output_tokens": "INTEGER",
               "images": "INTEGER", "cache_hit": "INTEGER", "attempts": "INTEGER",
               "parse_dropped": "INTEGER", "latency_s": "REAL", "cost_usd": "REAL", "started_at": "REAL",
-              "queue_s": "REAL", "server_s": "REAL"}
+              "queue_s": "REAL", "server_s": "REAL", "encoding": "INTEGER"}
 
 
 def _q(column: str) -> str:
@@ -109,9 +120,10 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS traces (\n"
     + ",\n".join(
         f"    {_q(col)} {_SQL_TYPES.get(name, 'TEXT')}{' PRIMARY KEY' if name == 'call_id' else ''}"
-        for name, col in COLUMNS.items()
+        for name, col in _STORED.items()
     )
     + "\n);\n"
+    + "CREATE TABLE IF NOT EXISTS segments (h INTEGER PRIMARY KEY, body TEXT NOT NULL);\n"
     + "".join(
         f"CREATE INDEX IF NOT EXISTS traces_{name} ON traces ({_q(name)}, {_q('started_at')});\n"
         for name in ("run_id", "class_name", "node")
@@ -120,15 +132,30 @@ SCHEMA = (
 # OR REPLACE makes a flush idempotent: a batch retried after an unclear failure cannot wedge the
 # flusher on a primary-key conflict (call_ids are uuid4, so it never hides a real collision).
 INSERT_SQL = (
-    f"INSERT OR REPLACE INTO traces ({', '.join(_q(c) for c in COLUMNS.values())}) "
-    f"VALUES ({', '.join('?' for _ in COLUMNS)})"
+    f"INSERT OR REPLACE INTO traces ({', '.join(_q(c) for c in _STORED.values())}) "
+    f"VALUES ({', '.join('?' for _ in _STORED)})"
 )
+# Segments are content-addressed: a second insert of one id is the same body (or a collision the writer
+# has already turned into an inline row), so IGNORE.
+INSERT_SEGMENT_SQL = "INSERT OR IGNORE INTO segments (h, body) VALUES (?, ?)"
+SEGMENT_BATCH = 500  # ids per SELECT ... IN (...): under SQLite's oldest bound-parameter limit (999)
+
+
+def segments_sql(count: int) -> str:
+    """``SELECT`` of ``count`` segments by id.
+
+    >>> segments_sql(2)
+    'SELECT h, body FROM segments WHERE h IN (?, ?)'
+    """
+    return f"SELECT h, body FROM segments WHERE h IN ({', '.join('?' for _ in range(count))})"
+
+
 # Spend per class of one run (SUM / COUNT skip NULL costs: COUNT 0 = no row of the class is priced).
 COST_BY_CLASS_SQL = (
     f"SELECT {_q('class_name')}, SUM({_q('cost_usd')}), COUNT({_q('cost_usd')}) FROM traces "
     f"WHERE {_q('run_id')} = ? GROUP BY {_q('class_name')} ORDER BY {_q('class_name')}"
 )
-_SELECT = f"SELECT {', '.join(_q(c) for c in COLUMNS.values())} FROM traces"
+_SELECT = f"SELECT {', '.join(_q(c) for c in _STORED.values())} FROM traces"
 
 # The one definition of a run's counts (counts_sql) (final line, summary.json, `agent.traces summary`, the report), per
 # class and role. A row is one call the graph made:
@@ -187,8 +214,8 @@ def migrate_sql(present: set[str]) -> list[str]:
     >>> migrate_sql({"call_id"})[0]
     'ALTER TABLE traces ADD COLUMN "queue_s" REAL DEFAULT 0.0'
     """
-    return [f"ALTER TABLE traces ADD COLUMN {_q(COLUMNS[name])} {_SQL_TYPES.get(name, 'TEXT')} DEFAULT {default}"
-            for name, default in ADDED_COLUMNS.items() if COLUMNS[name] not in present]
+    return [f"ALTER TABLE traces ADD COLUMN {_q(_STORED[name])} {_SQL_TYPES.get(name, 'TEXT')} DEFAULT {default}"
+            for name, default in ADDED_COLUMNS.items() if _STORED[name] not in present]
 
 
 def select_for(present: set[str] | None, sql: str) -> str:
@@ -196,13 +223,13 @@ def select_for(present: set[str] | None, sql: str) -> str:
     if present is None:
         return sql
     for name, default in ADDED_COLUMNS.items():
-        if COLUMNS[name] not in present:
-            sql = sql.replace(f"{_q(COLUMNS[name])}", f"{default} AS {_q(COLUMNS[name])}", 1)
+        if _STORED[name] not in present:
+            sql = sql.replace(f"{_q(_STORED[name])}", f"{default} AS {_q(_STORED[name])}", 1)
     return sql
 
 
 def row_from_record(record: TraceRecord) -> dict[str, Any]:
-    """Validate ``record`` and return its column -> value row (``request`` as JSON text).
+    """Validate ``record`` and return its inline column -> value row (``request`` as JSON text).
 
     Raises ``ValueError`` for a request with a ``data:`` URI or over 64 KB, or an invalid field.
     """
@@ -221,13 +248,49 @@ def row_from_record(record: TraceRecord) -> dict[str, Any]:
         elif name == "cache_hit":
             value = int(bool(value))
         row[column] = value
+    row["encoding"] = INLINE
     return row
 
 
-def record_from_row(row: tuple[Any, ...]) -> TraceRecord:
-    """The inverse of ``row_from_record`` for a row selected in ``COLUMNS`` order."""
-    values = dict(zip(COLUMNS, row, strict=True))
-    values["request"] = json.loads(values["request"]) if values["request"] else {}
+def pack_row(row: Mapping[str, Any]) -> tuple[dict[str, Any], Segments]:
+    """The packed form of an inline row (from :func:`row_from_record`) and the segments it refers to.
+
+    >>> packed, segments = pack_row(row_from_record(TraceRecord(run_id="r", class_name="c", node="n",
+    ...     role="llm", operation="chat", model="m", response_text="1. A photo of the class c, at dawn.")))
+    >>> packed["response_text"][:5], packed["encoding"], [body for _, body in segments.values()]
+    ('~@1. ', 1, ['A photo of the class c, at dawn.'])
+    """
+    segments: Segments = {}
+    packed = dict(row)
+    packed["request"] = pack_json(row["request"], segments)
+    if row["response_text"] is not None:
+        packed["response_text"] = pack_text(row["response_text"], segments)
+    packed["encoding"] = PACKED
+    return packed, segments
+
+
+def row_refs(row: tuple[Any, ...]) -> set[int]:
+    """The segment ids a row selected in stored order refers to (none for an inline row)."""
+    if row[-1] != PACKED:
+        return set()
+    values = dict(zip(_STORED, row, strict=True))
+    return json_refs(values["request"] or "{}") | set(refs(values["response_text"]))
+
+
+def record_from_row(row: tuple[Any, ...], bodies: Mapping[int, str] | None = None) -> TraceRecord:
+    """The inverse of ``row_from_record`` / ``pack_row`` for a row selected in stored order, given the
+    ``bodies`` of the segments :func:`row_refs` names (a missing one: ``trace_text.SegmentError``)."""
+    values = dict(zip(_STORED, row, strict=True))
+    encoding = values.pop("encoding")
+    if encoding == PACKED:
+        values["request"] = unpack_json(values["request"], bodies or {}) if values["request"] else {}
+        if values["response_text"] is not None:
+            values["response_text"] = unpack_text(values["response_text"], bodies or {})
+    elif encoding not in (INLINE, None):
+        raise TraceStoreError(f"traces: row {values['call_id']} has text encoding {encoding!r}, which this "
+                              "ltgc does not know; read the file with the ltgc that wrote it")
+    else:
+        values["request"] = json.loads(values["request"]) if values["request"] else {}
     values["meta"] = json.loads(values["meta"]) if values["meta"] else {}
     values["cache_hit"] = bool(values["cache_hit"])
     return TraceRecord(**values)
@@ -246,7 +309,10 @@ def replace_fields(record: TraceRecord, changes: Mapping[str, Any]) -> TraceReco
 def update_sql(call_id: str, current: TraceRecord, changes: Mapping[str, Any]) -> tuple[str, list[Any]]:
     """``UPDATE`` setting ``changes`` on ``current`` (validated as a whole record first)."""
     row = row_from_record(replace_fields(current, changes))
-    columns = [COLUMNS[name] for name in changes]
+    names = list(changes)
+    if {"request", "response_text"} & set(names):  # new text is written inline (rare: no segment upkeep)
+        names = [*dict.fromkeys([*names, "request", "response_text", "encoding"])]
+    columns = [_STORED[name] for name in names]
     sql = f"UPDATE traces SET {', '.join(f'{_q(c)} = ?' for c in columns)} WHERE {_q('call_id')} = ?"
     return sql, [row[c] for c in columns] + [call_id]
 

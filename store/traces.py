@@ -9,12 +9,19 @@ Contract (docs/INTERFACES.md, ``store/traces.py``):
   (``gen_ai.operation.name``, ``gen_ai.request.model``, ``gen_ai.usage.input_tokens``,
   ``gen_ai.usage.output_tokens``, ``gen_ai.response.finish_reasons``, ``error.type``); the rest keep the
   record's field names. ``request`` is JSON text.
+- Text stored once: each distinct line of a request's strings and of a reply (list markers split off) is
+  kept once in the ``segments`` table, and a row refers to it by id (``store/trace_text.py`` has the
+  encoding; the row's ``encoding`` column says which rows do). Every reader here decodes, so callers get
+  the very request dict and reply string that were added. An older file (all rows inline) reads as before
+  and takes packed rows when a run resumes into it. The SQL aggregates (counts, cost) decode nothing.
 - ``TraceStore.add`` is synchronous and only appends to an in-memory buffer. A background task writes the
   buffer every ``flush_interval_s`` or as soon as ``batch_size`` records are waiting, with one
-  ``executemany`` in one transaction. ``close`` writes everything still buffered. A process killed
+  ``executemany`` in one transaction (new segments in the same one; a bounded memory of segments already
+  written keeps hot ones from being re-sent). ``close`` writes everything still buffered. A process killed
   before ``close`` loses at most the unflushed buffer: traces are diagnostics, the call cache is what
   makes a rerun free.
-- Guard: ``add`` raises ``ValueError`` for a request holding a ``data:`` URI or over 64 KB of JSON —
+- Guard: ``add`` raises ``ValueError`` for a request holding a ``data:`` URI or over 64 KB of JSON (the
+  original text, before packing) —
   traces hold image hashes, never image bytes (and an API key belongs in no request body).
 - Queries (``query``, ``get``, and the sync ``read_traces`` for CLIs) return records ordered by
   ``started_at`` then ``call_id``; async queries first flush, so they see every record added so far.
@@ -26,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,20 +43,27 @@ import aiosqlite
 from store.sqlite import open_wal
 from store.trace_schema import (
     COST_BY_CLASS_SQL,
+    FORMAT_VERSION,
+    INSERT_SEGMENT_SQL,
     INSERT_SQL,
     SCHEMA,
+    SEGMENT_BATCH,
     TraceRecord,
     TraceStoreError,
     counts_from_rows,
     counts_sql,
     migrate_sql,
+    pack_row,
     record_from_row,
     replace_fields,
     row_from_record,
+    row_refs,
+    segments_sql,
     select_for,
     select_sql,
     update_sql,
 )
+from store.trace_text import RecentSegments, settle
 
 __all__ = ["TraceRecord", "TraceStore", "TraceStoreError", "read_counts", "read_traces"]
 
@@ -71,6 +85,7 @@ class TraceStore:
         self._closed = False
         self._flusher: asyncio.Task[None] | None = None
         self._last_error: BaseException | None = None
+        self._recent = RecentSegments()  # segments known to be in the file: not re-sent, not re-checked
 
     @classmethod
     async def open(
@@ -86,9 +101,13 @@ class TraceStore:
         path = Path(path)
         conn = await open_wal(path, SCHEMA)
         try:
+            version = int((await conn.execute_fetchall("PRAGMA user_version"))[0][0])
+            _check_version(path, version)
             present = {str(r[1]) for r in await conn.execute_fetchall("PRAGMA table_info(traces)")}
             for statement in migrate_sql(present):  # a traces.sqlite written by an older ltgc
                 await conn.execute(statement)
+            if version < FORMAT_VERSION:
+                await conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
         except BaseException:
             await conn.close()
             raise
@@ -115,9 +134,18 @@ class TraceStore:
             batch = self._buffer
             self._buffer = {}
             try:
+                pending = [(row, *pack_row(row)) for row in batch.values()]
                 await self._conn.execute("BEGIN IMMEDIATE")
-                await self._conn.executemany(INSERT_SQL, [tuple(r.values()) for r in batch.values()])
+                # Ids the memory does not vouch for: read their bodies under the write lock, so what
+                # settle() decides still holds at COMMIT.
+                asked = {h for _, _, segments in pending for h in segments if self._recent.get(h) is None}
+                stored = await _fetch_bodies(asked, self._fetch)
+                rows, new, known = settle(pending, self._recent, stored)
+                if new:
+                    await self._conn.executemany(INSERT_SEGMENT_SQL, list(new.items()))
+                await self._conn.executemany(INSERT_SQL, [tuple(r.values()) for r in rows])
                 await self._conn.execute("COMMIT")
+                self._recent.add(known)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await self._conn.execute("ROLLBACK")
@@ -143,8 +171,8 @@ class TraceStore:
         }
         sql, params = select_sql(filters)
         async with self._conn.execute(sql, params) as cur:
-            rows = await cur.fetchall()
-        return [record_from_row(tuple(r)) for r in rows]
+            rows = [tuple(r) for r in await cur.fetchall()]
+        return await self._decode(rows)
 
     async def cost_by_class(self, run_id: str) -> dict[str, float | None]:
         """Spend per class of ``run_id``: the sum of its rows' ``cost_usd``, ``None`` for a class none of
@@ -165,10 +193,7 @@ class TraceStore:
     async def get(self, call_id: str) -> TraceRecord | None:
         """The record with this ``call_id``, or ``None``."""
         await self.flush()
-        sql, params = select_sql({"call_id": call_id})
-        async with self._conn.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return None if row is None else record_from_row(tuple(row))
+        return await self._get_stored(call_id)
 
     async def annotate(self, call_id: str, **fields: Any) -> None:
         """Set fields of a record already added (e.g. ``parse_dropped=3``, ``cost_usd=0.002``).
@@ -225,7 +250,14 @@ class TraceStore:
         sql, params = select_sql({"call_id": call_id})
         async with self._conn.execute(sql, params) as cur:
             row = await cur.fetchone()
-        return None if row is None else record_from_row(tuple(row))
+        return None if row is None else (await self._decode([tuple(row)]))[0]
+
+    async def _fetch(self, ids: list[int]) -> Iterable[tuple[Any, ...]]:
+        return await self._conn.execute_fetchall(segments_sql(len(ids)), ids)
+
+    async def _decode(self, rows: list[tuple[Any, ...]]) -> list[TraceRecord]:
+        bodies = await _fetch_bodies(_refs(self.path, rows), self._fetch)
+        return _records(self.path, rows, bodies)
 
     async def _flush_loop(self) -> None:
         """Write the buffer every ``flush_interval_s``, or early when a full batch is waiting."""
@@ -241,6 +273,47 @@ class TraceStore:
                 self._last_error = exc
 
 
+async def _fetch_bodies(ids: set[int],
+                       fetch: Callable[[list[int]], Awaitable[Iterable[tuple[Any, ...]]]]) -> dict[int, str]:
+    """The stored bodies of ``ids`` (those present), :data:`SEGMENT_BATCH` ids per query."""
+    ordered, bodies = sorted(ids), {}
+    for start in range(0, len(ordered), SEGMENT_BATCH):
+        bodies.update((int(h), str(body)) for h, body in await fetch(ordered[start:start + SEGMENT_BATCH]))
+    return bodies
+
+
+def _refs(path: Path, rows: list[tuple[Any, ...]]) -> set[int]:
+    found: set[int] = set()
+    for row in rows:
+        try:
+            found |= row_refs(row)
+        except ValueError as exc:  # SegmentError, or packed JSON that does not parse
+            raise _damaged(path, row, exc) from None
+    return found
+
+
+def _damaged(path: Path, row: tuple[Any, ...], exc: Exception) -> TraceStoreError:
+    return TraceStoreError(f"{path}: trace {row[0]} does not decode ({exc}); the file is damaged — rerun "
+                           "into a fresh run folder to get its traces back")
+
+
+def _records(path: Path, rows: list[tuple[Any, ...]], bodies: Mapping[int, str]) -> list[TraceRecord]:
+    """Decoded records; a damaged packed row is one clear error naming the file and the call."""
+    out = []
+    for row in rows:
+        try:
+            out.append(record_from_row(row, bodies))
+        except ValueError as exc:  # SegmentError, or packed JSON that does not parse
+            raise _damaged(path, row, exc) from None
+    return out
+
+
+def _check_version(path: Path, version: int) -> None:
+    if version > FORMAT_VERSION:
+        raise TraceStoreError(f"{path}: trace file format {version} is newer than this ltgc's "
+                              f"({FORMAT_VERSION}); read it with the ltgc that wrote it, or upgrade")
+
+
 def read_traces(path: Path | str, **filters: Any) -> list[TraceRecord]:
     """Sync, read-only query of a trace file (for CLIs); same filters and order as ``query``."""
     path = Path(path)
@@ -252,14 +325,19 @@ def read_traces(path: Path | str, **filters: Any) -> list[TraceRecord]:
     except sqlite3.Error as exc:
         raise TraceStoreError(f"{path}: cannot open trace file ({exc})") from None
     try:
+        _check_version(path, int(conn.execute("PRAGMA user_version").fetchone()[0]))
         present = {str(r[1]) for r in conn.execute("PRAGMA table_info(traces)").fetchall()}
-        rows = conn.execute(select_for(present, sql), params).fetchall()
+        rows = [tuple(r) for r in conn.execute(select_for(present, sql), params).fetchall()]
+        ids = sorted(_refs(path, rows))
+        bodies: dict[int, str] = {}
+        for start in range(0, len(ids), SEGMENT_BATCH):
+            chunk = ids[start:start + SEGMENT_BATCH]
+            bodies.update(conn.execute(segments_sql(len(chunk)), chunk).fetchall())
     except sqlite3.DatabaseError as exc:
         raise TraceStoreError(f"{path}: not a readable trace file ({exc})") from None
     finally:
         conn.close()
-    return [record_from_row(tuple(r)) for r in rows]
-
+    return _records(path, rows, bodies)
 
 
 def read_counts(path: Path | str, since: float = 0.0, **filters: Any) -> dict[str, dict[str, dict[str, int]]]:

@@ -1,0 +1,256 @@
+"""Trace text stored once: content-addressed segments for a trace row's request and reply (pure, no I/O).
+
+A run's prompts and replies repeat each other: a render prompt is one line of an earlier extend reply,
+extend / dedupe / summarize requests quote earlier descriptions line by line, template lines repeat per
+class, and a warm rerun repeats every request and reply exactly. So ``traces.sqlite`` keeps each distinct
+line once, in ``segments(h INTEGER PRIMARY KEY, body TEXT)``, and a row refers to its lines by id.
+
+Segments. A text is split on ``"\\n"`` into lines (``"\\r"`` stays part of its line, so ``"\\r\\n"``
+and a trailing newline round-trip), and a leading list marker (``1. ``, ``12) ``, ``- ``, ``* ``) is split
+off each line: ``"3. A photo of X."`` in a reply and ``"A photo of X."`` in a later render prompt share the
+segment ``"A photo of X."``. A line body of at least :data:`MIN_SEGMENT` characters becomes a segment; its
+id ``h`` is the first 8 bytes of its UTF-8 sha256 as a signed big-endian integer (SQLite's INTEGER), and
+its token in a row is those 8 bytes in unpadded URL-safe base64 (11 characters).
+
+Packed string (one string value; the row's ``encoding`` column is :data:`PACKED`):
+
+- A string not starting with ``~`` is itself (every short string, and a long one with no segment).
+- ``~~rest`` is the literal ``~rest`` (a string of the original that starts with ``~``: the escape).
+- ``~`` followed by lines joined with ``"\\n"``, each line either ``=text`` (that line as is) or
+  ``@`` + marker + token (the marker then the segment's body). The original lines hold no ``"\\n"``, so
+  the join is unambiguous, and ``@``/``=`` cannot be confused with the ``~`` escape.
+
+A row's ``request`` column holds the request's JSON with every string value (at any depth; keys are left
+as they are) packed, and ``response_text`` holds the packed reply. On the (astronomically unlikely)
+collision of two different bodies on one id, the writer stores that row's text inline (``encoding`` =
+:data:`INLINE`): a reader never gets wrong text back.
+
+>>> segments = {}
+>>> packed = pack_text("1. A photo of the class fox, by a river.\\nok", segments)
+>>> packed
+'~@1. FN-E-plc7Zs\\n=ok'
+>>> unpack_text(packed, {h: body for h, (_, body) in segments.items()})
+'1. A photo of the class fox, by a river.\\nok'
+>>> pack_text("~short", {}), unpack_text("~~short", {})
+('~~short', '~short')
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+INLINE, PACKED = 0, 1  # the row's ``encoding`` column: 0 = text inline (every row of an older file)
+MIN_SEGMENT = 20  # a line body shorter than this stays in the row: its 12-byte reference saves too little
+_TAG = "~"
+_MARKER_RE = re.compile(r"(?:\d{1,4}[.)]|[-*]) ")
+_TOKEN_LEN = 11
+
+# A segment as the packer sees it: id -> (a second 64-bit check from the same sha256, body).
+Segments = dict[int, tuple[int, str]]
+
+
+class SegmentError(ValueError):
+    """A packed text that does not decode: a missing segment or a malformed token (a damaged file)."""
+
+
+def segment_id(body: str) -> tuple[int, int]:
+    """``(id, check)``: the first and second 8 bytes of ``body``'s UTF-8 sha256, as signed integers.
+
+    >>> segment_id("A photo of X.")[0] == segment_id("A photo of X.")[0] != segment_id("A photo of Y.")[0]
+    True
+    """
+    digest = hashlib.sha256(body.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True), int.from_bytes(digest[8:16], "big", signed=True)
+
+
+def token(h: int) -> str:
+    """The 11-character reference to segment ``h``.
+
+    >>> token(0), from_token(token(-5))
+    ('AAAAAAAAAAA', -5)
+    """
+    return base64.urlsafe_b64encode(h.to_bytes(8, "big", signed=True)).decode("ascii").rstrip("=")
+
+
+def from_token(text: str) -> int:
+    """The segment id of a token (:func:`token`'s inverse); :class:`SegmentError` for a malformed one."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=")
+    except (ValueError, TypeError):
+        raw = b""
+    if len(text) != _TOKEN_LEN or len(raw) != 8:
+        raise SegmentError(f"malformed segment token {text!r}")
+    return int.from_bytes(raw, "big", signed=True)
+
+
+def pack_text(text: str, segments: Segments) -> str:
+    """``text`` packed (see the module docstring); the segments it refers to are added to ``segments``.
+
+    >>> s = {}
+    >>> pack_text("", s), pack_text("tiny", s), pack_text("~", s), s
+    ('', 'tiny', '~~', {})
+    >>> pack_text("- " + "x" * 20 + "\\r\\n", s).startswith("~@- ")
+    True
+    """
+    if len(text) < MIN_SEGMENT:
+        return _TAG + text if text.startswith(_TAG) else text
+    lines: list[str] = []
+    referred = False
+    for line in text.split("\n"):
+        marker = _MARKER_RE.match(line)
+        cut = marker.end() if marker else 0
+        body = line[cut:]
+        if len(body) < MIN_SEGMENT:
+            lines.append("=" + line)
+            continue
+        h, check = segment_id(body)
+        segments[h] = (check, body)
+        lines.append(f"@{line[:cut]}{token(h)}")
+        referred = True
+    if not referred:
+        return _TAG + text if text.startswith(_TAG) else text
+    return _TAG + "\n".join(lines)
+
+
+def unpack_text(packed: str, bodies: Mapping[int, str]) -> str:
+    """The original text of ``packed``; :class:`SegmentError` names a missing segment or a bad line.
+
+    >>> unpack_text("plain", {}), unpack_text("~~x", {})
+    ('plain', '~x')
+    """
+    if not packed.startswith(_TAG):
+        return packed
+    rest = packed[1:]
+    if rest.startswith(_TAG):
+        return rest
+    out: list[str] = []
+    for line in rest.split("\n"):
+        kind = line[:1]
+        if kind == "=":
+            out.append(line[1:])
+        elif kind == "@" and len(line) > _TOKEN_LEN:
+            h = from_token(line[-_TOKEN_LEN:])
+            body = bodies.get(h)
+            if body is None:
+                raise SegmentError(f"text segment {line[-_TOKEN_LEN:]} is missing")
+            out.append(line[1:-_TOKEN_LEN] + body)
+        else:
+            raise SegmentError(f"malformed packed line {line[:20]!r}")
+    return "\n".join(out)
+
+
+def refs(packed: str | None) -> Iterable[int]:
+    """The segment ids a packed text refers to (none for an inline one).
+
+    >>> list(refs("~@1. AAAAAAAAAAA\\n=x")), list(refs("~~@AAAAAAAAAAA")), list(refs(None))
+    ([0], [], [])
+    """
+    if not packed or not packed.startswith(_TAG) or packed.startswith(_TAG * 2):
+        return
+    for line in packed[1:].split("\n"):
+        if line.startswith("@") and len(line) > _TOKEN_LEN:
+            yield from_token(line[-_TOKEN_LEN:])
+
+
+def pack_json(request_text: str, segments: Segments) -> str:
+    """A request's canonical JSON text with every string value packed (keys as they are).
+
+    >>> pack_json('{"n": 1, "prompt": "short"}', {})
+    '{"n": 1, "prompt": "short"}'
+    """
+    tree = _map_strings(json.loads(request_text), lambda s: pack_text(s, segments))
+    return json.dumps(tree, sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
+def unpack_json(packed: str, bodies: Mapping[int, str]) -> Any:
+    """The request dict of a packed request column (:func:`pack_json`'s inverse, parsed)."""
+    return _map_strings(json.loads(packed), lambda s: unpack_text(s, bodies))
+
+
+def json_refs(packed: str) -> set[int]:
+    """The segment ids a packed request refers to (a cheap scan: only strings holding a token)."""
+    if "~@" not in packed and '~=' not in packed:  # no packed string with a segment in this request
+        return set()
+    found: set[int] = set()
+    _map_strings(json.loads(packed), lambda s: found.update(refs(s)) or s)
+    return found
+
+
+def _map_strings(value: Any, fn: Any) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    return value
+
+
+class RecentSegments:
+    """A bounded memory of segments known to be in the file (id -> check), least recently used out first,
+    so a hot segment (a template line, a reply quoted by every later request) is not re-sent every flush.
+
+    >>> recent = RecentSegments(limit=2)
+    >>> recent.add({1: 10, 2: 20, 3: 30}); recent.get(1), recent.get(3)
+    (None, 30)
+    """
+
+    def __init__(self, limit: int = 1 << 16):
+        self.limit = limit
+        self._known: OrderedDict[int, int] = OrderedDict()
+
+    def get(self, h: int) -> int | None:
+        check = self._known.get(h)
+        if check is not None:
+            self._known.move_to_end(h)
+        return check
+
+    def add(self, checks: Mapping[int, int]) -> None:
+        for h, check in checks.items():
+            self._known[h] = check
+            self._known.move_to_end(h)
+        while len(self._known) > self.limit:
+            self._known.popitem(last=False)
+
+
+Pending = tuple[dict[str, Any], dict[str, Any], Segments]  # (inline row, packed row, its segments)
+
+
+def settle(pending: Iterable[Pending], recent: RecentSegments,
+           stored: Mapping[int, str]) -> tuple[list[dict[str, Any]], dict[int, str], dict[int, int]]:
+    """Which form of each row to write, given the ``recent`` segments and the ``stored`` bodies of the
+    other ids the batch refers to: ``(rows, new segments to insert, id -> check now known stored)``.
+
+    A row is written packed unless one of its ids already stands for a different body (in ``recent``, in
+    the file, or earlier in this batch): then inline, so no reader is ever handed another text.
+
+    >>> a = {"t": "a", "encoding": INLINE}; pa = {"t": "~@...", "encoding": PACKED}
+    >>> rows, new, known = settle([(a, pa, {7: (1, "body one")}), (a, pa, {7: (2, "body two")})],
+    ...                           RecentSegments(), {})
+    >>> [r["encoding"] for r in rows], new, known
+    ([1, 0], {7: 'body one'}, {7: 1})
+    """
+    # id -> (check, body): the body the id stands for; check None when only the file's body is known.
+    claimed: dict[int, tuple[int | None, str]] = {}
+    rows: list[dict[str, Any]] = []
+    new: dict[int, str] = {}
+    for inline, packed, segments in pending:
+        agrees = True
+        for h, (check, body) in segments.items():
+            known = recent.get(h)
+            if known is not None:
+                agrees = agrees and known == check
+                continue
+            if h in stored:
+                claimed.setdefault(h, (check if stored[h] == body else None, stored[h]))
+            elif h not in claimed:
+                new[h] = body
+            agrees = claimed.setdefault(h, (check, body))[1] == body and agrees
+        rows.append(packed if agrees else inline)
+    return rows, new, {h: check for h, (check, _) in claimed.items() if check is not None}
