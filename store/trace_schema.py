@@ -26,8 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from store import trace_text
 from store.errors import UsageError
-from store.trace_text import INLINE, PACKED, Segments, json_refs, pack_json, pack_text, refs, unpack_json, unpack_text
+from store.trace_text import INLINE, PACKED
 
 OPERATIONS = ("chat", "image_generation")
 # ok: answered. error: sent (attempts >= 1) and failed, or failed before it could be sent for a reason of its
@@ -123,7 +124,7 @@ SCHEMA = (
         for name, col in _STORED.items()
     )
     + "\n);\n"
-    + "CREATE TABLE IF NOT EXISTS segments (h INTEGER PRIMARY KEY, body TEXT NOT NULL);\n"
+    + trace_text.SEGMENTS_SCHEMA
     + "".join(
         f"CREATE INDEX IF NOT EXISTS traces_{name} ON traces ({_q(name)}, {_q('started_at')});\n"
         for name in ("run_id", "class_name", "node")
@@ -135,21 +136,6 @@ INSERT_SQL = (
     f"INSERT OR REPLACE INTO traces ({', '.join(_q(c) for c in _STORED.values())}) "
     f"VALUES ({', '.join('?' for _ in _STORED)})"
 )
-# Segments are content-addressed: a second insert of one id is the same body (or a collision the writer
-# has already turned into an inline row), so IGNORE.
-INSERT_SEGMENT_SQL = "INSERT OR IGNORE INTO segments (h, body) VALUES (?, ?)"
-SEGMENT_BATCH = 500  # ids per SELECT ... IN (...): under SQLite's oldest bound-parameter limit (999)
-
-
-def segments_sql(count: int) -> str:
-    """``SELECT`` of ``count`` segments by id.
-
-    >>> segments_sql(2)
-    'SELECT h, body FROM segments WHERE h IN (?, ?)'
-    """
-    return f"SELECT h, body FROM segments WHERE h IN ({', '.join('?' for _ in range(count))})"
-
-
 # Spend per class of one run (SUM / COUNT skip NULL costs: COUNT 0 = no row of the class is priced).
 COST_BY_CLASS_SQL = (
     f"SELECT {_q('class_name')}, SUM({_q('cost_usd')}), COUNT({_q('cost_usd')}) FROM traces "
@@ -252,7 +238,7 @@ def row_from_record(record: TraceRecord) -> dict[str, Any]:
     return row
 
 
-def pack_row(row: Mapping[str, Any]) -> tuple[dict[str, Any], Segments]:
+def pack_row(row: Mapping[str, Any]) -> tuple[dict[str, Any], trace_text.Segments]:
     """The packed form of an inline row (from :func:`row_from_record`) and the segments it refers to.
 
     >>> packed, segments = pack_row(row_from_record(TraceRecord(run_id="r", class_name="c", node="n",
@@ -260,11 +246,11 @@ def pack_row(row: Mapping[str, Any]) -> tuple[dict[str, Any], Segments]:
     >>> packed["response_text"][:5], packed["encoding"], [body for _, body in segments.values()]
     ('~@1. ', 1, ['A photo of the class c, at dawn.'])
     """
-    segments: Segments = {}
+    segments: trace_text.Segments = {}
     packed = dict(row)
-    packed["request"] = pack_json(row["request"], segments)
+    packed["request"] = trace_text.pack_json(row["request"], segments)
     if row["response_text"] is not None:
-        packed["response_text"] = pack_text(row["response_text"], segments)
+        packed["response_text"] = trace_text.pack_text(row["response_text"], segments)
     packed["encoding"] = PACKED
     return packed, segments
 
@@ -274,7 +260,7 @@ def row_refs(row: tuple[Any, ...]) -> set[int]:
     if row[-1] != PACKED:
         return set()
     values = dict(zip(_STORED, row, strict=True))
-    return json_refs(values["request"] or "{}") | set(refs(values["response_text"]))
+    return trace_text.json_refs(values["request"] or "{}") | set(trace_text.refs(values["response_text"]))
 
 
 def record_from_row(row: tuple[Any, ...], bodies: Mapping[int, str] | None = None) -> TraceRecord:
@@ -283,9 +269,9 @@ def record_from_row(row: tuple[Any, ...], bodies: Mapping[int, str] | None = Non
     values = dict(zip(_STORED, row, strict=True))
     encoding = values.pop("encoding")
     if encoding == PACKED:
-        values["request"] = unpack_json(values["request"], bodies or {}) if values["request"] else {}
+        values["request"] = trace_text.unpack_json(values["request"], bodies or {}) if values["request"] else {}
         if values["response_text"] is not None:
-            values["response_text"] = unpack_text(values["response_text"], bodies or {})
+            values["response_text"] = trace_text.unpack_text(values["response_text"], bodies or {})
     elif encoding not in (INLINE, None):
         raise TraceStoreError(f"traces: row {values['call_id']} has text encoding {encoding!r}, which this "
                               "ltgc does not know; read the file with the ltgc that wrote it")

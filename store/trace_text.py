@@ -42,7 +42,7 @@ import hashlib
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 INLINE, PACKED = 0, 1  # the row's ``encoding`` column: 0 = text inline (every row of an older file)
@@ -53,6 +53,21 @@ _TOKEN_LEN = 11
 
 # A segment as the packer sees it: id -> (a second 64-bit check from the same sha256, body).
 Segments = dict[int, tuple[int, str]]
+
+SEGMENTS_SCHEMA = "CREATE TABLE IF NOT EXISTS segments (h INTEGER PRIMARY KEY, body TEXT NOT NULL);\n"
+# Segments are content-addressed: a second insert of one id is the same body (or a collision the writer
+# has already turned into an inline row), so IGNORE.
+INSERT_SEGMENT_SQL = "INSERT OR IGNORE INTO segments (h, body) VALUES (?, ?)"
+SEGMENT_BATCH = 500  # ids per SELECT ... IN (...): under SQLite's oldest bound-parameter limit (999)
+
+
+def segments_sql(count: int) -> str:
+    """``SELECT`` of ``count`` segments by id.
+
+    >>> segments_sql(2)
+    'SELECT h, body FROM segments WHERE h IN (?, ?)'
+    """
+    return f"SELECT h, body FROM segments WHERE h IN ({', '.join('?' for _ in range(count))})"
 
 
 class SegmentError(ValueError):
@@ -178,11 +193,16 @@ def json_refs(packed: str) -> set[int]:
     if "~@" not in packed and '~=' not in packed:  # no packed string with a segment in this request
         return set()
     found: set[int] = set()
-    _map_strings(json.loads(packed), lambda s: found.update(refs(s)) or s)
+
+    def collect(value: str) -> str:
+        found.update(refs(value))
+        return value
+
+    _map_strings(json.loads(packed), collect)
     return found
 
 
-def _map_strings(value: Any, fn: Any) -> Any:
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return fn(value)
     if isinstance(value, dict):

@@ -44,10 +44,8 @@ from store.sqlite import open_wal
 from store.trace_schema import (
     COST_BY_CLASS_SQL,
     FORMAT_VERSION,
-    INSERT_SEGMENT_SQL,
     INSERT_SQL,
     SCHEMA,
-    SEGMENT_BATCH,
     TraceRecord,
     TraceStoreError,
     counts_from_rows,
@@ -58,12 +56,11 @@ from store.trace_schema import (
     replace_fields,
     row_from_record,
     row_refs,
-    segments_sql,
     select_for,
     select_sql,
     update_sql,
 )
-from store.trace_text import RecentSegments, settle
+from store.trace_text import INSERT_SEGMENT_SQL, SEGMENT_BATCH, RecentSegments, segments_sql, settle
 
 __all__ = ["TraceRecord", "TraceStore", "TraceStoreError", "read_counts", "read_traces"]
 
@@ -101,7 +98,7 @@ class TraceStore:
         path = Path(path)
         conn = await open_wal(path, SCHEMA)
         try:
-            version = int((await conn.execute_fetchall("PRAGMA user_version"))[0][0])
+            version = int(next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0])
             _check_version(path, version)
             present = {str(r[1]) for r in await conn.execute_fetchall("PRAGMA table_info(traces)")}
             for statement in migrate_sql(present):  # a traces.sqlite written by an older ltgc
@@ -253,7 +250,7 @@ class TraceStore:
         return None if row is None else (await self._decode([tuple(row)]))[0]
 
     async def _fetch(self, ids: list[int]) -> Iterable[tuple[Any, ...]]:
-        return await self._conn.execute_fetchall(segments_sql(len(ids)), ids)
+        return [tuple(r) for r in await self._conn.execute_fetchall(segments_sql(len(ids)), ids)]
 
     async def _decode(self, rows: list[tuple[Any, ...]]) -> list[TraceRecord]:
         bodies = await _fetch_bodies(_refs(self.path, rows), self._fetch)
@@ -276,7 +273,7 @@ class TraceStore:
 async def _fetch_bodies(ids: set[int],
                        fetch: Callable[[list[int]], Awaitable[Iterable[tuple[Any, ...]]]]) -> dict[int, str]:
     """The stored bodies of ``ids`` (those present), :data:`SEGMENT_BATCH` ids per query."""
-    ordered, bodies = sorted(ids), {}
+    ordered, bodies = sorted(ids), dict[int, str]()
     for start in range(0, len(ordered), SEGMENT_BATCH):
         bodies.update((int(h), str(body)) for h, body in await fetch(ordered[start:start + SEGMENT_BATCH]))
     return bodies

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sqlite3
 from pathlib import Path
 from string import Template
 
@@ -17,6 +16,7 @@ from agent.run import main
 from scripts.sim import content as sim_content
 from scripts.sim.server import SimConfig, Simulator
 from store.manifest import read_manifest
+from store.traces import read_traces
 from tests.agent.run_helpers import CLASSES, agent_argv, make_dataset
 
 K = 6
@@ -87,10 +87,9 @@ def test_repetition_check_rejects_the_item_the_model_invents(tmp_path, data, sim
     assert main(agent_argv(data, out, sim.base_url, k=K)) == 0
     summary = summary_of(out)
     invented = set()
-    with sqlite3.connect(out / "traces.sqlite") as db:
-        for request, response in db.execute("SELECT request, response_text FROM traces WHERE node = 'dedupe'"):
-            asked = set(_listed(json.loads(request)["messages"][-1]["content"]))
-            invented |= {item for item in _listed(response) if item not in asked}
+    for call in read_traces(out / "traces.sqlite", node="dedupe"):
+        asked = set(_listed(call.request["messages"][-1]["content"]))
+        invented |= {item for item in _listed(call.response_text or "") if item not in asked}
     assert invented  # the simulator did invent
     final = {r.description for r in read_manifest(out / "manifest.jsonl")}
     assert not invented & final

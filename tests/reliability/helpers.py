@@ -23,6 +23,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent.lifecycle.checkpoints import strict_serializer
 from store.manifest import ManifestRow, read_manifest
+from store.trace_schema import row_from_record
+from store.traces import read_traces
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = ("lmm", "llm", "t2i")
@@ -47,13 +49,9 @@ def summary(out: Path) -> dict[str, Any]:
 
 
 def traces(out: Path) -> list[dict[str, Any]]:
-    """Every trace row of the run folder (read-only connection: the run has closed its store)."""
-    conn = sqlite3.connect(f"file:{out / 'traces.sqlite'}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in conn.execute("SELECT * FROM traces")]
-    finally:
-        conn.close()
+    """Every trace row of the run folder by column name, its text decoded (``request`` as JSON text, as an
+    inline row holds it): read-only, through ``store.traces.read_traces``."""
+    return [row_from_record(record) for record in read_traces(out / "traces.sqlite")]
 
 
 def requests_sent(rows: list[dict[str, Any]]) -> int:
