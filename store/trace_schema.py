@@ -255,21 +255,22 @@ def pack_row(row: Mapping[str, Any]) -> tuple[dict[str, Any], trace_text.Segment
     return packed, segments
 
 
-def row_refs(row: tuple[Any, ...]) -> set[int]:
-    """The segment ids a row selected in stored order refers to (none for an inline row)."""
+def row_tokens(row: tuple[Any, ...]) -> set[str]:
+    """The segment tokens a row selected in stored order may refer to (none for an inline row)."""
     if row[-1] != PACKED:
         return set()
     values = dict(zip(_STORED, row, strict=True))
-    return trace_text.json_refs(values["request"] or "{}") | set(trace_text.refs(values["response_text"]))
+    return trace_text.tokens_in(values["request"]) | trace_text.tokens_in(values["response_text"])
 
 
-def record_from_row(row: tuple[Any, ...], bodies: Mapping[int, str] | None = None) -> TraceRecord:
+def record_from_row(row: tuple[Any, ...], bodies: Mapping[str, str] | None = None) -> TraceRecord:
     """The inverse of ``row_from_record`` / ``pack_row`` for a row selected in stored order, given the
-    ``bodies`` of the segments :func:`row_refs` names (a missing one: ``trace_text.SegmentError``)."""
+    ``bodies`` (by token) of the segments :func:`row_tokens` names (one missing: ``trace_text.SegmentError``)."""
     values = dict(zip(_STORED, row, strict=True))
     encoding = values.pop("encoding")
     if encoding == PACKED:
-        values["request"] = trace_text.unpack_json(values["request"], bodies or {}) if values["request"] else {}
+        request = trace_text.unpack_json(values["request"], bodies or {}) if values["request"] else ""
+        values["request"] = json.loads(request) if request else {}
         if values["response_text"] is not None:
             values["response_text"] = trace_text.unpack_text(values["response_text"], bodies or {})
     elif encoding not in (INLINE, None):

@@ -29,7 +29,7 @@ collision of two different bodies on one id, the writer stores that row's text i
 >>> packed = pack_text("1. A photo of the class fox, by a river.\\nok", segments)
 >>> packed
 '~@1. FN-E-plc7Zs\\n=ok'
->>> unpack_text(packed, {h: body for h, (_, body) in segments.items()})
+>>> unpack_text(packed, {token(h): body for h, (_, body) in segments.items()})
 '1. A photo of the class fox, by a river.\\nok'
 >>> pack_text("~short", {}), unpack_text("~~short", {})
 ('~~short', '~short')
@@ -38,6 +38,8 @@ collision of two different bodies on one id, the writer stores that row's text i
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import hashlib
 import json
 import re
@@ -124,20 +126,29 @@ def pack_text(text: str, segments: Segments) -> str:
         if len(body) < MIN_SEGMENT:
             lines.append("=" + line)
             continue
-        h, check = segment_id(body)
+        h, check, ref = _reference(body)
         segments[h] = (check, body)
-        lines.append(f"@{line[:cut]}{token(h)}")
+        lines.append(f"@{line[:cut]}{ref}")
         referred = True
     if not referred:
         return _TAG + text if text.startswith(_TAG) else text
     return _TAG + "\n".join(lines)
 
 
-def unpack_text(packed: str, bodies: Mapping[int, str]) -> str:
-    """The original text of ``packed``; :class:`SegmentError` names a missing segment or a bad line.
+@functools.lru_cache(maxsize=1 << 14)
+def _reference(body: str) -> tuple[int, int, str]:
+    # A line recurs in many rows (a reply line is quoted by the next requests, a warm rerun repeats all):
+    # hash it once while it is hot. ~16k lines of ~100 characters: a few MB at most.
+    h, check = segment_id(body)
+    return h, check, token(h)
 
-    >>> unpack_text("plain", {}), unpack_text("~~x", {})
-    ('plain', '~x')
+
+def unpack_text(packed: str, bodies: Mapping[str, str]) -> str:
+    r"""The original text of ``packed``, given segment ``bodies`` by token; :class:`SegmentError` names a
+    missing segment or a bad line.
+
+    >>> unpack_text("plain", {}), unpack_text("~~x", {}), unpack_text("~=a\n@- AAAAAAAAAAA", {"AAAAAAAAAAA": "b"})
+    ('plain', '~x', 'a\n- b')
     """
     if not packed.startswith(_TAG):
         return packed
@@ -150,8 +161,7 @@ def unpack_text(packed: str, bodies: Mapping[int, str]) -> str:
         if kind == "=":
             out.append(line[1:])
         elif kind == "@" and len(line) > _TOKEN_LEN:
-            h = from_token(line[-_TOKEN_LEN:])
-            body = bodies.get(h)
+            body = bodies.get(line[-_TOKEN_LEN:])
             if body is None:
                 raise SegmentError(f"text segment {line[-_TOKEN_LEN:]} is missing")
             out.append(line[1:-_TOKEN_LEN] + body)
@@ -160,17 +170,33 @@ def unpack_text(packed: str, bodies: Mapping[int, str]) -> str:
     return "\n".join(out)
 
 
-def refs(packed: str | None) -> Iterable[int]:
-    """The segment ids a packed text refers to (none for an inline one).
+# A reference as a stored column holds it (a packed text, or the JSON text of a packed request): "@", a
+# marker, the token, then the line's end: a newline, JSON's escaped one, the string's closing quote or the
+# end. Literal text of that shape is found too; it only costs a lookup that finds nothing.
+_REF_RE = re.compile(r'@(?:\d{1,4}[.)] |[-*] )?([A-Za-z0-9_-]{11})(?=\\n|\n|"|$)')
+# A JSON string literal that starts with ~ (a fake one may start at an escaped quote: unpack_json skips it).
+_PACKED_STRING_RE = re.compile(r'"~[^"\\]*(?:\\.[^"\\]*)*"')
 
-    >>> list(refs("~@1. AAAAAAAAAAA\\n=x")), list(refs("~~@AAAAAAAAAAA")), list(refs(None))
-    ([0], [], [])
+
+def tokens_in(stored: str | None) -> set[str]:
+    r"""The tokens a stored ``request`` or ``response_text`` may refer to: a scan of the raw text, no
+    parsing (a superset: every real reference is found).
+
+    >>> sorted(tokens_in('{"p": "~@1. AAAAAAAAAAA\\n@BBBBBBBBBBB", "q": "x"}')), tokens_in(None)
+    (['AAAAAAAAAAA', 'BBBBBBBBBBB'], set())
     """
-    if not packed or not packed.startswith(_TAG) or packed.startswith(_TAG * 2):
-        return
-    for line in packed[1:].split("\n"):
-        if line.startswith("@") and len(line) > _TOKEN_LEN:
-            yield from_token(line[-_TOKEN_LEN:])
+    if not stored or "@" not in stored:
+        return set()
+    return set(_REF_RE.findall(stored))
+
+
+def ids_of(tokens: Iterable[str]) -> dict[int, str]:
+    """Segment id -> token for each well-formed token (literal look-alikes that are not are skipped)."""
+    out: dict[int, str] = {}
+    for text in tokens:
+        with contextlib.suppress(SegmentError):
+            out[from_token(text)] = text
+    return out
 
 
 def pack_json(request_text: str, segments: Segments) -> str:
@@ -183,23 +209,32 @@ def pack_json(request_text: str, segments: Segments) -> str:
     return json.dumps(tree, sort_keys=True, ensure_ascii=False, allow_nan=False)
 
 
-def unpack_json(packed: str, bodies: Mapping[int, str]) -> Any:
-    """The request dict of a packed request column (:func:`pack_json`'s inverse, parsed)."""
-    return _map_strings(json.loads(packed), lambda s: unpack_text(s, bodies))
+def unpack_json(packed: str, bodies: Mapping[str, str]) -> str:
+    r"""The original JSON text of a packed request (:func:`pack_json`'s inverse), without parsing it.
 
+    A string value that starts with ``~`` begins ``"~`` in the JSON text, after an even number of
+    backslashes (inside a string a quote is escaped: odd), and is not followed by ``:`` (a key, never
+    packed). Each is unpacked and written back as ``json.dumps`` writes it, so the result is the original
+    text byte for byte.
 
-def json_refs(packed: str) -> set[int]:
-    """The segment ids a packed request refers to (a cheap scan: only strings holding a token)."""
-    if "~@" not in packed and '~=' not in packed:  # no packed string with a segment in this request
-        return set()
-    found: set[int] = set()
-
-    def collect(value: str) -> str:
-        found.update(refs(value))
-        return value
-
-    _map_strings(json.loads(packed), collect)
-    return found
+    >>> unpack_json('{"~k": "~~v", "p": ["~@AAAAAAAAAAA", "a \\"~b"]}', {"AAAAAAAAAAA": 'a "b"'})
+    '{"~k": "~v", "p": ["a \\"b\\"", "a \\"~b"]}'
+    """
+    if '"~' not in packed:
+        return packed
+    out: list[str] = []
+    done = 0
+    for match in _PACKED_STRING_RE.finditer(packed):
+        start, end = match.span()
+        first = start
+        while first and packed[first - 1] == "\\":
+            first -= 1
+        if (start - first) % 2 or packed.startswith(":", end):
+            continue  # an escaped quote inside a string, or a key
+        out += [packed[done:start], json.dumps(unpack_text(json.loads(match.group(0)), bodies), ensure_ascii=False)]
+        done = end
+    out.append(packed[done:])
+    return "".join(out)
 
 
 def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:

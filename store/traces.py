@@ -55,12 +55,12 @@ from store.trace_schema import (
     record_from_row,
     replace_fields,
     row_from_record,
-    row_refs,
+    row_tokens,
     select_for,
     select_sql,
     update_sql,
 )
-from store.trace_text import INSERT_SEGMENT_SQL, SEGMENT_BATCH, RecentSegments, segments_sql, settle
+from store.trace_text import INSERT_SEGMENT_SQL, SEGMENT_BATCH, RecentSegments, ids_of, segments_sql, settle
 
 __all__ = ["TraceRecord", "TraceStore", "TraceStoreError", "read_counts", "read_traces"]
 
@@ -253,8 +253,9 @@ class TraceStore:
         return [tuple(r) for r in await self._conn.execute_fetchall(segments_sql(len(ids)), ids)]
 
     async def _decode(self, rows: list[tuple[Any, ...]]) -> list[TraceRecord]:
-        bodies = await _fetch_bodies(_refs(self.path, rows), self._fetch)
-        return _records(self.path, rows, bodies)
+        wanted = ids_of(_tokens(rows))
+        stored = await _fetch_bodies(set(wanted), self._fetch)
+        return _records(self.path, rows, {wanted[h]: body for h, body in stored.items()})
 
     async def _flush_loop(self) -> None:
         """Write the buffer every ``flush_interval_s``, or early when a full batch is waiting."""
@@ -279,29 +280,24 @@ async def _fetch_bodies(ids: set[int],
     return bodies
 
 
-def _refs(path: Path, rows: list[tuple[Any, ...]]) -> set[int]:
-    found: set[int] = set()
+def _tokens(rows: list[tuple[Any, ...]]) -> set[str]:
+    found: set[str] = set()
     for row in rows:
-        try:
-            found |= row_refs(row)
-        except ValueError as exc:  # SegmentError, or packed JSON that does not parse
-            raise _damaged(path, row, exc) from None
+        found |= row_tokens(row)
     return found
 
 
-def _damaged(path: Path, row: tuple[Any, ...], exc: Exception) -> TraceStoreError:
-    return TraceStoreError(f"{path}: trace {row[0]} does not decode ({exc}); the file is damaged — rerun "
-                           "into a fresh run folder to get its traces back")
-
-
-def _records(path: Path, rows: list[tuple[Any, ...]], bodies: Mapping[int, str]) -> list[TraceRecord]:
+def _records(path: Path, rows: list[tuple[Any, ...]], bodies: Mapping[str, str]) -> list[TraceRecord]:
     """Decoded records; a damaged packed row is one clear error naming the file and the call."""
     out = []
     for row in rows:
         try:
             out.append(record_from_row(row, bodies))
+        except TraceStoreError:
+            raise
         except ValueError as exc:  # SegmentError, or packed JSON that does not parse
-            raise _damaged(path, row, exc) from None
+            raise TraceStoreError(f"{path}: trace {row[0]} does not decode ({exc}); the file is damaged — "
+                                  "rerun into a fresh run folder to get its traces back") from None
     return out
 
 
@@ -325,11 +321,12 @@ def read_traces(path: Path | str, **filters: Any) -> list[TraceRecord]:
         _check_version(path, int(conn.execute("PRAGMA user_version").fetchone()[0]))
         present = {str(r[1]) for r in conn.execute("PRAGMA table_info(traces)").fetchall()}
         rows = [tuple(r) for r in conn.execute(select_for(present, sql), params).fetchall()]
-        ids = sorted(_refs(path, rows))
-        bodies: dict[int, str] = {}
+        wanted = ids_of(_tokens(rows))
+        ids = sorted(wanted)
+        bodies: dict[str, str] = {}
         for start in range(0, len(ids), SEGMENT_BATCH):
             chunk = ids[start:start + SEGMENT_BATCH]
-            bodies.update(conn.execute(segments_sql(len(chunk)), chunk).fetchall())
+            bodies.update((wanted[h], body) for h, body in conn.execute(segments_sql(len(chunk)), chunk))
     except sqlite3.DatabaseError as exc:
         raise TraceStoreError(f"{path}: not a readable trace file ({exc})") from None
     finally:

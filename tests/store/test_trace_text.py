@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import store.trace_text as trace_text
-from store.trace_text import pack_json, pack_text, refs, unpack_json, unpack_text
+from store.trace_text import ids_of, pack_json, pack_text, token, tokens_in, unpack_json, unpack_text
 from store.traces import TraceRecord, TraceStore, TraceStoreError, read_counts, read_traces
 
 LINE = "A photo of the class red fox, with a bushy tail in a snowy field."
@@ -31,9 +31,10 @@ SURROGATES = "\ud83e\udd8a is a fox, twice over " * 3
 def test_pack_then_unpack_is_the_same_string(text: str) -> None:
     segments: trace_text.Segments = {}
     packed = pack_text(text, segments)
-    bodies = {h: body for h, (_, body) in segments.items()}
+    bodies = {token(h): body for h, (_, body) in segments.items()}
     assert unpack_text(packed, bodies) == text
-    assert set(refs(packed)) == set(segments)
+    assert set(segments) <= set(ids_of(tokens_in(packed)))  # the reader's scan finds every reference
+    assert set(segments) <= set(ids_of(tokens_in(json.dumps({"t": packed}, ensure_ascii=False))))
     if not segments:  # nothing long enough to share: the text itself (escaped when it starts with ~)
         assert packed == ("~" + text if text.startswith("~") else text)
 
@@ -54,7 +55,7 @@ def test_requests_round_trip_at_any_depth() -> None:
     segments: trace_text.Segments = {}
     packed = pack_json(text, segments)
     assert len(packed) < len(text) and len(segments) == 2  # LINE and the image hash, each once
-    assert unpack_json(packed, {h: b for h, (_, b) in segments.items()}) == json.loads(text)
+    assert unpack_json(packed, {token(h): b for h, (_, b) in segments.items()}) == text  # the very JSON text
 
 
 def test_a_missing_segment_is_an_error_never_other_text() -> None:
@@ -126,10 +127,13 @@ async def test_packed_rows_are_small_and_the_aggregates_need_no_decoding(tmp_pat
     assert read_counts(path, run_id="r1") == counts
 
 
-async def test_a_colliding_segment_id_keeps_the_row_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_colliding_segment_id_keeps_the_row_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            request: pytest.FixtureRequest) -> None:
     # 16 possible ids: different lines collide all the time, and each row must still read back its own text.
     real = trace_text.segment_id
     monkeypatch.setattr(trace_text, "segment_id", lambda body: (real(body)[0] % 16, real(body)[1]))
+    trace_text._reference.cache_clear()  # lines hashed by earlier tests hold their real ids
+    request.addfinalizer(trace_text._reference.cache_clear)
     path = tmp_path / "traces.sqlite"
     lines = [f"A photo of the class red fox, variant {i:03d} in a field." for i in range(60)]
     records = [_rec(i, {"prompt": lines[i]}, f"1. {lines[i]}\n2. {lines[(i + 1) % 60]}") for i in range(60)]
@@ -223,3 +227,18 @@ async def test_a_first_release_file_reads_then_takes_packed_rows(tmp_path: Path)
     stored = dict(_stored(path, "SELECT call_id, encoding FROM traces"))
     assert {stored[r.call_id] for r in old} == {0} and {stored[r.call_id] for r in new} == {1}
     assert read_counts(path)["red fox"]["llm"]["calls"] == counts["red fox"]["llm"]["calls"] + 5
+
+
+QUOTED = ['say "~@AAAAAAAAAAA" then', 'ends in a backslash \\', '\\"~' + LINE, '"~' + LINE + '"', "\\\\", "\t~x\u2028y",
+          f'1. "{LINE}"\n2. \\{LINE}\\']
+
+
+def test_the_request_text_comes_back_byte_for_byte() -> None:
+    for i, text in enumerate([*AWKWARD, *QUOTED]):
+        request = {text[:30] or "k": text, "~" + text[:25]: [text, {"~@": text, "n": i}], "q": QUOTED}
+        original = json.dumps(request, sort_keys=True, ensure_ascii=False)
+        segments: trace_text.Segments = {}
+        packed = pack_json(original, segments)
+        bodies = {token(h): body for h, (_, body) in segments.items()}
+        assert set(segments) <= set(ids_of(tokens_in(packed)))
+        assert unpack_json(packed, bodies) == original, text
