@@ -13,7 +13,8 @@ image accepted: the call count is fixed by N and K) and two real 32x32 images pe
    every call a cache hit, no request): ms per class of its ``wall_s``, and its peak RSS.
 3. **resume** — ``--resume`` on the finished folder (every class complete): the process's wall time from
    start to exit, imports included, and its in-run ``wall_s``.
-4. **summary** — ``python -m agent.traces RUN summary``: the process's wall time.
+4. **summary** — ``python -m agent.traces RUN summary`` and ``... export --format jsonl``: each process's wall
+   time (on the folder after the warm run and the resume: every call's row twice).
 
     python -m scripts.bench.bench_scale --sizes 1000x10,3000x10,10000x10,300x300 --json scale.json
     python -m scripts.bench.bench_scale --sizes 3x4 --root /tmp/s   # the quick variant (tests/scripts)
@@ -117,11 +118,13 @@ def _measure(folder: Path, n: int, k: int, args: argparse.Namespace, *, phases: 
         warm_summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         row.update(warm_proc=warm, warm_wall_s=warm_summary["wall_s"],
                    warm_requests=int(sim.stats()["total"]) - requests,
-                   warm_ms_per_class=round(1000 * warm_summary["wall_s"] / n, 2))
+                   warm_ms_per_class=round(1000 * warm_summary["wall_s"] / n, 2),
+                   warm_traces_bytes=_db_bytes(out / "traces.sqlite"))  # the cold rows + the warm run's hits
         resume = _run([*argv, "--resume"], args.repo)
         row.update(resume_proc=resume,
                    resume_wall_s=json.loads((out / "summary.json").read_text(encoding="utf-8"))["wall_s"])
         row["traces_summary_proc"] = _run(["-m", "agent.traces", str(out), "summary"], args.repo, check_out=True)
+        row["traces_export_proc"] = _run(["-m", "agent.traces", str(out), "export", "--format", "jsonl"], args.repo)
     return row
 
 
@@ -181,7 +184,8 @@ def _print_row(r: dict[str, Any]) -> None:
           f"{r['cold_proc'].rss_mib} MiB (warm {r['warm_proc'].rss_mib}); per call: traces {per_call['traces']} B, "
           f"cache {per_call['cache']} B, checkpoints {per_call['checkpoints']} B; warm {r['warm_ms_per_class']} "
           f"ms/class ({r['warm_requests']} requests); --resume {r['resume_proc'].wall_s} s; traces summary "
-          f"{r['traces_summary_proc'].wall_s} s; summary.json {r['summary_json_bytes']} B; "
+          f"{r['traces_summary_proc'].wall_s} s, export jsonl {r['traces_export_proc'].wall_s} s; traces.sqlite "
+          f"after the warm run {r['warm_traces_bytes']} B; summary.json {r['summary_json_bytes']} B; "
           f"report.html {r['report_index_bytes']} B")
 
 
