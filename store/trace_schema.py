@@ -263,16 +263,25 @@ def row_tokens(row: tuple[Any, ...]) -> set[str]:
     return trace_text.tokens_in(values["request"]) | trace_text.tokens_in(values["response_text"])
 
 
-def record_from_row(row: tuple[Any, ...], bodies: Mapping[str, str] | None = None) -> TraceRecord:
+def record_from_row(row: tuple[Any, ...], bodies: Mapping[str, str] | None = None,
+                    memo: dict[str, str] | None = None) -> TraceRecord:
     """The inverse of ``row_from_record`` / ``pack_row`` for a row selected in stored order, given the
-    ``bodies`` (by token) of the segments :func:`row_tokens` names (one missing: ``trace_text.SegmentError``)."""
+    ``bodies`` (by token) of the segments :func:`row_tokens` names (one missing: ``trace_text.SegmentError``);
+    ``memo``, one per read, decodes each distinct packed text once."""
     values = dict(zip(_STORED, row, strict=True))
     encoding = values.pop("encoding")
     if encoding == PACKED:
-        request = trace_text.unpack_json(values["request"], bodies or {}) if values["request"] else ""
+        request = trace_text.unpack_json(values["request"], bodies or {}, memo) if values["request"] else ""
         values["request"] = json.loads(request) if request else {}
-        if values["response_text"] is not None:
-            values["response_text"] = trace_text.unpack_text(values["response_text"], bodies or {})
+        packed = values["response_text"]
+        if packed is not None and packed.startswith("~"):  # else it is the text itself
+            # memo keys: packed texts start with ~, the request's JSON literals with a quote: never confused.
+            reply = memo.get(packed) if memo is not None else None
+            if reply is None:
+                reply = trace_text.unpack_text(packed, bodies or {})
+                if memo is not None:
+                    memo[packed] = reply
+            values["response_text"] = reply
     elif encoding not in (INLINE, None):
         raise TraceStoreError(f"traces: row {values['call_id']} has text encoding {encoding!r}, which this "
                               "ltgc does not know; read the file with the ltgc that wrote it")

@@ -209,13 +209,14 @@ def pack_json(request_text: str, segments: Segments) -> str:
     return json.dumps(tree, sort_keys=True, ensure_ascii=False, allow_nan=False)
 
 
-def unpack_json(packed: str, bodies: Mapping[str, str]) -> str:
+def unpack_json(packed: str, bodies: Mapping[str, str], memo: dict[str, str] | None = None) -> str:
     r"""The original JSON text of a packed request (:func:`pack_json`'s inverse), without parsing it.
 
     A string value that starts with ``~`` begins ``"~`` in the JSON text, after an even number of
     backslashes (inside a string a quote is escaped: odd), and is not followed by ``:`` (a key, never
     packed). Each is unpacked and written back as ``json.dumps`` writes it, so the result is the original
-    text byte for byte.
+    text byte for byte. ``memo`` (one per read) keeps each distinct string's result: a warm rerun's rows
+    repeat the earlier ones exactly.
 
     >>> unpack_json('{"~k": "~~v", "p": ["~@AAAAAAAAAAA", "a \\"~b"]}', {"AAAAAAAAAAA": 'a "b"'})
     '{"~k": "~v", "p": ["a \\"b\\"", "a \\"~b"]}'
@@ -231,7 +232,13 @@ def unpack_json(packed: str, bodies: Mapping[str, str]) -> str:
             first -= 1
         if (start - first) % 2 or packed.startswith(":", end):
             continue  # an escaped quote inside a string, or a key
-        out += [packed[done:start], json.dumps(unpack_text(json.loads(match.group(0)), bodies), ensure_ascii=False)]
+        literal = match.group(0)
+        restored = memo.get(literal) if memo is not None else None
+        if restored is None:
+            restored = json.dumps(unpack_text(json.loads(literal), bodies), ensure_ascii=False)
+            if memo is not None:
+                memo[literal] = restored
+        out += [packed[done:start], restored]
         done = end
     out.append(packed[done:])
     return "".join(out)

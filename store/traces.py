@@ -289,10 +289,10 @@ def _tokens(rows: list[tuple[Any, ...]]) -> set[str]:
 
 def _records(path: Path, rows: list[tuple[Any, ...]], bodies: Mapping[str, str]) -> list[TraceRecord]:
     """Decoded records; a damaged packed row is one clear error naming the file and the call."""
-    out = []
+    out, memo = [], dict[str, str]()
     for row in rows:
         try:
-            out.append(record_from_row(row, bodies))
+            out.append(record_from_row(row, bodies, memo))
         except TraceStoreError:
             raise
         except ValueError as exc:  # SegmentError, or packed JSON that does not parse

@@ -21,7 +21,7 @@ AWKWARD = [
     "@" + "A" * 11, "1. ", "- ", "1.", "12) ", "\n", "\n\n", "\r\n", LINE + "\n", LINE + "\r\n", "\r\n" + LINE,
     f"1. {LINE}\n2. {LINE}\n", f"- {LINE}\r\n- {LINE}\r\n", f"~{LINE}", f"~@{LINE}", f"1. ~{LINE}",
     "Füchse im Schnee — ein Foto der Klasse 赤狐, mit 🦊 buschigem Schwanz.\n3. " + "ü" * 30,
-    "x" * 19, "x" * 20, "  3. " + LINE, "3.  " + LINE, "3." + LINE, f"{LINE}\n=\n@\n~", LINE * 40,
+    "x" * 19, "x" * 20, '"~~x"', "~x", "  3. " + LINE, "3.  " + LINE, "3." + LINE, f"{LINE}\n=\n@\n~", LINE * 40,
 ]
 # Lone surrogates (json.loads makes them from "\\ud83e"): they pack, though SQLite cannot store them.
 SURROGATES = "\ud83e\udd8a is a fox, twice over " * 3
