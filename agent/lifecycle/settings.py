@@ -127,6 +127,7 @@ class InputSettings(_Section):
     class_names: AbsPath | None = None
     resume: Flag = False
     include_originals: Flag = False
+    replay: Flag = False  # a fresh run replays unchanged finished classes too (agent/lifecycle/reuse.py)
 
 
 class ScoreSettings(_Section):
@@ -237,7 +238,7 @@ NOT_SETTABLE = frozenset({"max_dedupe_passes"})  # a graph constant, not a flag:
 NOT_SAVED = frozenset(CapSettings.model_fields) | NOT_SETTABLE
 SAVED = ("out", "run_id", "classes", "images", "train_list", "data_root", "class_names", "resume", "target_per_class",
          "threshold", "score", "max_rounds", "clip_model", "clip_pretrained", "max_describe", "max_extend_rounds",
-         "max_classes_in_flight", "include_originals", "batch_max_requests", "batch_window_s", "batch_poll_s",
+         "max_classes_in_flight", "include_originals", "replay", "batch_max_requests", "batch_window_s", "batch_poll_s",
          "batch_poll_max_s", "batch_fallback", "review", "review_rounds", "ray")  # config.json's order (all fields but NOT_SAVED; a test checks)
 SETTABLE = frozenset(RunSettings.model_fields) - NOT_SETTABLE
 
