@@ -16,9 +16,10 @@ Contract:
   ``review``. On ``--resume`` it continues with ``Command(resume=decisions)`` when ``review.sqlite`` holds
   decisions for its round (agent/review/decisions.py), and is left waiting — not invoked, nothing sent —
   when it does not. ``--resume --no-review`` approves the waiting classes as they are.
-- A fresh run (no ``--resume``) deletes any checkpoints of its own thread ids and starts every class from
-  ``describe``; the call cache and blobs of the folder are reused, so repeating a finished run sends no
-  request. ``--resume`` skips complete classes, continues interrupted ones where they stopped
+- A fresh run (no ``--resume``) takes a class that finished ``complete`` with nothing it depends on changed
+  as it is (agent/lifecycle/reuse.py: no call, no trace row; ``--replay``, ``--review`` turn this off); it
+  deletes the checkpoints of every other class and starts it from ``describe``; the call cache and blobs
+  of the folder are reused, so repeating a finished run sends no request. ``--resume`` skips complete classes, continues interrupted ones where they stopped
   (``ainvoke(None, ...)``) and restarts failed and short ones from ``describe``: every call that
   succeeded is a cache hit (same prompt, same sample index), every call that failed is asked again.
 - One class raising never cancels another: each class task catches its own exception into its outcome.
