@@ -141,7 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_reachable(providers_config)
     for warning in inputs.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    return _start(settings, providers_config, inputs, controls, notes)
+    try:
+        return _start(settings, providers_config, inputs, controls, notes)
+    except UsageError as exc:  # e.g. a CLIP model that does not load: named where its value came from
+        raise _named_by_source(exc, load_layers(args, _RUN_FLAGS), args) from None
 
 
 def _start(settings: RunSettings, providers_config: Any, inputs: Any, controls: RunControls,

@@ -341,11 +341,17 @@ def load_layers(args: argparse.Namespace, flags: frozenset[str]) -> Layers:
 def _toml_paths(toml_run: dict[str, Any], base: Path) -> dict[str, Any]:
     """``[run]`` path settings given relative in a TOML file, made relative to the file's folder."""
     out = dict(toml_run)
-    for key in PATH_FIELDS:
+    for key in (*PATH_FIELDS, *_FILE_OR_NAME):
         value = out.get(key)
+        if key in _FILE_OR_NAME and not (isinstance(value, str) and value.lower().endswith(_FILE_OR_NAME[key])):
+            continue  # a model or weights name (ViT-B-32, openai, hf-hub:org/repo), not a file
         if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute():
-            out[key] = str(base / value)
+            out[key] = str((base / value).resolve()) if key in _FILE_OR_NAME else str(base / value)
     return out
+
+
+# Settings holding a name or a file: a value with one of these endings is a file, relative to the TOML's folder.
+_FILE_OR_NAME = {"clip_model": (".json",), "clip_pretrained": (".pt", ".pth", ".bin", ".safetensors")}
 
 
 def _saved_config(args: argparse.Namespace, toml_run: dict[str, Any]) -> dict[str, Any] | None:
