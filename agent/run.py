@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-classes-in-flight", help=f"classes processed at once (default {default_text('max_classes_in_flight')})")
     run.add_argument("--include-originals", action="store_true", default=None,
                      help="also write the tail classes' original images to manifest.jsonl")
+    run.add_argument("--replay", action="store_true", default=None,
+                     help="on a fresh run into a finished folder, run the unchanged complete classes through the "
+                          "graph again (each call a cache hit) instead of reusing their results as they are")
     run.add_argument("--review", action=argparse.BooleanOptionalAction, default=None,
                      help="pause each class before finalize for a human review (python -m agent.review RUN); "
                      "--no-review on --resume approves the waiting classes as they are")
@@ -138,7 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_reachable(providers_config)
     for warning in inputs.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    return _start(settings, providers_config, inputs, controls, notes)
+    try:
+        return _start(settings, providers_config, inputs, controls, notes)
+    except UsageError as exc:  # e.g. a CLIP model that does not load: named where its value came from
+        raise _named_by_source(exc, load_layers(args, _RUN_FLAGS), args) from None
 
 
 def _start(settings: RunSettings, providers_config: Any, inputs: Any, controls: RunControls,
@@ -282,7 +288,7 @@ def _log(line: str) -> None:
 
 _RUN_FLAGS = frozenset({
     "classes", "images", "train_list", "data_root", "class_names", "out", "run_id", "resume",
-    "max_classes_in_flight", "include_originals", "target_per_class", "threshold", "score", "max_rounds",
+    "max_classes_in_flight", "include_originals", "replay", "target_per_class", "threshold", "score", "max_rounds",
     "max_describe", "max_extend_rounds", "clip_model", "clip_pretrained", "max_cost", "max_calls", "review",
     "review_rounds", "ray", *BATCH_FLAGS,
 })

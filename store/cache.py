@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +47,10 @@ CREATE TABLE IF NOT EXISTS calls (
     model      TEXT NOT NULL,
     value      TEXT NOT NULL,
     created_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 ) WITHOUT ROWID
 """
 
@@ -118,6 +123,13 @@ class CallCache:
         # A lost cache entry (power cut, NORMAL sync) is only a re-asked question.
         conn = await open_wal(path, _SCHEMA)
         return cls(conn, path)
+
+    async def epoch(self) -> str:
+        """This cache file's epoch: a random id written when the file is first opened, so a deleted and
+        recreated cache is a new epoch (agent/lifecycle/reuse.py keys finished classes on it)."""
+        await self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (uuid.uuid4().hex,))
+        rows = list(await self._conn.execute_fetchall("SELECT value FROM meta WHERE key = 'epoch'"))
+        return str(rows[0][0])
 
     async def get(self, key: str) -> dict[str, Any] | None:
         """The stored value for ``key``, or ``None`` (a miss)."""

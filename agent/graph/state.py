@@ -111,6 +111,7 @@ class ClassState(TypedDict, total=False):
     m_y: int
     k_y: int
     n_y: int  # images to generate: max(0, K_y - M_y)
+    reuse_key: str  # what the class's result depends on (agent/lifecycle/reuse.py): a fresh rerun may reuse it
     # describe / extend / dedupe
     existing: list[str]  # Template 1 descriptions of the real images
     new: list[str]  # descriptions proposed by extend, kept by dedupe
@@ -144,10 +145,11 @@ def copy_item(item: Item) -> Item:
     return Item(**{**item, "history": list(item["history"]), "scores": list(item["scores"])})  # type: ignore[typeddict-item]
 
 
-def initial_state(*, class_name: str, label: int, slug: str, images: Sequence[str], k_y: int) -> ClassState:
+def initial_state(*, class_name: str, label: int, slug: str, images: Sequence[str], k_y: int,
+                  reuse_key: str = "") -> ClassState:
     """The input of a fresh class thread."""
     m_y = len(images)
-    return ClassState(
+    return ClassState(reuse_key=reuse_key,
         class_name=class_name, label=label, slug=slug, images=list(images), m_y=m_y, k_y=k_y,
         n_y=max(0, k_y - m_y), existing=[], new=[], extend_round=0, phase_rounds=0, stale_rounds=0,
         dedupe_pass=0, items=[], eval_round=0, done=False, status="running", error=None, warnings=[],

@@ -16,9 +16,10 @@ Contract:
   ``review``. On ``--resume`` it continues with ``Command(resume=decisions)`` when ``review.sqlite`` holds
   decisions for its round (agent/review/decisions.py), and is left waiting — not invoked, nothing sent —
   when it does not. ``--resume --no-review`` approves the waiting classes as they are.
-- A fresh run (no ``--resume``) deletes any checkpoints of its own thread ids and starts every class from
-  ``describe``; the call cache and blobs of the folder are reused, so repeating a finished run sends no
-  request. ``--resume`` skips complete classes, continues interrupted ones where they stopped
+- A fresh run (no ``--resume``) takes a class that finished ``complete`` with nothing it depends on changed
+  as it is (agent/lifecycle/reuse.py: no call, no trace row; ``--replay``, ``--review`` turn this off); it
+  deletes the checkpoints of every other class and starts it from ``describe``; the call cache and blobs
+  of the folder are reused, so repeating a finished run sends no request. ``--resume`` skips complete classes, continues interrupted ones where they stopped
   (``ainvoke(None, ...)``) and restarts failed and short ones from ``describe``: every call that
   succeeded is a cache hit (same prompt, same sample index), every call that failed is asked again.
 - One class raising never cancels another: each class task catches its own exception into its outcome.
@@ -41,7 +42,7 @@ from langgraph.types import Command, Durability, RunnableConfig
 
 from agent.batch.setup import BatchRun, open_batch
 from agent.errors import EXIT_REVIEW
-from agent.graph.finalize import REASONS, missing_reason
+from agent.graph.finalize import REASONS, accepted_items, image_relpath, missing_reason
 from agent.graph.graph import RENDER_GATE, compile_graph
 from agent.graph.state import ClassState, GraphDeps, ScorerLike, initial_state
 from agent.graph.summarize import fallback_text
@@ -51,6 +52,7 @@ from agent.lifecycle.folder import IMAGES, MANIFEST, RunFolder
 from agent.lifecycle.inputs import ClassSpec, Inputs
 from agent.lifecycle.outputs import Outputs
 from agent.lifecycle.resume import config_doc
+from agent.lifecycle.reuse import class_key, run_key
 from agent.lifecycle.settings import RunSettings
 from agent.providers.client import ProviderError, Providers
 from agent.providers.config import ProvidersConfig
@@ -81,6 +83,7 @@ class ClassOutcome:
     name: str
     status: str  # complete | short | failed | stopped (budget) | review (awaits a reviewer) | running (never reached the end)
     error: str | None = None
+    reused: bool = False  # a fresh run took the class's unchanged final state (agent/lifecycle/reuse.py)
 
 
 @dataclass
@@ -97,6 +100,8 @@ class RunOutcome:
         totals = self.summary.get("totals", {})
         session, run = totals.get("session") or {}, totals.get("run") or {}
         unsent = "".join(f", {session[k]} {k}" for k in ("refused", "stopped") if session.get(k))
+        reused = self.summary.get("reused_classes") or 0
+        unsent += f", {reused} unchanged class(es) reused (--replay runs them again)" if reused else ""
         line = (f"run {self.run_id}: {totals.get('accepted', 0)} image(s) accepted, {totals.get('rejected', 0)} "
                 f"rejected; this session {session.get('requests', 0)} request(s) sent, "
                 f"{session.get('cache_hits', 0)} cache hit(s){unsent}; whole run {run.get('requests', 0)} "
@@ -157,7 +162,8 @@ async def execute(
             if settings.resume:  # a tampered checkpoint stops the run before anything is sent
                 await verify_checkpoints(saver, settings.run_id)
             graph = compile_graph(saver)
-            driver = _Driver(graph, saver, deps, settings, inputs, log, outputs)
+            driver = _Driver(graph, saver, deps, settings, inputs, log, outputs,
+                             run_key(settings, providers_config, inputs, await cache.epoch()))
             outcomes = await driver.run_all()
             for spec in inputs.classes:  # classes this invocation did not finish: read where they stand, one by one
                 if not outputs.has(spec.name):
@@ -198,10 +204,14 @@ class _Driver:
     """Holds what every class task shares; one method per phase of a class."""
 
     def __init__(self, graph: CompiledStateGraph[Any, Any, Any, Any], saver: AsyncSqliteSaver, deps: GraphDeps,
-                 settings: RunSettings, inputs: Inputs, log: Callable[[str], None], outputs: Outputs) -> None:
+                 settings: RunSettings, inputs: Inputs, log: Callable[[str], None], outputs: Outputs,
+                 run_key: str) -> None:
         self.graph, self.saver, self.deps, self.settings, self.inputs, self.log = (
             graph, saver, deps, settings, inputs, log)
         self.outputs = outputs  # takes each finished class's state at once: no state is kept after its class
+        self.run_key = run_key
+        # a fresh run may take an unchanged finished class as it is; --replay, --review and softmax gates do not
+        self.may_reuse = not (settings.resume or settings.replay or settings.review)
         self.disk_full: str | None = None  # set when a class stopped because a write found the disk full
 
     def config(self, spec: ClassSpec) -> RunnableConfig:
@@ -280,6 +290,8 @@ class _Driver:
                 if payload is None:  # nothing decided yet: keeps waiting, costs nothing
                     return ClassOutcome(spec.name, "review")
         else:  # a fresh run: every class restarts at describe, its completed calls cache hits
+            if self.may_reuse and await self._reused(spec, config):
+                return ClassOutcome(spec.name, "complete", reused=True)
             await self.saver.adelete_thread(thread)
         payload = self._initial(spec) if fresh else payload
         # ainvoke returns the state it stopped with (at the end, the render gate or the review): no read-back.
@@ -304,7 +316,26 @@ class _Driver:
 
     def _initial(self, spec: ClassSpec) -> ClassState:
         return initial_state(class_name=spec.name, label=spec.label, slug=slugify(spec.name),
-                             images=list(spec.images), k_y=self.settings.target_per_class)
+                             images=list(spec.images), k_y=self.settings.target_per_class,
+                             reuse_key=self._class_key(spec))
+
+    def _class_key(self, spec: ClassSpec) -> str:
+        return class_key(self.run_key, name=spec.name, label=spec.label, slug=slugify(spec.name),
+                         k_y=self.settings.target_per_class, images=list(spec.images))
+
+    async def _reused(self, spec: ClassSpec, config: RunnableConfig) -> bool:
+        """Take the class's kept final state when nothing it depends on changed (agent/lifecycle/reuse.py):
+        complete, the same key, and every accepted image still in the folder."""
+        snap = await self.graph.aget_state(config)
+        values = cast(ClassState, dict(snap.values or {}))
+        if not (values.get("done") and values.get("status") == "complete"
+                and values.get("reuse_key") == self._class_key(spec)):
+            return False
+        out = self.settings.out
+        if not all((out / image_relpath(values, item)).is_file() for item in accepted_items(values)):
+            return False
+        self.outputs.add(spec, values)
+        return True
 
     async def _class_texts(self) -> dict[int, str]:
         texts = {label: fallback_text(name) for label, name in self.inputs.class_names.items()}
@@ -331,6 +362,8 @@ def write_outputs(settings: RunSettings, inputs: Inputs, outputs: Outputs, outco
         outcome = by_name.get(name)
         if outcome is not None and outcome.status != entry.get("status"):
             entry["status"], entry["error"] = outcome.status, outcome.error
+        if outcome is not None and outcome.reused:
+            entry["reused"] = True
         if not outputs.finished(name):  # stopped (budget, signal, quota, disk) or never finished: no image written
             n_y = outputs.unfinished_n_y(name)
             reason = missing_reason((entry.get("error") or "").split(":")[0].split(" ")[0])
@@ -340,6 +373,7 @@ def write_outputs(settings: RunSettings, inputs: Inputs, outputs: Outputs, outco
     return {
         "run_id": run_id, "wall_s": round(wall_s, 3), "manifest": str(run.manifest), "classes": classes,
         "totals": _totals(classes), "warnings": list(inputs.warnings),
+        "reused_classes": sum(1 for o in by_name.values() if o.reused),
     }
 
 

@@ -43,7 +43,7 @@ __all__ = ["HOW_ROLE_FIELDS", "HOW_RUN_FIELDS", "RerunError", "ResumeError", "ch
 
 # Run settings a resume may change (everything else in RunSettings changes what is generated, except the
 # run's identity: out, run_id, resume).
-HOW_RUN_FIELDS = frozenset({"max_classes_in_flight", "include_originals", "batch_max_requests", "batch_window_s",
+HOW_RUN_FIELDS = frozenset({"max_classes_in_flight", "include_originals", "replay", "batch_max_requests", "batch_window_s",
                             "batch_poll_s", "batch_poll_max_s", "batch_fallback",
                             "review", "review_rounds", "ray"})
 _IDENTITY = frozenset({"out", "run_id", "resume"})

@@ -127,6 +127,7 @@ class InputSettings(_Section):
     class_names: AbsPath | None = None
     resume: Flag = False
     include_originals: Flag = False
+    replay: Flag = False  # a fresh run replays unchanged finished classes too (agent/lifecycle/reuse.py)
 
 
 class ScoreSettings(_Section):
@@ -237,7 +238,7 @@ NOT_SETTABLE = frozenset({"max_dedupe_passes"})  # a graph constant, not a flag:
 NOT_SAVED = frozenset(CapSettings.model_fields) | NOT_SETTABLE
 SAVED = ("out", "run_id", "classes", "images", "train_list", "data_root", "class_names", "resume", "target_per_class",
          "threshold", "score", "max_rounds", "clip_model", "clip_pretrained", "max_describe", "max_extend_rounds",
-         "max_classes_in_flight", "include_originals", "batch_max_requests", "batch_window_s", "batch_poll_s",
+         "max_classes_in_flight", "include_originals", "replay", "batch_max_requests", "batch_window_s", "batch_poll_s",
          "batch_poll_max_s", "batch_fallback", "review", "review_rounds", "ray")  # config.json's order (all fields but NOT_SAVED; a test checks)
 SETTABLE = frozenset(RunSettings.model_fields) - NOT_SETTABLE
 
@@ -340,11 +341,17 @@ def load_layers(args: argparse.Namespace, flags: frozenset[str]) -> Layers:
 def _toml_paths(toml_run: dict[str, Any], base: Path) -> dict[str, Any]:
     """``[run]`` path settings given relative in a TOML file, made relative to the file's folder."""
     out = dict(toml_run)
-    for key in PATH_FIELDS:
+    for key in (*PATH_FIELDS, *_FILE_OR_NAME):
         value = out.get(key)
+        if key in _FILE_OR_NAME and not (isinstance(value, str) and value.lower().endswith(_FILE_OR_NAME[key])):
+            continue  # a model or weights name (ViT-B-32, openai, hf-hub:org/repo), not a file
         if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute():
-            out[key] = str(base / value)
+            out[key] = str((base / value).resolve()) if key in _FILE_OR_NAME else str(base / value)
     return out
+
+
+# Settings holding a name or a file: a value with one of these endings is a file, relative to the TOML's folder.
+_FILE_OR_NAME = {"clip_model": (".json",), "clip_pretrained": (".pt", ".pth", ".bin", ".safetensors")}
 
 
 def _saved_config(args: argparse.Namespace, toml_run: dict[str, Any]) -> dict[str, Any] | None:

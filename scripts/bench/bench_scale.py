@@ -9,12 +9,15 @@ image accepted: the call count is fixed by N and K) and two real 32x32 images pe
    per call (the subprocess's user + system CPU, less that of a 1-class run at the same K, over the calls
    it adds: start-up and the CLIP load cancel), peak RSS, bytes per call of traces.sqlite, cache.sqlite and
    checkpoints.sqlite, summary.json bytes, the report's index bytes.
-2. **warm** — the same command again into the same folder (a fresh run: every class restarts at describe,
-   every call a cache hit, no request): ms per class of its ``wall_s``, and its peak RSS.
+2. **warm** — the same command again into the same folder (a fresh run: every unchanged complete class is
+   reused as it is, agent/lifecycle/reuse.py): ms per class of its ``wall_s``, and its peak RSS; then
+   **replay** — the same with ``--replay`` (every class restarts at describe, every call a cache hit, no
+   request): ms per class.
 3. **resume** — ``--resume`` on the finished folder (every class complete): the process's wall time from
    start to exit, imports included, and its in-run ``wall_s``.
 4. **summary** — ``python -m agent.traces RUN summary`` and ``... export --format jsonl``: each process's wall
-   time (on the folder after the warm run and the resume: every call's row twice).
+   time (on the folder after all of the above: the replay added a row per call), and traces.sqlite's bytes
+   after the replay.
 
     python -m scripts.bench.bench_scale --sizes 1000x10,3000x10,10000x10,300x300 --json scale.json
     python -m scripts.bench.bench_scale --sizes 3x4 --root /tmp/s   # the quick variant (tests/scripts)
@@ -118,8 +121,13 @@ def _measure(folder: Path, n: int, k: int, args: argparse.Namespace, *, phases: 
         warm_summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         row.update(warm_proc=warm, warm_wall_s=warm_summary["wall_s"],
                    warm_requests=int(sim.stats()["total"]) - requests,
-                   warm_ms_per_class=round(1000 * warm_summary["wall_s"] / n, 2),
-                   warm_traces_bytes=_db_bytes(out / "traces.sqlite"))  # the cold rows + the warm run's hits
+                   warm_ms_per_class=round(1000 * warm_summary["wall_s"] / n, 2))
+        replay = _run([*argv, "--replay"], args.repo)
+        replay_summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        row.update(replay_proc=replay, replay_wall_s=replay_summary["wall_s"],
+                   replay_requests=int(sim.stats()["total"]) - requests - row["warm_requests"],
+                   replay_ms_per_class=round(1000 * replay_summary["wall_s"] / n, 2),
+                   replay_traces_bytes=_db_bytes(out / "traces.sqlite"))  # + every replayed call's row (a hit)
         resume = _run([*argv, "--resume"], args.repo)
         row.update(resume_proc=resume,
                    resume_wall_s=json.loads((out / "summary.json").read_text(encoding="utf-8"))["wall_s"])
@@ -183,9 +191,10 @@ def _print_row(r: dict[str, Any]) -> None:
           f"({r['requests_per_s']} req/s), driver CPU {r['driver_cpu_ms_per_call']} ms/call, peak RSS "
           f"{r['cold_proc'].rss_mib} MiB (warm {r['warm_proc'].rss_mib}); per call: traces {per_call['traces']} B, "
           f"cache {per_call['cache']} B, checkpoints {per_call['checkpoints']} B; warm {r['warm_ms_per_class']} "
-          f"ms/class ({r['warm_requests']} requests); --resume {r['resume_proc'].wall_s} s; traces summary "
+          f"ms/class ({r['warm_requests']} requests), --replay {r['replay_ms_per_class']} ms/class "
+          f"({r['replay_requests']} requests); --resume {r['resume_proc'].wall_s} s; traces summary "
           f"{r['traces_summary_proc'].wall_s} s, export jsonl {r['traces_export_proc'].wall_s} s; traces.sqlite "
-          f"after the warm run {r['warm_traces_bytes']} B; summary.json {r['summary_json_bytes']} B; "
+          f"after the replay {r['replay_traces_bytes']} B; summary.json {r['summary_json_bytes']} B; "
           f"report.html {r['report_index_bytes']} B")
 
 

@@ -64,9 +64,16 @@ def test_same_run_twice_gives_the_same_images_and_a_rerun_renders_nothing(tmp_pa
         assert main(argv(data, tmp_path / "b", sim.base_url, tiny_sd)) == 0
         capsys.readouterr()
         sim.reset_stats()
-        assert main(argv(data, tmp_path / "a", sim.base_url, tiny_sd)) == 0  # rerun in the first folder
+        # rerun in the first folder, every class through the graph again (--replay): all cache hits
+        assert main(argv(data, tmp_path / "a", sim.base_url, tiny_sd, "--replay")) == 0
         rerun_log = capsys.readouterr().err
         assert sim.stats()["total"] == 0
+        manifest = (tmp_path / "a" / "manifest.jsonl").read_bytes()
+        # and once more without it: the unchanged finished classes are taken as they are, no call, no trace row
+        assert main(argv(data, tmp_path / "a", sim.base_url, tiny_sd)) == 0
+        reuse_log = capsys.readouterr().out  # the final line
+        assert sim.stats()["total"] == 0 and "3 unchanged class(es) reused" in reuse_log
+        assert (tmp_path / "a" / "manifest.jsonl").read_bytes() == manifest
     hashes = image_hashes(tmp_path / "a")
     assert len(hashes) == 5 + 4 + 3 and hashes == image_hashes(tmp_path / "b")  # N_y = K - M_y per class
     assert all((tmp_path / "a" / "blobs" / h[:2] / f"{h}.png").is_file() for h in hashes)

@@ -29,8 +29,8 @@ def _toml(folder: Path, base_url: str, classes: str = "../data/tail.txt") -> Pat
 def test_relative_paths_in_a_toml_are_relative_to_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     make_dataset(tmp_path / "data", {"red fox": 1, "snow owl": 1})
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
+    elsewhere = tmp_path / "x" / "elsewhere"  # ../data from here does not exist: only conf/../data does
+    elsewhere.mkdir(parents=True)
     monkeypatch.chdir(elsewhere)  # the shell is not where the TOML is
     with Simulator(SimConfig(seed=0)) as sim:
         config = _toml(tmp_path / "conf", sim.base_url)
@@ -39,7 +39,21 @@ def test_relative_paths_in_a_toml_are_relative_to_it(tmp_path: Path, monkeypatch
     doc = json.loads((out / "config.json").read_text())
     assert doc["config_file"] == str(config.resolve())
     assert doc["run"]["classes"] == str((tmp_path / "data" / "tail.txt").resolve())
-    assert not (elsewhere / "runs").exists()
+    assert doc["run"]["clip_model"] == str((tmp_path / "data" / "tiny-clip.json").resolve())  # a file, not a name
+    assert not (tmp_path / "x" / "runs").exists()
+
+
+def test_a_clip_model_that_does_not_load_is_named_as_the_toml_setting(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    make_dataset(tmp_path / "data", {"red fox": 1})
+    with Simulator(SimConfig(seed=0)) as sim:
+        config = _toml(tmp_path / "conf", sim.base_url)
+        text = config.read_text().replace("../data/tiny-clip.json", "../data/missing-clip.json")
+        config.write_text(text, encoding="utf-8")
+        assert main(["--config", str(config), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {config} [run] clip_model"), err
+    assert "--clip-model" not in err[0] and str((tmp_path / "data" / "missing-clip.json").resolve()) in err[0]
 
 
 def test_an_error_names_the_toml_setting_not_a_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,10 +26,11 @@ def test_bench_scale_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     (row,) = json.loads(out.read_text())["sizes"]
     assert row["classes"] == 2 and row["k"] == 4
     assert row["requests"] > 0 and row["calls"] >= row["requests"] and row["warm_requests"] == 0
-    for phase in ("cold_proc", "warm_proc", "resume_proc", "traces_summary_proc", "traces_export_proc"):
+    assert row["replay_requests"] == 0 and row["replay_ms_per_class"] > 0
+    for phase in ("cold_proc", "warm_proc", "replay_proc", "resume_proc", "traces_summary_proc", "traces_export_proc"):
         assert row[phase]["code"] == 0 and row[phase]["wall_s"] > 0 and row[phase]["rss_mib"] > 0
     assert row["store_bytes"]["traces"] > 0 and row["store_bytes_per_call"]["checkpoints"] > 0
-    assert row["warm_traces_bytes"] > row["store_bytes"]["traces"]  # the warm run's hits are rows too
+    assert row["replay_traces_bytes"] > row["store_bytes"]["traces"]  # the replay's cache hits are rows too
     assert row["summary_json_bytes"] > 0 and row["report_index_bytes"] > 0 and row["warm_ms_per_class"] > 0
     assert "calls" in row["traces_summary_proc"]["tail"]  # the inspector's summary really printed
     assert "N=2 K=4" in capsys.readouterr().out
