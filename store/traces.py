@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -170,6 +170,16 @@ class TraceStore:
         async with self._conn.execute(sql, params) as cur:
             rows = [tuple(r) for r in await cur.fetchall()]
         return await self._decode(rows)
+
+    async def query_chunks(self, run_id: str | None = None, cache_hit: bool | None = None, *,
+                           size: int = 2000) -> AsyncIterator[list[TraceRecord]]:
+        """:meth:`query`'s records ``size`` at a time, so a reader of a whole run's rows (10^5-10^6 at
+        dataset scale) holds one chunk, never the run (issue 23: the budget's seeding held them all)."""
+        await self.flush()
+        sql, params = select_sql({"run_id": run_id, "cache_hit": cache_hit})
+        async with self._conn.execute(sql, params) as cur:
+            while rows := [tuple(r) for r in await cur.fetchmany(size)]:
+                yield await self._decode(rows)
 
     async def cost_by_class(self, run_id: str) -> dict[str, float | None]:
         """Spend per class of ``run_id``: the sum of its rows' ``cost_usd``, ``None`` for a class none of

@@ -67,13 +67,17 @@ class Budget:
                prices: PriceTable | None = None) -> Budget:
         """A budget that already counts the billable calls in ``records`` (trace rows of this run)."""
         budget = cls(max_cost_usd=max_cost_usd, max_calls=max_calls)
+        budget.seed(records, prices=prices)
+        return budget
+
+    def seed(self, records: Iterable[Any], *, prices: PriceTable | None = None) -> None:
+        """Count the billable calls in ``records`` (earlier trace rows of this run) as already spent."""
         for row in records:
             if not was_sent(row):
                 continue
-            budget.calls += 1
+            self.calls += 1
             cost = row.cost_usd if row.cost_usd is not None else (prices.record_cost(row) if prices else None)
-            budget._charge(cost)
-        return budget
+            self._charge(cost)
 
     @property
     def reached(self) -> str | None:

@@ -121,9 +121,10 @@ async def attach(controls: RunControls, *, providers_config: Any, traces: Any, r
     controls.unbilled = unbilled_roles(providers_config)
     # Cache hits are never billable (Budget.seeded skips them): not reading them keeps a run folder's
     # start-up cost flat however many warm reruns its traces hold (scripts/bench/bench_agent.py).
-    earlier = await traces.query(run_id=run_id, cache_hit=False)
-    controls.budget = Budget.seeded(earlier, max_cost_usd=controls.max_cost_usd, max_calls=controls.max_calls,
+    controls.budget = Budget.seeded((), max_cost_usd=controls.max_cost_usd, max_calls=controls.max_calls,
                                     prices=controls.prices)
+    async for chunk in traces.query_chunks(run_id=run_id, cache_hit=False):  # one chunk in memory at a time
+        controls.budget.seed(chunk, prices=controls.prices)
     controls.progress = Progress(mode=controls.mode, expected=expected_by_stage(plan) if plan else None)
     controls.meter = CallMeter(controls.budget, controls.prices, listeners=[controls.progress.on_call],
                                unbilled=controls.unbilled)

@@ -186,6 +186,17 @@ async def test_query_filters_and_order(lazy_store: TraceStore) -> None:
     assert ids(read_traces(lazy_store.path, class_name="dog")) == ids(tied)
 
 
+async def test_query_chunks_gives_the_query_a_chunk_at_a_time(lazy_store: TraceStore) -> None:
+    recs = [_rec(run_id="r1" if i % 3 else "r2", cache_hit=i % 2 == 0, started_at=float(i),
+                 request={"prompt": f"{i}. A photo of the class red fox, number {i}."}) for i in range(11)]
+    for r in recs:
+        lazy_store.add(r)  # not flushed yet: query_chunks flushes first, as query does
+    chunks = [chunk async for chunk in lazy_store.query_chunks(run_id="r1", cache_hit=False, size=2)]
+    assert [len(c) for c in chunks] == [2, 1]  # i = 1, 5, 7
+    assert [r for c in chunks for r in c] == await lazy_store.query(run_id="r1", cache_hit=False)
+    assert [r for c in chunks for r in c][0].request == recs[1].request  # decoded, not packed
+
+
 async def test_annotate_buffered_and_stored_records(lazy_store: TraceStore) -> None:
     a, b = _rec(started_at=1.0), _rec(started_at=2.0)
     lazy_store.add(a)
