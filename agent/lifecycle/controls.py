@@ -152,7 +152,7 @@ def finish(controls: RunControls, *, out: Path, summary: dict[str, Any], traces_
     try:
         from agent.readout.report import write_report
 
-        write_report(out, states)
+        write_report(out, states, summary=summary)
     except Exception as exc:  # the run's results are on disk already: a report problem must not fail it
         LOG.warning("report.html not written: %s", exc)
     if controls.budget.stopped:

@@ -60,13 +60,16 @@ class ReportError(UsageError):
     """A run folder the report cannot be built from (one line)."""
 
 
-def write_report(run_dir: Path | str, states: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+def write_report(run_dir: Path | str, states: Mapping[str, Mapping[str, Any]] | None = None, *,
+                 summary: Mapping[str, Any] | None = None) -> Path:
     """Build the run's report (see the module docstring); returns the index's path, ``run_dir/report.html``.
-    :class:`ReportError` for an unusable folder."""
+    ``summary``: the run's summary.json as the caller holds it (the run itself: not read back, a second
+    copy of ~25 MB of JSON at 10^4 classes). :class:`ReportError` for an unusable folder."""
     run_dir = Path(run_dir)
     run = RunFolder(run_dir)
-    summary = read_json(run.summary, missing="missing — is this a finished run folder (python -m agent.run --out ...)?",
-                        error=ReportError)
+    if summary is None:
+        summary = read_json(run.summary, missing="missing — is this a finished run folder (python -m agent.run "
+                            "--out ...)?", error=ReportError)
     run_id = str(summary.get("run_id", run_dir.name))
     entries: dict[str, Any] = summary.get("classes") or {}
     thumbs = Thumbs(run.report_pages / "thumbs")
