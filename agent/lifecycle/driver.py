@@ -260,7 +260,8 @@ class _Driver:
                 return ClassOutcome(spec.name, "stopped", f"disk full: {self.disk_full}")
             return self._failed(spec, exc)
         if outcome.status != "running":
-            self.log(f"[{spec.name}] {outcome.status}" + (f": {outcome.error}" if outcome.error else ""))
+            self.log(f"[{spec.name}] {outcome.status}" + (f": {outcome.error}" if outcome.error else "")
+                     + (" (unchanged: reused)" if outcome.reused else ""))
         return outcome
 
     def _failed(self, spec: ClassSpec, exc: BaseException) -> ClassOutcome:

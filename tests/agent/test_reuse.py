@@ -41,6 +41,7 @@ def test_a_rerun_from_outside_reuses_every_unchanged_class(tmp_path: Path) -> No
         assert again.returncode == 0, again.stderr
         assert sim.stats()["total"] == sent  # not one request
     assert f"{len(CLASSES)} unchanged class(es) reused" in again.stdout
+    assert again.stderr.count("complete (unchanged: reused)") == len(CLASSES)
     assert (out / "manifest.jsonl").read_bytes() == manifest
     assert _trace_rows(out) == rows  # no call was made, so no row
     summary = _summary(out)
