@@ -141,6 +141,12 @@ COST_BY_CLASS_SQL = (
     f"SELECT {_q('class_name')}, SUM({_q('cost_usd')}), COUNT({_q('cost_usd')}) FROM traces "
     f"WHERE {_q('run_id')} = ? GROUP BY {_q('class_name')} ORDER BY {_q('class_name')}"
 )
+# The calls of one run that left the process (agent/lifecycle/budget.py ``was_sent``: not a hit, not refused or
+# stopped before sending) and carry a price: how many, and their sum. The budget's seed, one aggregate.
+_WAS_SENT = (f"{_q('cache_hit')} = 0 AND COALESCE({_q('error.type')}, '') NOT IN ('budget', 'stopped') "
+             f"AND NOT ({_q('status')} != 'ok' AND {_q('attempts')} = 0)")
+SENT_SPEND_SQL = (f"SELECT COUNT(*), COALESCE(SUM({_q('cost_usd')}), 0.0) FROM traces WHERE {_q('run_id')} = ? "
+                  f"AND {_WAS_SENT} AND {_q('cost_usd')} IS NOT NULL")
 _SELECT = f"SELECT {', '.join(_q(c) for c in _STORED.values())} FROM traces"
 
 # The one definition of a run's counts (counts_sql) (final line, summary.json, `agent.traces summary`, the report), per
@@ -313,13 +319,17 @@ def update_sql(call_id: str, current: TraceRecord, changes: Mapping[str, Any]) -
     return sql, [row[c] for c in columns] + [call_id]
 
 
-def select_sql(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    """``SELECT`` of every column where each non-``None`` filter matches, ordered by start then id.
+def select_sql(filters: Mapping[str, Any], *, unpriced: bool = False) -> tuple[str, list[Any]]:
+    """``SELECT`` of every column where each non-``None`` filter matches (and, with ``unpriced``, whose
+    ``cost_usd`` is NULL), ordered by start then id.
 
     >>> select_sql({"run_id": "r1", "node": None})[1]
     ['r1']
     """
     where, params = _where(filters)
+    if unpriced:
+        where = f"{where} AND " if where else " WHERE "
+        where += f"{_q('cost_usd')} IS NULL"
     return f"{_SELECT}{where} ORDER BY {_q('started_at')}, {_q('call_id')}", params
 
 

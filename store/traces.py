@@ -46,6 +46,7 @@ from store.trace_schema import (
     FORMAT_VERSION,
     INSERT_SQL,
     SCHEMA,
+    SENT_SPEND_SQL,
     TraceRecord,
     TraceStoreError,
     counts_from_rows,
@@ -172,14 +173,21 @@ class TraceStore:
         return await self._decode(rows)
 
     async def query_chunks(self, run_id: str | None = None, cache_hit: bool | None = None, *,
-                           size: int = 2000) -> AsyncIterator[list[TraceRecord]]:
-        """:meth:`query`'s records ``size`` at a time, so a reader of a whole run's rows (10^5-10^6 at
-        dataset scale) holds one chunk, never the run (issue 23: the budget's seeding held them all)."""
+                           unpriced: bool = False, size: int = 2000) -> AsyncIterator[list[TraceRecord]]:
+        """:meth:`query`'s records (``unpriced``: only those without ``cost_usd``) ``size`` at a time, so a
+        reader of a whole run's rows (10^5-10^6 at dataset scale) holds one chunk, never the run."""
         await self.flush()
-        sql, params = select_sql({"run_id": run_id, "cache_hit": cache_hit})
+        sql, params = select_sql({"run_id": run_id, "cache_hit": cache_hit}, unpriced=unpriced)
         async with self._conn.execute(sql, params) as cur:
             while rows := [tuple(r) for r in await cur.fetchmany(size)]:
                 yield await self._decode(rows)
+
+    async def sent_spend(self, run_id: str) -> tuple[int, float]:
+        """``(calls, usd)``: the calls of ``run_id`` that were sent and carry a price, and their sum; one
+        aggregate, nothing decoded (the budget's seed: issue 23, 10^5 rows read back took seconds)."""
+        await self.flush()
+        rows = list(await self._conn.execute_fetchall(SENT_SPEND_SQL, (run_id,)))
+        return int(rows[0][0]), float(rows[0][1])
 
     async def cost_by_class(self, run_id: str) -> dict[str, float | None]:
         """Spend per class of ``run_id``: the sum of its rows' ``cost_usd``, ``None`` for a class none of

@@ -70,6 +70,12 @@ class Budget:
         budget.seed(records, prices=prices)
         return budget
 
+    def seed_totals(self, calls: int, spent_usd: float) -> None:
+        """Count ``calls`` earlier sent calls whose prices add up to ``spent_usd`` (store/traces.py
+        ``sent_spend``: the same rows :meth:`seed` would count, summed in SQL)."""
+        self.calls += calls
+        self.spent_usd += spent_usd
+
     def seed(self, records: Iterable[Any], *, prices: PriceTable | None = None) -> None:
         """Count the billable calls in ``records`` (earlier trace rows of this run) as already spent."""
         for row in records:

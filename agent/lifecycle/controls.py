@@ -123,7 +123,9 @@ async def attach(controls: RunControls, *, providers_config: Any, traces: Any, r
     # start-up cost flat however many warm reruns its traces hold (scripts/bench/bench_agent.py).
     controls.budget = Budget.seeded((), max_cost_usd=controls.max_cost_usd, max_calls=controls.max_calls,
                                     prices=controls.prices)
-    async for chunk in traces.query_chunks(run_id=run_id, cache_hit=False):  # one chunk in memory at a time
+    # Priced rows: one SQL aggregate. Rows without a price are priced here, one chunk in memory at a time.
+    controls.budget.seed_totals(*await traces.sent_spend(run_id))
+    async for chunk in traces.query_chunks(run_id=run_id, cache_hit=False, unpriced=True):
         controls.budget.seed(chunk, prices=controls.prices)
     controls.progress = Progress(mode=controls.mode, expected=expected_by_stage(plan) if plan else None)
     controls.meter = CallMeter(controls.budget, controls.prices, listeners=[controls.progress.on_call],

@@ -332,8 +332,8 @@ class _Driver:
         if not (values.get("done") and values.get("status") == "complete"
                 and values.get("reuse_key") == self._class_key(spec)):
             return False
-        out = self.settings.out
-        if not all((out / image_relpath(values, item)).is_file() for item in accepted_items(values)):
+        out = str(self.settings.out)  # os.path, not pathlib: ~10x cheaper, 300 images a class at K = 300
+        if not all(os.path.isfile(os.path.join(out, image_relpath(values, item))) for item in accepted_items(values)):
             return False
         self.outputs.add(spec, values)
         return True

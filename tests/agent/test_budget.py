@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agent.lifecycle.budget import EXIT_BUDGET, Budget, BudgetError, CallMeter, parse_limits
 from agent.providers.retry import ProviderError
 from agent.readout.cost import load_prices
-from store.traces import TraceRecord
+from store.traces import TraceRecord, TraceStore
 
 
 def _row(**kw: object) -> TraceRecord:
@@ -155,3 +157,33 @@ def test_a_local_pipeline_role_is_never_billed_but_counts_as_a_call() -> None:
     meter.admit(row, price)
     meter.record(row)
     assert price == 0.0 and row.cost_usd == 0.0 and meter.budget.spent_usd == 0.0 and meter.budget.calls == 1
+
+
+async def test_seeding_from_the_trace_store_equals_seeding_from_its_rows(tmp_path: Path) -> None:
+    """attach() seeds with one SQL aggregate for priced rows and prices the others in Python: the same
+    budget as :meth:`Budget.seeded` over every row (agent/lifecycle/budget.py ``was_sent``)."""
+    prices = load_prices()
+    rows = [
+        _row(), _row(cost_usd=0.5), _row(cost_usd=0.25, status="error", attempts=2),  # sent
+        _row(cache_hit=True, cost_usd=0.0), _row(cache_hit=True),  # hits
+        _row(status="error", error="refused", error_kind="budget", attempts=0, cost_usd=0.0),  # never sent
+        _row(status="stopped", error_kind="stopped", attempts=0),
+        _row(status="error", error="bad image", attempts=0, cost_usd=0.0),  # failed before it was sent
+        _row(status="ok", attempts=0, cost_usd=0.125),  # answered without a request (a local pipeline)
+        _row(model="a-model-with-no-price"),  # sent, unpriced
+        _row(run_id="other", cost_usd=9.0),  # another run
+    ]
+    expected = Budget.seeded([r for r in rows if r.run_id == "r"], max_cost_usd=None, max_calls=None,
+                             prices=prices)
+    store = await TraceStore.open(tmp_path / "traces.sqlite")
+    try:
+        for row in rows:
+            store.add(row)
+        budget = Budget.seeded((), max_cost_usd=None, max_calls=None, prices=prices)
+        budget.seed_totals(*await store.sent_spend("r"))
+        async for chunk in store.query_chunks(run_id="r", cache_hit=False, unpriced=True, size=2):
+            budget.seed(chunk, prices=prices)
+    finally:
+        await store.close()
+    assert (budget.calls, budget.unpriced_calls) == (expected.calls, expected.unpriced_calls) == (5, 1)
+    assert budget.spent_usd == pytest.approx(expected.spent_usd)
