@@ -32,6 +32,7 @@ The hierarchy (module in brackets; ``tests/agent/test_errors.py`` checks this dr
     │   ├── OutputError (trainer.outputs) — an output that cannot be written (exit 2, or 1 once work was done)
     │   ├── ProfileError (scripts.lt.profile) — settings that cannot give a long-tailed split
     │   └── SourceError (scripts.lt.sources) — an image source that cannot be read
+    ├── SegmentError (store.trace_text) — internal: a packed trace text that does not decode (a damaged file)
     └── InputImageError (agent.providers.images) — internal: a real image PIL cannot read, met while sending it
     Exception
     ├── ProviderError (agent.providers.retry) — one call's final failure: its kind says what happens next
@@ -43,8 +44,9 @@ code directly: ``refused``, ``bad_request``, ``auth``, ``not_found``, ``exhauste
 item; ``budget``, ``quota``, ``stopped`` stop its class resumably (``STOP_KINDS``); ``rate_limited``,
 ``server``, ``timeout``, ``connection`` are retried and end an item only as ``exhausted``.
 
-Why the three internal ones are not ``UsageError``: none reaches a user. Each is turned into a
-``ProviderError`` at its one catch site — ``InputImageError`` into ``bad_request`` (agent/providers/client.py: the
+Why the four internal ones are not ``UsageError``: none reaches a user. ``SegmentError`` becomes a one-line
+``TraceStoreError`` naming the file and the call where trace rows are decoded (store/traces.py ``_records``);
+each of the others is turned into a ``ProviderError`` at its one catch site — ``InputImageError`` into ``bad_request`` (agent/providers/client.py: the
 item fails, the run goes on; a bad real image is a user error only at start-up, ``agent.lifecycle.inputs``),
 ``BadResponse`` into ``bad_response`` (``classify``), ``LimiterAborted`` into ``stopped``
 (agent/providers/transport.py).

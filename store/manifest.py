@@ -311,18 +311,17 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _row_problem(row: ManifestRow) -> str | None:
-    checks: list[tuple[bool, str]] = [
-        (isinstance(row.path, str) and bool(row.path), "path must be a non-empty string"),
-        (isinstance(row.label, int) and not isinstance(row.label, bool) and row.label >= 0,
-         f"label must be an integer >= 0, got {row.label!r}"),
-        (isinstance(row.class_name, str) and bool(row.class_name), "class_name must be a non-empty string"),
-        (row.source in SOURCES, f"source must be one of {', '.join(SOURCES)}, got {row.source!r}"),
-        (isinstance(row.sha256, str) and _SHA256.fullmatch(row.sha256) is not None,
-         "sha256 must be 64 lowercase hex digits"),
-    ]
-    for ok, reason in checks:
-        if not ok:
-            return reason
+    # Plain ifs: a reason is formatted only for a row that fails (every row of a run is checked).
+    if not (isinstance(row.path, str) and row.path):
+        return "path must be a non-empty string"
+    if not (isinstance(row.label, int) and not isinstance(row.label, bool) and row.label >= 0):
+        return f"label must be an integer >= 0, got {row.label!r}"
+    if not (isinstance(row.class_name, str) and row.class_name):
+        return "class_name must be a non-empty string"
+    if row.source not in SOURCES:
+        return f"source must be one of {', '.join(SOURCES)}, got {row.source!r}"
+    if not (isinstance(row.sha256, str) and _SHA256.fullmatch(row.sha256)):
+        return "sha256 must be 64 lowercase hex digits"
     if row.source == "generated":
         missing = [k for k in _GENERATED_FIELDS if getattr(row, k) is None]
         if missing:
