@@ -21,6 +21,7 @@ image accepted: the call count is fixed by N and K) and two real 32x32 images pe
 
     python -m scripts.bench.bench_scale --sizes 1000x10,3000x10,10000x10,300x300 --json scale.json
     python -m scripts.bench.bench_scale --sizes 3x4 --root /tmp/s   # the quick variant (tests/scripts)
+    python -m scripts.bench.bench_scale --sizes 3x4 --root /tmp/s --again   # warm phases again, this code
     python -m scripts.bench.bench_scale --repo ../other-checkout ... # the same runs on another commit's code
 
 Run the big sizes once, in the background with ``nice``: 10^4 classes at K = 10 is ~1.3x10^5 requests.
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes-in-flight", type=int, default=16)
     p.add_argument("--no-baseline", action="store_true", help="skip the 1-class run (no CPU ms per call)")
     p.add_argument("--json", type=Path, default=None, help="also write every number here")
+    p.add_argument("--again", action="store_true",
+                   help="only the warm phases, on the finished folders an earlier run left in --root")
     args = p.parse_args(argv)
     try:
         sizes = [tuple(int(x) for x in s.lower().split("x")) for s in args.sizes.split(",") if s.strip()]
@@ -71,12 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--sizes: use NxK,NxK (e.g. 1000x10,300x300)")
     if not sizes or any(len(s) != 2 or min(s) < 1 for s in sizes):
         p.error("--sizes: use NxK,NxK with N, K >= 1")
+    if args.again and args.root is None:
+        p.error("--again needs the --root of an earlier run")
     root = args.root or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     root.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"repo": str(args.repo.resolve()), "commit": _commit(args.repo), "sizes": []}
     baselines: dict[int, tuple[Proc, int]] = {}
     try:
         for n, k in sizes:
+            if args.again:
+                results["sizes"].append(_again(root / f"n{n}-k{k}", n, k, args))
+                continue
             if k not in baselines and not args.no_baseline:  # the 1-class run at this K: start-up, model load
                 base = _measure(root / f"base-k{k}", 1, k, args, phases=False)
                 baselines[k] = (base["cold_proc"], base["calls"])
@@ -95,6 +103,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=_plain) + "\n", encoding="utf-8")
     return 0
+
+
+def _again(folder: Path, n: int, k: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``--again``: the warm phases only, on the finished folder an earlier run of this script left in
+    ``--root``: a ``--replay`` first (this code's keys replace the old code's), then the warm rerun."""
+    out = folder / "run"
+    if not (out / "summary.json").is_file():
+        raise SystemExit(f"--again: {out} holds no finished run; run without --again first (same --root)")
+    inputs = argparse.Namespace(tail=folder / "inputs" / "tail.txt", images=folder / "inputs" / "images",
+                                clip_config=folder / "inputs" / "tiny-clip.json")
+    row: dict[str, Any] = {"classes": n, "k": k}
+    with SimProcess(median_ms=0) as sim:
+        argv = _agent_argv(inputs, out, sim.base_url, k, args.classes_in_flight)
+        replay = _run([*argv, "--replay"], args.repo)
+        replay_s = json.loads((out / "summary.json").read_text(encoding="utf-8"))["wall_s"]
+        warm = _run(argv, args.repo)
+        warm_s = json.loads((out / "summary.json").read_text(encoding="utf-8"))["wall_s"]
+        row.update(replay_proc=replay, replay_ms_per_class=round(1000 * replay_s / n, 2), warm_proc=warm,
+                   warm_ms_per_class=round(1000 * warm_s / n, 2), requests=int(sim.stats()["total"]))
+    print(f"N={n} K={k} again: --replay {row['replay_ms_per_class']} ms/class, warm {row['warm_ms_per_class']} "
+          f"ms/class (peak RSS {warm.rss_mib} MiB), {row['requests']} requests")
+    return row
 
 
 def _measure(folder: Path, n: int, k: int, args: argparse.Namespace, *, phases: bool) -> dict[str, Any]:

@@ -34,6 +34,10 @@ def test_bench_scale_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert row["summary_json_bytes"] > 0 and row["report_index_bytes"] > 0 and row["warm_ms_per_class"] > 0
     assert "calls" in row["traces_summary_proc"]["tail"]  # the inspector's summary really printed
     assert "N=2 K=4" in capsys.readouterr().out
+    again = tmp_path / "again.json"  # the warm phases again on the same folder: a replay, then a reuse
+    assert bench_scale.main(["--sizes", "2x4", "--root", str(tmp_path / "w"), "--again", "--json", str(again)]) == 0
+    (row,) = json.loads(again.read_text())["sizes"]
+    assert row["requests"] == 0 and row["warm_ms_per_class"] > 0 and row["replay_proc"]["code"] == 0
 
 
 def test_bench_report_tiny(tmp_path: Path) -> None:
