@@ -319,6 +319,18 @@ def update_sql(call_id: str, current: TraceRecord, changes: Mapping[str, Any]) -
     return sql, [row[c] for c in columns] + [call_id]
 
 
+def cost_sql(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """Per class, ``SUM(cost_usd)`` of the rows matching ``filters`` that carry a price.
+
+    >>> cost_sql({"run_id": "r1"})[1]
+    ['r1']
+    """
+    where, params = _where(filters)
+    where = f"{where} AND " if where else " WHERE "
+    return (f"SELECT {_q('class_name')}, SUM({_q('cost_usd')}) FROM traces{where}{_q('cost_usd')} IS NOT NULL "
+            f"GROUP BY {_q('class_name')}", params)
+
+
 def select_sql(filters: Mapping[str, Any], *, unpriced: bool = False) -> tuple[str, list[Any]]:
     """``SELECT`` of every column where each non-``None`` filter matches (and, with ``unpriced``, whose
     ``cost_usd`` is NULL), ordered by start then id.

@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -49,6 +49,7 @@ from store.trace_schema import (
     SENT_SPEND_SQL,
     TraceRecord,
     TraceStoreError,
+    cost_sql,
     counts_from_rows,
     counts_sql,
     migrate_sql,
@@ -63,7 +64,7 @@ from store.trace_schema import (
 )
 from store.trace_text import INSERT_SEGMENT_SQL, SEGMENT_BATCH, RecentSegments, ids_of, segments_sql, settle
 
-__all__ = ["TraceRecord", "TraceStore", "TraceStoreError", "read_counts", "read_traces"]
+__all__ = ["TraceRecord", "TraceStore", "TraceStoreError", "iter_traces", "read_costs", "read_counts", "read_traces"]
 
 LOG = logging.getLogger(__name__)
 
@@ -327,29 +328,56 @@ def _check_version(path: Path, version: int) -> None:
 
 def read_traces(path: Path | str, **filters: Any) -> list[TraceRecord]:
     """Sync, read-only query of a trace file (for CLIs); same filters and order as ``query``."""
+    return list(iter_traces(path, **filters))
+
+
+def iter_traces(path: Path | str, *, unpriced: bool = False, chunk: int = 2000,
+                **filters: Any) -> Iterator[TraceRecord]:
+    """:func:`read_traces` as a stream, ``chunk`` rows decoded at a time (``unpriced``: only rows without
+    ``cost_usd``): a reader of 10^5-10^6 rows (``agent.traces export``) holds one chunk, not the run."""
     path = Path(path)
     if not path.is_file():
         raise TraceStoreError(f"{path}: no trace file there (expected a run dir's traces.sqlite)")
-    sql, params = select_sql(filters)
+    sql, params = select_sql(filters, unpriced=unpriced)
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise TraceStoreError(f"{path}: cannot open trace file ({exc})") from None
     try:
-        _check_version(path, int(conn.execute("PRAGMA user_version").fetchone()[0]))
-        present = {str(r[1]) for r in conn.execute("PRAGMA table_info(traces)").fetchall()}
-        rows = [tuple(r) for r in conn.execute(select_for(present, sql), params).fetchall()]
-        wanted = ids_of(_tokens(rows))
-        ids = sorted(wanted)
-        bodies: dict[str, str] = {}
-        for start in range(0, len(ids), SEGMENT_BATCH):
-            chunk = ids[start:start + SEGMENT_BATCH]
-            bodies.update((wanted[h], body) for h, body in conn.execute(segments_sql(len(chunk)), chunk))
-    except sqlite3.DatabaseError as exc:
-        raise TraceStoreError(f"{path}: not a readable trace file ({exc})") from None
+        try:
+            _check_version(path, int(conn.execute("PRAGMA user_version").fetchone()[0]))
+            present = {str(r[1]) for r in conn.execute("PRAGMA table_info(traces)").fetchall()}
+            cursor = conn.execute(select_for(present, sql), params)
+        except sqlite3.DatabaseError as exc:
+            raise TraceStoreError(f"{path}: not a readable trace file ({exc})") from None
+        while True:
+            try:
+                rows = [tuple(r) for r in cursor.fetchmany(chunk)]
+                if not rows:
+                    return
+                wanted = ids_of(_tokens(rows))
+                ids = sorted(wanted)
+                bodies: dict[str, str] = {}
+                for start in range(0, len(ids), SEGMENT_BATCH):
+                    part = ids[start:start + SEGMENT_BATCH]
+                    bodies.update((wanted[h], body) for h, body in conn.execute(segments_sql(len(part)), part))
+            except sqlite3.DatabaseError as exc:
+                raise TraceStoreError(f"{path}: not a readable trace file ({exc})") from None
+            yield from _records(path, rows, bodies)
     finally:
         conn.close()
-    return _records(path, rows, bodies)
+
+
+def read_costs(path: Path | str, **filters: Any) -> dict[str, float]:
+    """Sync, read-only: per class, the sum of the recorded ``cost_usd`` of rows matching ``filters`` (rows
+    without one are left out: price them with :func:`iter_traces` ``unpriced=True``). One aggregate."""
+    path = Path(path)
+    sql, params = cost_sql(filters)
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            return {str(name): float(total) for name, total in conn.execute(sql, params)}
+    except sqlite3.DatabaseError as exc:
+        raise TraceStoreError(f"{path}: not a readable trace file ({exc})") from None
 
 
 def read_counts(path: Path | str, since: float = 0.0, **filters: Any) -> dict[str, dict[str, dict[str, int]]]:

@@ -29,7 +29,7 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,7 +44,7 @@ from agent.readout.status import InspectError, status_rows
 from store.cli import OneLineParser
 from store.logs import cli_logging
 from store.trace_schema import sum_counts
-from store.traces import TraceRecord, read_counts, read_traces
+from store.traces import TraceRecord, iter_traces, read_costs, read_counts, read_traces
 
 __all__ = ["CSV_FIELDS", "call_cost", "class_costs", "main"]
 
@@ -64,12 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # ------------------------------------------------------------------------------------ commands
 def cmd_summary(args: argparse.Namespace) -> int:
-    records = _records(args)
     prices = _prices(args)
     run = RunFolder(args.run_dir)
+    filters = _filters(args)
     summary = read_json(run.summary, error=InspectError).get("classes", {})
-    counts = read_counts(run.traces, **_filters(args))
-    rows = _summary_rows(records, counts, prices, summary)
+    counts = read_counts(run.traces, **filters)
+    # Recorded costs summed in SQL; only rows without one are read (and priced now): 10^5 rows stay on disk.
+    costs = class_costs(iter_traces(run.traces, unpriced=True, **filters), prices,
+                        recorded=read_costs(run.traces, **filters))
+    rows = _summary_rows(costs, counts, summary)
     if args.json:
         _print_json({"run_dir": str(args.run_dir), "classes": rows, "total": _total_row(rows)})
         return 0
@@ -129,12 +132,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "csv":  # one row per call, the same fields as jsonl; nested values as JSON text
         writer = csv.DictWriter(out, fieldnames=[*CSV_FIELDS], extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        for record in _records(args):
+        for record in iter_traces(RunFolder(args.run_dir).traces, **_filters(args)):  # streamed: 10^6 rows fit
             data = _record_json(record, prices)
             writer.writerow({k: json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, (dict, list)) else v
                              for k, v in data.items()})
         return 0
-    for record in _records(args):
+    for record in iter_traces(RunFolder(args.run_dir).traces, **_filters(args)):
         out.write(json.dumps(_record_json(record, prices), ensure_ascii=False, default=str) + "\n")
     return 0
 
@@ -189,9 +192,11 @@ def call_cost(record: TraceRecord, prices: PriceTable | None) -> float | None:
     return prices.record_cost(record)
 
 
-def class_costs(records: Iterable[TraceRecord], prices: PriceTable | None) -> dict[str, float | None]:
-    """Cost per class (``None`` when any of its billed calls has no price)."""
-    out: dict[str, float | None] = {}
+def class_costs(records: Iterable[TraceRecord], prices: PriceTable | None,
+                recorded: Mapping[str, float] | None = None) -> dict[str, float | None]:
+    """Cost per class (``None`` when any of its billed calls has no price); ``recorded``: per class, the sum
+    of recorded costs of rows not in ``records`` (store.traces.read_costs)."""
+    out: dict[str, float | None] = {name: round(total, 8) for name, total in (recorded or {}).items()}
     for r in records:
         cost = call_cost(r, prices)
         prior = out.get(r.class_name, 0.0)
@@ -227,11 +232,10 @@ def _prices(args: argparse.Namespace) -> PriceTable:
     return load_prices(args.prices)
 
 
-def _summary_rows(records: list[TraceRecord], counts: dict[str, dict[str, dict[str, int]]], prices: PriceTable,
+def _summary_rows(costs: Mapping[str, float | None], counts: dict[str, dict[str, dict[str, int]]],
                   summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per class: the counts (store.trace_schema.counts_sql, the run's one definition), billed
     tokens, cost, and the results from summary.json."""
-    costs = class_costs(records, prices)
     rows = []
     for name in [*summary, *sorted(set(counts) - set(summary))]:
         by_role, entry = counts.get(name, {}), summary.get(name, {})

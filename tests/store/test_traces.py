@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from store.traces import TraceRecord, TraceStore, TraceStoreError, read_traces
+from store.traces import TraceRecord, TraceStore, TraceStoreError, iter_traces, read_costs, read_traces
 
 
 def _rec(**changes: Any) -> TraceRecord:
@@ -251,3 +251,19 @@ async def test_unknown_filter_is_rejected(lazy_store: TraceStore) -> None:
 async def test_bad_open_arguments(tmp_path: Path) -> None:
     with pytest.raises(TraceStoreError, match="batch_size"):
         await TraceStore.open(tmp_path / "t.sqlite", batch_size=0)
+
+
+async def test_iter_traces_streams_what_read_traces_returns_and_read_costs_sums_recorded_prices(
+        tmp_path: Path) -> None:
+    store = await TraceStore.open(tmp_path / "traces.sqlite")
+    recs = [_rec(class_name=c, cost_usd=cost, started_at=float(i),
+                 request={"prompt": f"{i}. A photo of the class {c}, seen from the left side."})
+            for i, (c, cost) in enumerate([("cat", 0.5), ("cat", None), ("dog", 0.25), ("dog", 0.125), ("owl", None)])]
+    for r in recs:
+        store.add(r)
+    await store.close()
+    path = tmp_path / "traces.sqlite"
+    assert list(iter_traces(path, chunk=2)) == read_traces(path) == recs
+    assert [r.call_id for r in iter_traces(path, unpriced=True, chunk=1)] == [recs[1].call_id, recs[4].call_id]
+    assert read_costs(path) == {"cat": 0.5, "dog": 0.375}  # owl has no recorded price: priced by the reader
+    assert read_costs(path, class_name="dog") == {"dog": 0.375}
