@@ -4,7 +4,7 @@ Contract:
 
 - A fresh run (no ``--resume``) into a folder restarts every class at ``describe``; each call that still
   applies is a cache hit, so the class replays to the state it reached before. When *nothing* that state
-  depends on has changed, that replay is pure cost (~30 ms a class of graph steps, checkpoint writes and
+  depends on has changed, that replay is pure cost (45–65 ms a class at K = 10: graph steps, checkpoint writes and
   cache reads: issue 23's warm rerun). The driver then takes the class's kept final state instead
   (agent/lifecycle/driver.py): same manifest rows, same images, no call, no trace row.
 - :func:`run_key` digests what every class shares: the *what* settings of ``config.json`` (the ones a
