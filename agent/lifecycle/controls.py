@@ -121,8 +121,7 @@ async def attach(controls: RunControls, *, providers_config: Any, traces: Any, r
     controls.unbilled = unbilled_roles(providers_config)
     # Cache hits are never billable (Budget.seeded skips them): not reading them keeps a run folder's
     # start-up cost flat however many warm reruns its traces hold (scripts/bench/bench_agent.py).
-    controls.budget = Budget.seeded((), max_cost_usd=controls.max_cost_usd, max_calls=controls.max_calls,
-                                    prices=controls.prices)
+    controls.budget = Budget(max_cost_usd=controls.max_cost_usd, max_calls=controls.max_calls)
     # Priced rows: one SQL aggregate. Rows without a price are priced here, one chunk in memory at a time.
     controls.budget.seed_totals(*await traces.sent_spend(run_id))
     async for chunk in traces.query_chunks(run_id=run_id, cache_hit=False, unpriced=True):

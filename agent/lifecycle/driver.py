@@ -132,7 +132,8 @@ async def execute(
     out = settings.out
     run = RunFolder(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_config(run, settings, providers_config, inputs, notes)
+    doc = config_doc(settings, providers_config, inputs)  # once: config.json and the reuse key both read it
+    run.write_config({**doc, **(notes or {})})
     if scorer is None:
         scorer = await asyncio.to_thread(ClipScorer.load, settings.clip_model, settings.pretrained_arg())
     blobs = BlobStore(run.blobs)
@@ -163,7 +164,7 @@ async def execute(
                 await verify_checkpoints(saver, settings.run_id)
             graph = compile_graph(saver)
             driver = _Driver(graph, saver, deps, settings, inputs, log, outputs,
-                             run_key(settings, providers_config, inputs, await cache.epoch()))
+                             run_key(doc, settings.score, await cache.epoch()))
             outcomes = await driver.run_all()
             for spec in inputs.classes:  # classes this invocation did not finish: read where they stand, one by one
                 if not outputs.has(spec.name):
@@ -436,14 +437,6 @@ def _exit_code(outcomes: list[ClassOutcome]) -> int:
     if any(o.status == "review" for o in outcomes) and all(o.status in ("complete", "review") for o in outcomes):
         return EXIT_REVIEW
     return EXIT_OK if all(o.status == "complete" for o in outcomes) else EXIT_FAILED
-
-
-def _write_config(run: RunFolder, settings: RunSettings, providers_config: ProvidersConfig, inputs: Inputs,
-                  notes: dict[str, Any] | None) -> None:
-    """config.json: what this invocation actually uses (agent/lifecycle/resume.py ``config_doc``) plus the caller's
-    notes (the TOML file used, the budget caps, the settings each resume changed)."""
-    doc = {**config_doc(settings, providers_config, inputs), **(notes or {})}
-    run.write_config(doc)
 
 
 def _prune_images(run: RunFolder, keep: set[str]) -> None:

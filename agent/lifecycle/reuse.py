@@ -7,7 +7,7 @@ Contract:
   depends on has changed, that replay is pure cost (45–65 ms a class at K = 10: graph steps, checkpoint writes and
   cache reads: issue 23's warm rerun). The driver then takes the class's kept final state instead
   (agent/lifecycle/driver.py): same manifest rows, same images, no call, no trace row.
-- :func:`run_key` digests what every class shares: the *what* settings of ``config.json`` (the ones a
+- :func:`run_key` digests what every class shares (from the run's ``config_doc``): the *what* settings (the ones a
   ``--resume`` refuses to change, agent/lifecycle/resume.py), the providers' *what* fields (models, request
   fields, the cache namespace; not base URLs, limits or keys), the prompts' digest, a digest of the code
   that makes and reads the calls (:func:`code_digest`: the ``agent/graph``, ``agent/providers``,
@@ -40,7 +40,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from agent.lifecycle.resume import HOW_ROLE_FIELDS, HOW_RUN_FIELDS, config_doc
+from agent.lifecycle.resume import HOW_ROLE_FIELDS, HOW_RUN_FIELDS
 from store.cache import canonical_json
 
 __all__ = ["class_key", "code_digest", "run_key"]
@@ -51,9 +51,9 @@ _ROOT = Path(__file__).resolve().parents[2]
 _CODE = ("agent/graph", "agent/providers", "agent/batch", "store", "prompts")
 
 
-def run_key(settings: Any, providers_config: Any, inputs: Any, cache_epoch: str) -> str:
-    """sha256 of everything every class's result depends on (see the module docstring)."""
-    doc = config_doc(settings, providers_config, inputs)
+def run_key(doc: Mapping[str, Any], score: str, cache_epoch: str) -> str:
+    """sha256 of everything every class's result depends on (see the module docstring); ``doc`` is the run's
+    ``config_doc`` (agent/lifecycle/resume.py: what config.json records), ``score`` its score mode."""
     providers: dict[str, Any] = {}
     for role, table in doc["providers"].items():
         providers[role] = ({k: v for k, v in table.items() if k not in HOW_ROLE_FIELDS}
@@ -65,7 +65,7 @@ def run_key(settings: Any, providers_config: Any, inputs: Any, cache_epoch: str)
         "code": code_digest(),
         "cache_epoch": cache_epoch,
         # softmax: a class's score depends on every class's C_y, so every class is part of each key
-        "all_classes": doc["classes"] if getattr(settings, "score", None) == "softmax" else None,
+        "all_classes": doc["classes"] if score == "softmax" else None,
     }
     return hashlib.sha256(canonical_json(what).encode("utf-8")).hexdigest()
 
