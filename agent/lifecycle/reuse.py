@@ -19,6 +19,8 @@ Contract:
   only when its kept state is ``complete`` with an equal key and every accepted image is still on disk.
   Anything else — a short or failed class, an older checkpoint without a key, ``--review``, ``--replay``
   — replays through the graph as before.
+- Only the same run id finds the kept state (threads are ``"<run_id>/<class>"``): a rerun without ``--run-id``
+  gets a new timestamp id and replays from the cache.
 - Not covered: a model server whose weights changed under the same model name (the cache would replay
   its old answers anyway), and images edited in place with the same size and mtime.
 
